@@ -1,0 +1,102 @@
+"""How a supernet turns architecture parameters into the mixing weights of its edges.
+
+One function per searcher family, registered by name:
+
+- ``softmax`` (DARTS): ``w = softmax(alpha)``; every op but ``none`` runs (``none`` outputs zeros, so skipping it
+  changes neither the output nor any gradient).
+- ``gumbel-soft`` (SNAS): ``w = softmax((alpha + G) / tau)`` with fresh Gumbel noise ``G`` per forward.
+- ``gumbel-hard`` (GDAS): ``probs = softmax((log_softmax(alpha) + G) / tau)``, ``w = one_hot(argmax) - probs.detach()
+  + probs`` (straight-through); only the sampled op of each edge runs, and the other ops add their zero-valued weight
+  so that every logit still receives a gradient.
+- ``decoded`` (EvNAS): the alphas are decoded to the one-hot matrix of their derived genotype, and ``w =
+  softmax(one_hot)``: e/(e+7) on a chosen op, 1/(e+7) on the others of a chosen edge, 1/8 on unchosen edges.
+- ``expert`` (XNAS): ``w = softmax(alpha)`` over the experts not yet wiped out; wiped-out experts never run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from evoray.registry import Registry
+from evoray.spaces.derive import default_method, derive_cell, one_hot_cell
+from evoray.spaces.space import SearchSpace
+
+
+@dataclass
+class EdgeWeights:
+    """The mixing weights of one cell type's edges, and which ops to compute."""
+
+    weights: Tensor  # (E, K)
+    active: list[list[int]] | None = None  # per edge, the op columns to run; None: every op but `none`
+    hard: bool = False  # add the weights of the ops not run as zero-valued terms (straight-through estimator)
+
+
+@dataclass
+class WeightingContext:
+    """What a weighting mode may need beyond the alphas."""
+
+    space: SearchSpace
+    cell_type: str
+    tau: float = 1.0
+    wiped: Tensor | None = None  # (E, K) bool, XNAS experts removed for good
+
+
+Weighting = Callable[[Tensor, WeightingContext], EdgeWeights]
+WEIGHTINGS: Registry[Weighting] = Registry("weighting mode")
+
+
+def gumbel_like(x: Tensor) -> Tensor:
+    """Standard Gumbel noise of ``x``'s shape: ``-log(Exponential(1))``."""
+    return -torch.empty_like(x).exponential_().log()
+
+
+@WEIGHTINGS.register("softmax")
+def softmax_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
+    return EdgeWeights(F.softmax(alpha, dim=-1))
+
+
+@WEIGHTINGS.register("gumbel-soft")
+def gumbel_soft_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
+    return EdgeWeights(F.softmax((alpha + gumbel_like(alpha)) / ctx.tau, dim=-1))
+
+
+@WEIGHTINGS.register("gumbel-hard")
+def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
+    log_p = F.log_softmax(alpha, dim=-1)
+    while True:  # resample the rare draw whose probabilities overflow, as GDAS does
+        probs = F.softmax((log_p + gumbel_like(alpha)) / ctx.tau, dim=-1)
+        if torch.isfinite(probs).all():
+            break
+    index = probs.argmax(dim=-1, keepdim=True)  # (E, 1)
+    hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+    weights = hard - probs.detach() + probs
+    return EdgeWeights(weights, active=[[int(i)] for i in index.flatten().tolist()], hard=True)
+
+
+@WEIGHTINGS.register("decoded")
+def decoded_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
+    return EdgeWeights(F.softmax(decode_one_hot(alpha, ctx.space, ctx.cell_type), dim=-1))
+
+
+def decode_one_hot(alpha: Tensor, space: SearchSpace, cell_type: str) -> Tensor:
+    """The one-hot (E, K) matrix of the genotype derived from ``alpha`` (DARTS top-2, NB201 argmax)."""
+    weights = F.softmax(alpha.detach().float(), dim=-1).cpu().numpy()
+    cell = derive_cell(space, cell_type, weights, default_method(space))
+    return torch.from_numpy(one_hot_cell(space, cell_type, cell)).to(alpha.device, alpha.dtype)
+
+
+@WEIGHTINGS.register("expert")
+def expert_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
+    if ctx.wiped is None or not bool(ctx.wiped.any()):
+        return EdgeWeights(F.softmax(alpha, dim=-1))
+    weights = F.softmax(alpha.masked_fill(ctx.wiped, float("-inf")), dim=-1)
+    active = []
+    for e, row in enumerate((~ctx.wiped).tolist()):
+        names = ctx.space.edge_ops(ctx.cell_type, e)
+        active.append([k for k, kept in enumerate(row) if kept and names[k] != "none"])
+    return EdgeWeights(weights, active=active)

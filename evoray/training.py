@@ -1,0 +1,251 @@
+"""Retraining a genotype from scratch with the DARTS recipe, and evaluating classifiers.
+
+The recipe (Liu et al., 2019): SGD with momentum, cosine learning rate to ``lr_min``, weight decay, gradient
+clipping, an auxiliary head weighted 0.4, drop path ramped linearly from 0 to its final probability, cutout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evoray.config import save_config
+from evoray.data import DataConfig, build_data
+from evoray.errors import ConfigError
+from evoray.metrics import AverageMeter, accuracy
+from evoray.nn.networks import build_network
+from evoray.profiling import profile_model
+from evoray.runtime import RuntimeConfig, apply_runtime, autocast, memory_format, seed_everything
+from evoray.spaces.genotype import Genotype
+from evoray.spaces.resolve import resolve_genotype
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ModelConfig:
+    genotype: str = "DARTS_V2"  # a published name, a .json file, a Genotype(...) string or an NB201 arch string
+    network: str = field(default="cifar", metadata={"choices": ("cifar", "imagenet", "nb201")})  # network family
+    init_channels: int = field(default=36, metadata={"min": 2})  # C of the first cells (NB201: 16)
+    layers: int = field(default=20, metadata={"min": 1})  # cells (cifar/imagenet); cells per stage N (nb201)
+    auxiliary: bool = True  # auxiliary head after the second reduction cell
+    auxiliary_weight: float = field(default=0.4, metadata={"min": 0.0})  # its loss weight
+    drop_path_prob: float = field(default=0.2, metadata={"min": 0.0, "max": 1.0})  # final drop-path probability
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = field(default=600, metadata={"min": 0})  # DARTS: 600 on CIFAR-10
+    lr: float = field(default=0.025, metadata={"min": 0.0})  # initial SGD learning rate
+    lr_min: float = field(default=0.0, metadata={"min": 0.0})  # cosine schedule's final learning rate
+    schedule: str = field(default="cosine", metadata={"choices": ("cosine", "exponential")})  # per-epoch decay
+    lr_gamma: float = field(default=0.97, metadata={"min": 0.0, "max": 1.0})  # exponential: factor per epoch
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    nesterov: bool = False
+    weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
+    grad_clip: float = field(default=5.0, metadata={"min": 0.0})  # max gradient norm (0 = no clipping)
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # DARTS ImageNet: 0.1
+
+
+@dataclass
+class ProfileConfig:
+    batch_size: int = field(default=1, metadata={"min": 1})  # latency batch; reported per sample
+    warmup: int = field(default=10, metadata={"min": 0})  # untimed forward passes first
+    repeats: int = field(default=50, metadata={"min": 1})  # timed forward passes; the median is reported
+
+
+@dataclass
+class TrainConfig:
+    """Retrain a genotype from scratch. Defaults are the DARTS CIFAR-10 evaluation recipe."""
+
+    seed: int = 0  # seeds weights, data order and augmentation
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", batch_size=96, cutout=16))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    log_every: int = field(default=0, metadata={"min": 0})  # log every N steps within an epoch (0 = per epoch only)
+
+
+# (classes, input channels, image side) of each dataset, for building a network without loading its data.
+DATASET_SHAPES = {
+    "digits": (10, 1, 8),
+    "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32),
+    "imagenet": (1000, 3, 224),
+}
+
+
+def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """(num_classes, in_channels, image_size) of the configured dataset."""
+    if cfg.dataset == "npz":
+        splits = build_data(cfg, seed=0, split="train")
+        classes, channels, size = splits.num_classes, splits.in_channels, splits.image_size
+    else:
+        classes, channels, size = DATASET_SHAPES[cfg.dataset]
+    return classes, channels, cfg.image_size or size
+
+
+def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int, in_channels: int) -> nn.Module:
+    m = cfg.model
+    if genotype.is_nb201 != (m.network == "nb201"):
+        kind = "an NB201 arch string" if genotype.is_nb201 else "a DARTS-family genotype"
+        raise ConfigError(f"model.network={m.network} cannot build {kind}; use model.network=nb201 for NB201 cells")
+    return build_network(
+        genotype,
+        family=m.network,
+        C=m.init_channels,
+        layers=m.layers,
+        N=m.layers,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        auxiliary=m.auxiliary and m.network != "nb201",
+    )
+
+
+def profile_genotype(cfg: TrainConfig, log: Log = print) -> dict[str, Any]:
+    """Params (M, auxiliary head excluded), FLOPs (M multiply-adds, thop) and latency (ms per sample)."""
+    device = apply_runtime(cfg.runtime)
+    seed_everything(cfg.seed)
+    genotype = resolve_genotype(cfg.model.genotype)
+    classes, channels, size = dataset_shape(cfg.data)
+    model = build_model(cfg, genotype, classes, channels).to(device)
+    stats = profile_model(
+        model,
+        (channels, size, size),
+        device,
+        warmup=cfg.profile.warmup,
+        repeats=cfg.profile.repeats,
+        batch_size=cfg.profile.batch_size,
+    )
+    log(
+        f"{cfg.model.genotype}: params {stats['params_m']:.3f}M, FLOPs {stats['flops_m']:.1f}M, "
+        f"latency {stats['latency_ms']:.2f} ms/sample on {device}"
+    )
+    return {"genotype": str(genotype), **stats}
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    out = model(x)
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, None
+
+
+def evaluate(
+    model: nn.Module, source: Any, device: torch.device, precision: str = "fp32", channels_last: bool = False
+) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy (%) of ``model`` over ``source`` in eval mode."""
+    model.eval()
+    loss_m, top1_m, top5_m = AverageMeter(), AverageMeter(), AverageMeter()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.inference_mode():
+        for x, y in source:
+            x, y = x.to(device, non_blocking=True).to(memory_format=fmt), y.to(device, non_blocking=True)
+            with autocast(device, precision):
+                logits, _ = _forward(model, x)
+            logits = logits.float()
+            k = min(5, logits.shape[1])
+            top1, top5 = accuracy(logits, y, topk=(1, k))
+            n = y.shape[0]
+            loss_m.update(F.cross_entropy(logits, y).item(), n)
+            top1_m.update(top1, n)
+            top5_m.update(top5, n)
+    return {"loss": loss_m.avg, "top1": top1_m.avg, "top5": top5_m.avg}
+
+
+def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = print) -> dict[str, Any]:
+    """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency."""
+    device = apply_runtime(cfg.runtime)
+    seed_everything(cfg.seed)
+    genotype = resolve_genotype(cfg.model.genotype)
+    data = build_data(cfg.data, seed=cfg.seed, split="train")
+    model = build_model(cfg, genotype, data.num_classes, data.in_channels).to(device)
+    fmt = memory_format(cfg.runtime)
+    model = model.to(memory_format=fmt)
+    o = cfg.optim
+    optimizer = torch.optim.SGD(
+        model.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+    )
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if o.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(o.epochs, 1), eta_min=o.lr_min)
+    else:
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, o.lr_gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.runtime.precision == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    n_train = data.train.num_examples
+    log(f"training {genotype} on {cfg.data.dataset} ({n_train} images) for {o.epochs} epochs on {device}")
+    start = time.perf_counter()
+    history = []
+    for epoch in range(o.epochs):
+        model.train()
+        drop = cfg.model.drop_path_prob * epoch / o.epochs
+        for module in model.modules():
+            if hasattr(module, "drop_path_prob"):
+                module.drop_path_prob = drop  # type: ignore[assignment]
+        data.train.set_epoch(epoch)
+        loss_m, top1_m = AverageMeter(), AverageMeter()
+        for step, (x, y) in enumerate(data.train):
+            x, y = x.to(device, non_blocking=True).to(memory_format=fmt), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, cfg.runtime.precision):
+                logits, aux = _forward(model, x)
+                loss = criterion(logits.float(), y)
+                if aux is not None:
+                    loss = loss + cfg.model.auxiliary_weight * criterion(aux.float(), y)
+            scaler.scale(loss).backward()
+            if o.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch} step {step}")
+            n = y.shape[0]
+            loss_m.update(loss.item(), n)
+            top1_m.update(accuracy(logits.detach().float(), y)[0], n)
+            if cfg.log_every and step % cfg.log_every == 0:
+                log(f"  epoch {epoch} step {step}/{len(data.train)} loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        history.append({"epoch": epoch, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
+        log(f"epoch {epoch + 1}/{o.epochs} lr {lr:.5f} loss {loss_m.avg:.4f} train top1 {top1_m.avg:.2f}%")
+    train_time = time.perf_counter() - start
+    test = evaluate(model, data.test, device, cfg.runtime.precision, cfg.runtime.channels_last)
+    log(f"test top1 {test['top1']:.2f}% top5 {test['top5']:.2f}% loss {test['loss']:.4f} ({train_time:.0f} s)")
+    size = data.image_size
+    stats = profile_model(
+        model,
+        (data.in_channels, size, size),
+        device,
+        warmup=cfg.profile.warmup,
+        repeats=cfg.profile.repeats,
+        batch_size=cfg.profile.batch_size,
+    )
+    result = {
+        "genotype": str(genotype),
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "test_loss": test["loss"],
+        "train_time_s": train_time,
+        "epochs": o.epochs,
+        **stats,
+    }
+    if out_dir is not None:
+        torch.save(model.state_dict(), out_dir / "weights.pt")
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,24 @@
+"""Shared test fixtures: paths of the real data in ../shared/data, small deterministic seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+
+
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data, or a skip naming it when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real data lives in ../shared/data beside the checkout)")
+    return path

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+
+from evoray.config import (
+    add_config_args,
+    config_from_args,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from evoray.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "samples per step"})
+    cutout: bool = False
+    train_portion: float = field(default=0.5, metadata={"min": 0, "max": 1})
+    root: str | None = None
+    mean: tuple[float, ...] = (0.49, 0.48, 0.45)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(default=0.025, metadata={"min": 0})
+    milestones: list[int] = field(default_factory=lambda: [30, 60])
+    schedule: Literal["cosine", "step"] = "cosine"
+
+
+@dataclass
+class RuntimeConfig:
+    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16", "fp16")})
+    seed: int | None = 0
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    epochs: int = field(default=10, metadata={"min": 1})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.optim.schedule == "step" and max(self.optim.milestones, default=0) >= self.epochs:
+            raise ConfigError(
+                f"config key 'optim.milestones' = {self.optim.milestones} must be below epochs = {self.epochs}"
+            )
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    assert load_config(RunConfig) == RunConfig()
+
+
+def test_yaml_nested_merge_and_coercion(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "epochs: 100\n"
+        "data: {batch_size: 96, mean: [0.5, 1, 0.5], root: /data}\n"
+        "optim: {lr: 1e-3, schedule: step, milestones: [50, 75]}\n"
+        "extra: {note: hi, depth: {a: 1}}\n",
+    )
+    cfg = load_config(RunConfig, path)
+    assert cfg.epochs == 100
+    assert cfg.data == DataConfig(batch_size=96, root="/data", mean=(0.5, 1.0, 0.5))
+    assert isinstance(cfg.data.mean, tuple) and isinstance(cfg.data.mean[1], float)
+    assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)  # PyYAML reads 1e-3 as a string
+    assert cfg.optim.schedule == "step" and cfg.optim.milestones == [50, 75]
+    assert cfg.runtime == RuntimeConfig()  # untouched section keeps its defaults
+    assert cfg.extra == {"note": "hi", "depth": {"a": 1}}
+
+
+def test_overrides_apply_after_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "epochs: 100\noptim: {lr: 0.5}\ndata: {root: /data}\n")
+    cfg = load_config(
+        RunConfig,
+        path,
+        [
+            "optim.lr=0.1",
+            "data.cutout=true",
+            "optim.milestones=[1, 2, 3]",
+            "data.root=null",
+            "runtime.seed=null",
+            "name=123",
+            "extra.model.drop=0.2",
+            "optim.lr=0.2",
+        ],
+    )
+    assert cfg.epochs == 100  # from the file
+    assert cfg.optim.lr == 0.2  # the last override wins over the file and earlier overrides
+    assert cfg.data.cutout is True
+    assert cfg.optim.milestones == [1, 2, 3]
+    assert cfg.data.root is None and cfg.runtime.seed is None
+    assert cfg.name == "123"  # a string field keeps the raw text
+    assert cfg.extra == {"model": {"drop": 0.2}}
+
+
+def test_base_is_not_mutated() -> None:
+    base = RunConfig(epochs=7)
+    cfg = load_config(RunConfig, overrides=["optim.milestones=[1]"], base=base)
+    assert cfg.epochs == 7 and cfg.optim.milestones == [1]
+    assert base.optim.milestones == [30, 60]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["data.foo=1"], ["'data.foo'", "valid keys under data:", "batch_size, cutout, mean, root, train_portion"]),
+        (["data.batchsize=1"], ["'data.batchsize'", "did you mean 'batch_size'"]),
+        (["nope=1"], ["'nope'", "valid keys at the top level:", "data, epochs, extra"]),
+        (["optim.lr=abc"], ["config key 'optim.lr' must be a float, got 'abc'"]),
+        (["epochs=2.5"], ["config key 'epochs' must be an int, got 2.5"]),
+        (["data.cutout=3"], ["config key 'data.cutout' must be a bool"]),
+        (["optim.milestones=[1, x]"], ["config key 'optim.milestones[1]' must be an int, got 'x'"]),
+        (["optim.milestones=5"], ["config key 'optim.milestones' must be a list of ints, got 5"]),
+        (["optim.schedule=linear"], ["config key 'optim.schedule' = 'linear' is not one of cosine, step"]),
+        (["data=3"], ["config key 'data' must be a section"]),
+        (["epochs.x=3"], ["config key 'epochs' is an int, not a section"]),
+        (["data.train_portion=1.5"], ["config key 'data.train_portion' = 1.5 is out of range [0, 1]"]),
+        (["data.batch_size=0"], ["config key 'data.batch_size' = 0 is out of range [1, inf)"]),
+        (["runtime.precision=fp8"], ["config key 'runtime.precision' = 'fp8' is not one of fp32, bf16, fp16"]),
+        (["optim.schedule=step", "epochs=40"], ["config key 'optim.milestones'", "must be below epochs = 40"]),
+        (["optim.lr"], ["override 'optim.lr' must look like KEY=VALUE"]),
+        (["=3"], ["must look like KEY=VALUE"]),
+        (["extra.a=1", "extra.a.b=2"], ["cannot set 'extra.a.b': config key 'extra.a' is 1, not a mapping"]),
+        (["optim..lr=3"], ["must look like KEY=VALUE"]),
+    ],
+)
+def test_errors_name_the_key(overrides: list[str], fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, overrides=overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match=r"config file not found: .*missing\.yaml"):
+        load_config(RunConfig, missing)
+    bad = _write(tmp_path, "data: {batch_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"cfg.yaml is not valid YAML.*line") as info:
+        load_config(RunConfig, bad)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"cfg\.yaml must hold a mapping of config keys, got list"):
+        load_config(RunConfig, _write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.momentum'; valid keys under optim: lr, "):
+        load_config(RunConfig, _write(tmp_path, "optim: {momentum: 0.9}\n"))
+    with pytest.raises(ConfigError, match=r"config key 'data\.mean' must be a list of floats, got 'x'"):
+        load_config(RunConfig, _write(tmp_path, "data: {mean: x}\n"))
+    assert load_config(RunConfig, _write(tmp_path, "")) == RunConfig()
+    assert load_config(RunConfig, _write(tmp_path, "optim:\n  # lr: 0.1\n")) == RunConfig()  # empty section
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(
+        RunConfig,
+        overrides=["optim.lr=3e-4", "data.root=/x y", "extra.k=[1, 2]", "runtime.seed=null", "name='null'"],
+    )
+    assert cfg.name == "null"
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(RunConfig, path) == cfg
+    plain = yaml.safe_load(path.read_text())
+    assert plain["data"]["mean"] == [0.49, 0.48, 0.45]  # tuples saved as lists
+    assert plain == config_to_dict(cfg)
+    assert config_from_dict(RunConfig, plain) == cfg
+
+
+def test_config_from_dict_validates() -> None:
+    with pytest.raises(ConfigError, match=r"'data\.train_portion' = -0\.1 is out of range"):
+        config_from_dict(RunConfig, {"data": {"train_portion": -0.1}})
+
+
+def test_cli_args(tmp_path: Path) -> None:
+    path = _write(tmp_path, "epochs: 5\n")
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, default_config=str(path))
+    args = parser.parse_args(["--set", "epochs=6", "--set", "optim.lr=0.3"])
+    cfg = config_from_args(RunConfig, args)
+    assert cfg.epochs == 6 and cfg.optim.lr == 0.3
+    assert config_from_args(RunConfig, parser.parse_args([])).epochs == 5
+    assert parser.parse_args([]).overrides is None  # no state shared between parses
+
+
+@dataclass(frozen=True)
+class Inner:
+    width: int = 8
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str  # required: no default
+    inner: Inner | None = None
+    shape: tuple[int, int] = (1, 2)
+
+
+def test_required_optional_section_and_fixed_tuple() -> None:
+    with pytest.raises(ConfigError, match="config key 'name' is required"):
+        load_config(Outer)
+    cfg = config_from_dict(Outer, {"name": "a", "inner": {"width": 4}, "shape": [3, 4]})
+    assert cfg == Outer(name="a", inner=Inner(width=4), shape=(3, 4))
+    assert load_config(Outer, overrides=["name=b", "inner.width=2"], base=Outer("a")).inner == Inner(2)
+    with pytest.raises(ConfigError, match="config key 'shape' must be a list of 2 items"):
+        config_from_dict(Outer, {"name": "a", "shape": [1, 2, 3]})

@@ -1,0 +1,198 @@
+"""Genotype codecs and derivation from architecture weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from evoray.errors import ConfigError
+from evoray.spaces import (
+    Genotype,
+    derive_cell,
+    derive_genotype,
+    get_space,
+    one_hot,
+    parse_arch,
+    parse_genotype,
+)
+from evoray.spaces.derive import softmax
+from tests.conftest import shared_file
+
+DARTS_V2 = (
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+    "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], "
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
+    "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
+)
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+def test_darts_string_round_trip() -> None:
+    g = parse_genotype(DARTS_V2)
+    assert str(g) == DARTS_V2
+    assert g.normal.nodes[3] == (("skip_connect", 0), ("dil_conv_3x3", 2))
+    assert g.reduce.concat == (2, 3, 4, 5)
+    assert parse_genotype(str(g)) == g
+
+
+def test_range_concat_accepted() -> None:
+    text = DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2, 6)")
+    assert parse_genotype(text) == parse_genotype(DARTS_V2)
+
+
+def test_json_round_trip() -> None:
+    for g in (parse_genotype(DARTS_V2), parse_arch(ARCH)):
+        assert Genotype.from_json(json.loads(json.dumps(g.to_json()))) == g
+        assert parse_genotype(json.dumps(g.to_json())) == g
+
+
+def test_arch_string_round_trip() -> None:
+    g = parse_arch(ARCH)
+    assert g.is_nb201 and str(g) == ARCH
+    assert g.cell("cell").nodes[2] == (("skip_connect", 0), ("nor_conv_3x3", 1), ("skip_connect", 2))
+
+
+def test_edge_all_and_explicit_nodes() -> None:
+    flat14 = [("skip_connect", j) for i in range(4) for j in range(2 + i)]
+    text = f"Genotype(normal={flat14}, normal_concat=[2, 3, 4, 5], reduce={flat14}, reduce_concat=[2, 3, 4, 5])"
+    g = parse_genotype(text)
+    assert [len(n) for n in g.normal.nodes] == [2, 3, 4, 5]
+    assert parse_genotype(str(g)) == g
+    irregular = (
+        "Genotype(normal=[[('skip_connect', 0)], [('sep_conv_3x3', 1)], [('skip_connect', 3)], []], "
+        "normal_concat=[2, 3, 4, 5])"
+    )
+    g2 = parse_genotype(irregular)
+    assert [len(n) for n in g2.normal.nodes] == [1, 1, 1, 0]
+    assert parse_genotype(str(g2)) == g2
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("Genotype(normal=[('sep_conv_3x3', 0)", "malformed genotype"),
+        ("Genotype(normal=[('sep_conv_3x3', 7), ('sep_conv_3x3', 1)] * 4, normal_concat=[2, 3, 4, 5])", "malformed"),
+        ("Genotype(normal=[('sep_conv_3x3', 5)]*8, normal_concat=[2, 3, 4, 5])", "malformed"),
+        ("Genotype(normal=[('sep_conv_3x3', 0), ('x', 1)], normal_concat=[2, 3, 4, 5])", "2 edges for 4 nodes"),
+        ("|nor_conv_3x3~0|+|nor_conv_3x3|", "bad edge"),
+        ("|nor_conv_3x3~1|", "takes input 1"),
+        ("sep_conv_3x3", "malformed genotype"),
+        ("__import__('os').system('true')", "malformed genotype"),
+        ("{not json", "does not parse"),
+    ],
+)
+def test_bad_genotype_strings(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_genotype(text)
+
+
+def test_op_outside_space_is_named() -> None:
+    g = parse_genotype(DARTS_V2)
+    with pytest.raises(ConfigError, match=r"op 'sep_conv_3x3' is not allowed.*valid: none, max_pool_3x3"):
+        get_space("conas-5x5").check_cell("normal", g.normal.nodes)
+
+
+def _alphas_for(space_name: str, genotype: Genotype, strength: dict[int, float] | None = None) -> dict:
+    """Hand-made weights: 0.1 everywhere, `none` 0.9 (ignored by top-2), and the genotype's edges high."""
+    space = get_space(space_name)
+    out = {}
+    for ct in space.cell_types:
+        w = np.full(space.alpha_shape(ct), 0.1)
+        w[:, 0] = 0.9  # `none` is excluded from DARTS derivation whatever its weight
+        for i, node in enumerate(genotype.cell(ct).nodes):
+            for rank, (op, j) in enumerate(node):
+                e = space.edge_index(2 + i, j)
+                w[e, space.edge_ops(ct, e).index(op)] = 0.8 - 0.1 * rank
+        out[ct] = w
+    return out
+
+
+def test_top2_derivation_recovers_darts_v2() -> None:
+    g = parse_genotype(DARTS_V2)
+    assert derive_genotype(get_space("darts"), _alphas_for("darts", g)) == g
+
+
+def test_top2_derivation_by_hand() -> None:
+    space = get_space("darts")
+    w = np.zeros((14, 8))
+    w[:, 0] = 5.0  # none: ignored
+    # node 2 (edges 0, 1): edge 1 strongest via dil_conv_5x5
+    w[0, 4], w[1, 7] = 1.0, 2.0
+    # node 3 (edges 2, 3, 4): edges 4 and 2 beat edge 3
+    w[2, 1], w[3, 3], w[4, 5] = 1.5, 0.5, 3.0
+    # node 4 (edges 5..8): ties go to the lower input, op ties to the lower column
+    w[5, 2] = w[5, 6] = 1.0
+    w[6, 2] = 1.0
+    # node 5 (edges 9..13): edge 13 and 9
+    w[13, 3], w[9, 4] = 2.0, 1.0
+    cell = derive_cell(space, "normal", w, "top2")
+    assert cell.nodes == (
+        (("dil_conv_5x5", 1), ("sep_conv_3x3", 0)),
+        (("sep_conv_5x5", 2), ("max_pool_3x3", 0)),
+        (("avg_pool_3x3", 0), ("avg_pool_3x3", 1)),
+        (("skip_connect", 4), ("sep_conv_3x3", 0)),
+    )
+
+
+def test_argmax_and_edge_all_by_hand() -> None:
+    nb = get_space("nb201")
+    w = np.zeros((6, 5))
+    for e, k in enumerate([3, 0, 1, 4, 2, 0]):
+        w[e, k] = 1.0
+    cell = derive_cell(nb, "cell", w, "argmax")
+    assert cell.to_arch() == "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+    darts = get_space("darts")
+    w = np.zeros((14, 8))
+    w[:, 0] = 1.0
+    w[3, 4] = 2.0
+    cell = derive_cell(darts, "normal", w, "edge_all")
+    assert [len(n) for n in cell.nodes] == [2, 3, 4, 5]
+    assert cell.nodes[1] == (("none", 0), ("sep_conv_3x3", 1), ("none", 2))
+
+
+def test_derivation_uses_softmax_weights_not_raw_alphas() -> None:
+    """DARTS ranks edges by softmax weights, which can differ from ranking raw alphas across rows."""
+    space = get_space("darts")
+    alpha = np.zeros((14, 8))
+    alpha[0] = [0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]  # raw max 3.0, softmax max ~1/7.05
+    alpha[1] = [0, 1.0, 0, 0, 0, 0, 0, 0]  # raw max 1.0, softmax max ~0.30
+    alpha[2:] = 0
+    raw = derive_cell(space, "normal", alpha).nodes[0][0]
+    soft = derive_cell(space, "normal", softmax(alpha)).nodes[0][0]
+    assert raw == ("max_pool_3x3", 0) and soft == ("max_pool_3x3", 1)
+
+
+def test_one_hot_marks_exactly_the_genotype() -> None:
+    g = parse_genotype(DARTS_V2)
+    hot = one_hot(get_space("darts"), g)
+    assert hot["normal"].sum() == 8 and hot["reduce"].sum() == 8
+    space = get_space("darts")
+    assert hot["normal"][space.edge_index(5, 2), space.edge_ops("normal", 0).index("dil_conv_3x3")] == 1.0
+
+
+def test_every_nb201_arch_string_round_trips() -> None:
+    path = shared_file("nb201-12epoch.csv")
+    space = get_space("nb201")
+    seen = set()
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            g = parse_arch(row["arch"])
+            assert str(g) == row["arch"]
+            space.check_cell("cell", g.cell("cell").nodes)
+            seen.add(str(g))
+    assert len(seen) == 15625
+
+
+def test_autodl_node_tuple_form() -> None:
+    """AutoDL-Projects writes nodes as tuples of edges and adds connectN/connects fields."""
+    text = (
+        "Genotype(normal=[(('skip_connect', 0), ('skip_connect', 1)), (('skip_connect', 0), ('sep_conv_5x5', 2)), "
+        "(('sep_conv_3x3', 3), ('skip_connect', 0)), (('sep_conv_5x5', 4), ('sep_conv_3x3', 3))], "
+        "normal_concat=[2, 3, 4, 5], connectN=None, connects=None)"
+    )
+    g = parse_genotype(text)
+    assert g.cell_types == ("normal",)
+    assert g.normal.nodes[3] == (("sep_conv_5x5", 4), ("sep_conv_3x3", 3))

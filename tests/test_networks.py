@@ -1,0 +1,219 @@
+"""Evaluation networks: reproduced parameter counts, tiny forward/backward passes, drop path, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from evoray.errors import ConfigError
+from evoray.nn.networks import (
+    EvalCell,
+    NB201Network,
+    NetworkCIFAR,
+    NetworkImageNet,
+    build_network,
+    drop_path,
+)
+from evoray.spaces.genotype import parse_genotype
+from evoray.spaces.published import published_genotype, published_names
+
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+WITH_NONE = "|nor_conv_1x1~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+NONE_OUTPUT = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|none~2|"
+
+
+def n_params(net: nn.Module) -> int:
+    """Parameters without the auxiliary head, as the papers count them."""
+    return sum(p.numel() for name, p in net.named_parameters() if not name.startswith("auxiliary_head"))
+
+
+@pytest.mark.parametrize(
+    ("name", "millions"),
+    [("DARTS_V2", 3.349), ("DARTS_V1", 3.169), ("EvNAS_A", 3.626), ("EvNAS_B", 3.828), ("EvNAS_C", 3.448)],
+)
+def test_cifar_parameter_count_reproduces_the_papers(name: str, millions: float) -> None:
+    net = NetworkCIFAR(36, 10, 20, True, published_genotype(name))
+    assert net.auxiliary_head is not None
+    assert round(n_params(net) / 1e6, 3) == millions, f"{name}: {n_params(net)} parameters"
+
+
+def test_none_edges_build_nothing() -> None:
+    # SNAS_mild_edge_all lists every edge, `none` included; its other edges are exactly SNAS_mild's.
+    a = NetworkCIFAR(16, 10, 8, False, published_genotype("SNAS_mild"))
+    b = NetworkCIFAR(16, 10, 8, False, published_genotype("SNAS_mild_edge_all"))
+    assert n_params(a) == n_params(b)
+    assert len(a.cells[0].ops) == len(b.cells[0].ops) == 8
+
+
+@pytest.mark.parametrize("name", published_names())
+def test_every_published_genotype_trains_a_small_cifar_network(name: str) -> None:
+    torch.manual_seed(0)
+    net = build_network(published_genotype(name), family="cifar", C=8, layers=5, num_classes=10, auxiliary=True)
+    net.drop_path_prob = 0.2
+    net.train()
+    logits, aux = net(torch.randn(2, 3, 16, 16))
+    assert logits.shape == (2, 10) and aux is not None and aux.shape == (2, 10)
+    assert torch.isfinite(logits).all() and torch.isfinite(aux).all()
+    (logits.sum() + 0.4 * aux.sum()).backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    net.eval()
+    logits, aux = net(torch.randn(2, 3, 16, 16))
+    assert aux is None and torch.isfinite(logits).all()
+
+
+def test_cifar_network_on_8x8_digits_with_auxiliary_head() -> None:
+    net = NetworkCIFAR(8, 10, 8, True, published_genotype("DARTS_V2"), in_channels=1).train()
+    logits, aux = net(torch.randn(3, 1, 8, 8))  # the auxiliary head sees a 2x2 map
+    assert logits.shape == (3, 10) and aux is not None and aux.shape == (3, 10)
+    assert torch.isfinite(aux).all()
+
+
+def test_auxiliary_head_keeps_the_original_arithmetic_on_8x8_maps() -> None:
+    torch.manual_seed(0)
+    net = NetworkCIFAR(8, 10, 5, True, published_genotype("DARTS_V2"))
+    head = net.auxiliary_head
+    assert head is not None
+    head.eval()
+    x = torch.randn(2, head.conv1.in_channels, 8, 8)
+    h = nn.functional.avg_pool2d(torch.relu(x), 5, 3, count_include_pad=False)  # the original's 2x2 map
+    h = torch.relu(head.bn2(head.conv2(torch.relu(head.bn1(head.conv1(h))))))
+    torch.testing.assert_close(head(x), head.classifier(h.flatten(1)))
+
+
+def test_no_auxiliary_logits_without_the_head() -> None:
+    net = NetworkCIFAR(8, 10, 5, False, published_genotype("DARTS_V2")).train()
+    assert net.auxiliary_head is None
+    assert net(torch.randn(2, 3, 16, 16))[1] is None
+
+
+def test_imagenet_network_small_forward() -> None:
+    net = NetworkImageNet(8, 7, 5, True, published_genotype("EvNAS_A")).train()
+    logits, aux = net(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 7) and aux is not None and aux.shape == (2, 7)
+    net.eval()
+    logits, aux = net(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 7) and aux is None
+    # the ImageNet head has no BN after its 768-channel conv
+    assert net.auxiliary_head is not None and not isinstance(net.auxiliary_head.bn2, nn.BatchNorm2d)
+
+
+def test_drop_path_changes_outputs_only_in_training() -> None:
+    net = NetworkCIFAR(8, 10, 5, False, published_genotype("DARTS_V2"))
+    x = torch.randn(4, 3, 16, 16)
+    net.train()
+    torch.manual_seed(1)
+    plain = net(x)[0]
+    net.drop_path_prob = 0.5
+    torch.manual_seed(1)
+    dropped = net(x)[0]
+    assert not torch.allclose(plain, dropped)
+    net.eval()
+    net.drop_path_prob = 0.0
+    ref = net(x)[0]
+    net.drop_path_prob = 0.5
+    torch.testing.assert_close(net(x)[0], ref)
+
+
+def test_drop_path_zeroes_whole_samples_and_rescales() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(1000, 2, 3, 3)
+    y = drop_path(x, 0.25)
+    per_sample = y.flatten(1)
+    kept = per_sample[:, 0] > 0
+    torch.testing.assert_close(per_sample[kept], torch.full_like(per_sample[kept], 1 / 0.75))
+    assert torch.all(per_sample[~kept] == 0)
+    assert 0.7 < kept.float().mean().item() < 0.8
+
+
+def test_eval_cell_node_without_edges_is_zeros() -> None:
+    g = parse_genotype(
+        "Genotype(normal=[[('sep_conv_3x3', 0), ('skip_connect', 1)], [('none', 0), ('none', 2)], "
+        "[('skip_connect', 3), ('max_pool_3x3', 2)]], normal_concat=[2, 3, 4], "
+        "reduce=[[('max_pool_3x3', 0), ('none', 1)], [('none', 0), ('none', 1), ('none', 2)], "
+        "[('skip_connect', 0), ('avg_pool_3x3', 3)]], reduce_concat=[2, 3, 4])"
+    )
+    for cell_type, reduction, size in (("normal", False, 6), ("reduce", True, 3)):
+        cell = EvalCell(g.cell(cell_type), 12, 12, 4, reduction, False)
+        out = cell(torch.randn(2, 12, 6, 6), torch.randn(2, 12, 6, 6))
+        assert out.shape == (2, 12, size, size), cell_type
+        assert torch.all(out[:, 4:8] == 0), f"{cell_type}: node 3 has only `none` edges"
+        assert out[:, :4].abs().sum() > 0
+
+
+def relu_conv_bn(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k + 2 * c_out
+
+
+def nb201_count_all_3x3(C: int, N: int, num_classes: int) -> int:
+    """By hand: stem conv3x3 + BN; 6 ReLU-Conv3x3-BN edges per cell; two residual blocks; last BN; linear."""
+    total = 3 * C * 9 + 2 * C
+    for stage, c in enumerate((C, 2 * C, 4 * C)):
+        if stage > 0:
+            c_in = c // 2
+            total += relu_conv_bn(c_in, c, 3) + relu_conv_bn(c, c, 3) + c_in * c  # conv_a, conv_b, 1x1 shortcut
+        total += N * 6 * relu_conv_bn(c, c, 3)
+    return total + 2 * 4 * C + 4 * C * num_classes + num_classes
+
+
+def test_nb201_parameter_count() -> None:
+    net = NB201Network(16, 5, parse_genotype(ALL_3X3), 10)
+    expected = nb201_count_all_3x3(16, 5, 10)
+    assert expected == 1_531_546  # NAS-Bench-201's largest cell: 1.53M parameters on CIFAR-10
+    assert n_params(net) == expected
+
+
+@pytest.mark.parametrize("arch", [ALL_3X3, WITH_NONE, ALL_NONE, NONE_OUTPUT])
+def test_nb201_forward(arch: str) -> None:
+    net = build_network(parse_genotype(arch), family="nb201", C=8, layers=0, N=2, num_classes=5).train()
+    logits, aux = net(torch.randn(2, 3, 16, 16))
+    assert logits.shape == (2, 5) and aux is None and torch.isfinite(logits).all()
+    logits.sum().backward()
+
+
+def test_nb201_none_edges_build_nothing() -> None:
+    full = NB201Network(8, 1, parse_genotype(WITH_NONE.replace("none", "nor_conv_1x1")), 10)
+    sparse = NB201Network(8, 1, parse_genotype(WITH_NONE), 10)
+    assert len(full.cells[0].ops) == 6 and len(sparse.cells[0].ops) == 4
+    assert n_params(full) - n_params(sparse) == 2 * sum(relu_conv_bn(c, c, 1) for c in (8, 16, 32))
+
+
+def test_nb201_all_none_cell_outputs_zeros() -> None:
+    net = NB201Network(8, 1, parse_genotype(ALL_NONE), 10)
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.all(net.cells[0](x) == 0)
+
+
+def test_build_network_errors() -> None:
+    darts = published_genotype("DARTS_V2")
+    nb201 = parse_genotype(ALL_3X3)
+    with pytest.raises(ConfigError, match="valid: cifar, imagenet, nb201"):
+        build_network(darts, family="mobile", C=8, layers=5, num_classes=10)
+    with pytest.raises(ConfigError, match="nb201"):
+        build_network(nb201, family="cifar", C=8, layers=5, num_classes=10)
+    with pytest.raises(ConfigError, match="nb201"):
+        build_network(nb201, family="imagenet", C=8, layers=5, num_classes=10)
+    with pytest.raises(ConfigError, match="NAS-Bench-201"):
+        build_network(darts, family="nb201", C=8, layers=5, num_classes=10)
+    with pytest.raises(ConfigError, match="layers"):
+        build_network(darts, family="cifar", C=8, layers=0, num_classes=10)
+    with pytest.raises(ConfigError, match="even"):
+        build_network(darts, family="imagenet", C=7, layers=5, num_classes=10)
+    with pytest.raises(ConfigError, match="unknown op 'conv_9x9'"):
+        build_network(
+            parse_genotype(ALL_3X3.replace("nor_conv_3x3~2", "conv_9x9~2")),
+            family="nb201",
+            C=8,
+            layers=0,
+            num_classes=10,
+        )
+
+
+def test_build_network_families() -> None:
+    darts = published_genotype("DARTS_V2")
+    assert isinstance(build_network(darts, family="cifar", C=8, layers=5, num_classes=10), NetworkCIFAR)
+    assert isinstance(build_network(darts, family="imagenet", C=8, layers=5, num_classes=10), NetworkImageNet)
+    nb = build_network(parse_genotype(ALL_3X3), family="nb201", C=8, layers=0, N=1, num_classes=10, in_channels=1)
+    assert isinstance(nb, NB201Network) and nb(torch.randn(2, 1, 8, 8))[0].shape == (2, 10)

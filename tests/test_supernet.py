@@ -1,0 +1,236 @@
+"""Supernet facts: the grouped edges equal the per-edge DARTS computation; each weighting mode does what it says."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evoray.nn.grouped import GroupOp
+from evoray.nn.ops import OPS
+from evoray.nn.supernet import DartsSupernet, EdgeGroup, NB201Supernet, SearchCell, Supernet
+from evoray.nn.weighting import EdgeWeights
+from evoray.spaces import get_space
+
+# ---------------------------------------------------------------------------------------------------------------
+# A per-edge reference: one ops.py module per (edge, op), as the original DARTS MixedOp, sharing the grouped
+# parameters edge by edge. Its output must equal the grouped supernet's.
+
+
+def _per_edge_op(group: EdgeGroup, name: str, member: int, C: int, pool_bn: bool) -> nn.Module:
+    gop = group.ops[name]
+    op = OPS.get(name)(C, group.stride, False)
+    C_half = C // 2
+    with torch.no_grad():
+        for pname, param in op.named_parameters():
+            stacked = dict(gop.named_parameters())[_grouped_name(gop, pname)]
+            rows = C_half if pname.startswith("conv_") else C
+            param.copy_(stacked[member * rows : (member + 1) * rows])
+    if pool_bn and "pool" in name:
+        op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+    return op
+
+
+def _grouped_name(gop: GroupOp, pname: str) -> str:
+    table = {
+        "dw1.weight": "dw1",
+        "pw1.weight": "pw1",
+        "dw2.weight": "dw2",
+        "pw2.weight": "pw2",
+        "dw.weight": "dw",
+        "pw.weight": "pw",
+        "conv_1.weight": "conv_1",
+        "conv_2.weight": "conv_2",
+        "conv.weight": "weight",
+    }
+    return table[pname]
+
+
+def _reference_cell(cell: SearchCell, inputs: list[torch.Tensor], ew: EdgeWeights, space, C: int) -> torch.Tensor:
+    if cell.darts:
+        states = [cell.preprocess0(inputs[0]), cell.preprocess1(inputs[1])]
+    else:
+        states = [inputs[0]]
+    ops = {}
+    for group in cell.groups:
+        for name, members in group.members.items():
+            for i, s in enumerate(members):
+                e = group.edge_ids[s]
+                ops[(e, group.cols[name][i])] = _per_edge_op(group, name, i, C, cell.darts)
+    e = 0
+    for _ in range(cell.steps):
+        node = 0
+        for j in range(len(states)):
+            for k in range(len(space.edge_ops(cell.cell_type, e))):
+                node = node + ew.weights[e, k] * ops[(e, k)](states[j])
+            e += 1
+        states.append(node)
+    return torch.cat(states[2:], dim=1) if cell.darts else states[-1]
+
+
+def _reference_forward(net: DartsSupernet, x: torch.Tensor) -> torch.Tensor:
+    weights = net.edge_weights()
+    s0 = s1 = net.stem(x)
+    for cell in net.cells:
+        C = cell.groups[0].C
+        s0, s1 = s1, _reference_cell(cell, [s0, s1], weights[cell.cell_type], net.space, C)
+    return net.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1))
+
+
+@pytest.mark.parametrize("space_name", ["darts", "rdarts-s1", "conas-5x5"])
+def test_grouped_supernet_equals_per_edge_reference(space_name: str) -> None:
+    torch.manual_seed(1)
+    net = DartsSupernet(get_space(space_name), C=4, layers=3)
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_()  # distinct weights so that a mix-up of edges or ops shows
+    x = torch.randn(3, 3, 8, 8)
+    out = net(x)
+    ref = _reference_forward(net, x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    g_out = torch.autograd.grad(out.square().sum(), net.arch_parameters())
+    g_ref = torch.autograd.grad(ref.square().sum(), net.arch_parameters())
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_nb201_supernet_equals_per_edge_reference() -> None:
+    torch.manual_seed(2)
+    space = get_space("nb201")
+    net = NB201Supernet(space, C=4, N=1)
+    with torch.no_grad():
+        net.alphas["cell"].normal_()
+    x = torch.randn(3, 3, 8, 8)
+    weights = net.edge_weights()["cell"]
+    cell = net.cells[0]
+    h = net.stem(x)
+    torch.testing.assert_close(cell([h], weights), _reference_cell(cell, [h], weights, space, 4), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _count_op_runs(net: Supernet) -> tuple[Counter, list]:
+    """Hooks counting, per (cell index, edge), how many op evaluations ran."""
+    runs: Counter = Counter()
+    handles = []
+    for c, cell in enumerate(net.cells):
+        if not isinstance(cell, SearchCell):
+            continue
+        for group in cell.groups:
+            for name, op in group.ops.items():
+                members = group.members[name]
+
+                def hook(module, args, output, c=c, group=group, members=members):
+                    slots = args[1] if len(args) > 1 else None
+                    chosen = range(len(members)) if slots is None else slots
+                    for i in chosen:
+                        runs[(c, group.edge_ids[members[i]])] += 1
+
+                handles.append(op.register_forward_hook(hook))
+    return runs, handles
+
+
+@pytest.mark.parametrize("space_name", ["darts", "nb201"])
+def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: str) -> None:
+    space = get_space(space_name)
+    if space.family == "nb201":
+        net: Supernet = NB201Supernet(space, C=4, N=1, weighting="gumbel-hard")
+    else:
+        net = DartsSupernet(space, C=4, layers=3, weighting="gumbel-hard")
+    net.tau = 10.0
+    runs, handles = _count_op_runs(net)
+    out = net(torch.randn(2, 3, 8, 8))
+    n_cells = sum(isinstance(c, SearchCell) for c in net.cells)
+    assert len(runs) == n_cells * space.num_edges
+    assert set(runs.values()) == {1}, "every edge must run exactly one op"
+    out.logsumexp(1).sum().backward()
+    for alpha in net.arch_parameters():
+        assert alpha.grad is not None
+        assert (alpha.grad != 0).all(), "every logit of every edge gets a gradient"
+    for h in handles:
+        h.remove()
+
+
+def test_gdas_weights_are_one_hot_forward_and_soft_backward() -> None:
+    space = get_space("darts")
+    net = DartsSupernet(space, C=4, layers=3, weighting="gumbel-hard")
+    ew = net.edge_weights()["normal"]
+    assert ew.active is not None and all(len(a) == 1 for a in ew.active)
+    hot = torch.zeros_like(ew.weights)
+    for e, (k,) in enumerate(ew.active):
+        hot[e, k] = 1.0
+    torch.testing.assert_close(ew.weights.detach(), hot, atol=1e-6, rtol=0)
+
+
+def test_softmax_mode_runs_every_op_but_none() -> None:
+    net = DartsSupernet(get_space("darts"), C=4, layers=3)
+    runs, handles = _count_op_runs(net)
+    net(torch.randn(2, 3, 8, 8))
+    assert set(runs.values()) == {7}  # 8 ops, `none` skipped
+    for h in handles:
+        h.remove()
+
+
+def test_evnas_decoded_weights() -> None:
+    space = get_space("darts")
+    net = DartsSupernet(space, C=4, layers=3, weighting="decoded")
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.uniform_()  # an EvNAS individual: U(0, 1)
+    genotype = net.genotype()
+    e_ = math.e
+    for ct in space.cell_types:
+        w = net.edge_weights()[ct].weights
+        chosen = {
+            (space.edge_index(2 + i, j), space.edge_ops(ct, 0).index(op))
+            for i, node in enumerate(genotype.cell(ct).nodes)
+            for op, j in node
+        }
+        chosen_edges = {e for e, _ in chosen}
+        assert len(chosen) == 8
+        for e in range(14):
+            for k in range(8):
+                if (e, k) in chosen:
+                    expected = e_ / (e_ + 7)
+                elif e in chosen_edges:
+                    expected = 1 / (e_ + 7)
+                else:
+                    expected = 1 / 8
+                assert w[e, k].item() == pytest.approx(expected, rel=1e-6)
+    assert e_ / (e_ + 7) == pytest.approx(0.2797, abs=1e-4) and 1 / (e_ + 7) == pytest.approx(0.1029, abs=1e-4)
+
+
+def test_expert_mode_skips_wiped_experts() -> None:
+    space = get_space("darts")
+    net = DartsSupernet(space, C=4, layers=3, weighting="expert")
+    net.wiped("normal")[:, 4:] = True  # wipe out every conv expert of the normal cells
+    runs, handles = _count_op_runs(net)
+    out = net(torch.randn(2, 3, 8, 8))
+    w = net.edge_weights()["normal"].weights
+    assert (w[:, 4:] == 0).all() and torch.allclose(w.sum(1), torch.ones(14))
+    normal_cells = [c for c, cell in enumerate(net.cells) if cell.cell_type == "normal"]
+    for c in normal_cells:
+        assert all(runs[(c, e)] == 3 for e in range(14))  # max pool, avg pool, skip
+    out.sum().backward()
+    assert net.alphas["normal"].grad is not None
+    assert (net.alphas["normal"].grad[:, 4:] == 0).all()
+    assert "sep_conv" not in str(net.genotype().normal)
+    for h in handles:
+        h.remove()
+
+
+def test_pool_bn_keeps_per_edge_running_statistics() -> None:
+    net = DartsSupernet(get_space("darts"), C=4, layers=3, weighting="gumbel-hard")
+    before = {n: b.clone() for n, b in net.named_buffers() if "running_mean" in n}
+    net(torch.randn(4, 3, 8, 8))
+    changed = [n for n, b in net.named_buffers() if "running_mean" in n and not torch.equal(before[n], b)]
+    assert changed  # sampled ops updated their own statistics
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.randn(4, 3, 8, 8))
+    assert torch.isfinite(out).all()
