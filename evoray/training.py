@@ -95,11 +95,16 @@ def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
     return classes, channels, cfg.image_size or size
 
 
-def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int, in_channels: int) -> nn.Module:
+def check_network(cfg: TrainConfig, genotype: Genotype) -> None:
     m = cfg.model
     if genotype.is_nb201 != (m.network == "nb201"):
         kind = "an NB201 arch string" if genotype.is_nb201 else "a DARTS-family genotype"
         raise ConfigError(f"model.network={m.network} cannot build {kind}; use model.network=nb201 for NB201 cells")
+
+
+def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int, in_channels: int) -> nn.Module:
+    m = cfg.model
+    check_network(cfg, genotype)
     return build_network(
         genotype,
         family=m.network,
@@ -168,6 +173,7 @@ def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = pri
     device = apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     genotype = resolve_genotype(cfg.model.genotype)
+    check_network(cfg, genotype)
     data = build_data(cfg.data, seed=cfg.seed, split="train")
     model = build_model(cfg, genotype, data.num_classes, data.in_channels).to(device)
     fmt = memory_format(cfg.runtime)
