@@ -101,7 +101,7 @@ def test_npz_cifar_subsets() -> None:
 
 
 def test_npz_errors(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="npz file '/nonexistent/x.npz' does not exist"):
+    with pytest.raises(ConfigError, match=r"npz file '/nonexistent/x\.npz' does not exist"):
         build_data(DataConfig(dataset="npz", root="/nonexistent/x.npz"), seed=0)
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((4, 8, 8, 3), dtype=np.uint8))

@@ -25,8 +25,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_profile_json_reports_darts_v2_params() -> None:
     proc = _run(
-        "--config", "configs/darts-cifar10.yaml", "--genotype", "DARTS_V2", "--profile", "--json",
-        "--set", "profile.repeats=2", "--set", "profile.warmup=1", "--set", "seed=3",
+        "--config",
+        "configs/darts-cifar10.yaml",
+        "--genotype",
+        "DARTS_V2",
+        "--profile",
+        "--json",
+        "--set",
+        "profile.repeats=2",
+        "--set",
+        "profile.warmup=1",
+        "--set",
+        "seed=3",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -50,8 +60,21 @@ def test_short_training_run_learns_digits(tmp_path) -> None:
 
 
 def test_same_seed_same_result_in_fresh_processes() -> None:
-    args = ("--json", "--set", "optim.epochs=1", "--set", "model.init_channels=4", "--set", "model.layers=3",
-            "--set", "profile.repeats=1", "--set", "profile.warmup=0", "--set", "seed=7")
+    args = (
+        "--json",
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "model.init_channels=4",
+        "--set",
+        "model.layers=3",
+        "--set",
+        "profile.repeats=1",
+        "--set",
+        "profile.warmup=0",
+        "--set",
+        "seed=7",
+    )
     runs = [json.loads(_run(*args).stdout.strip().splitlines()[-1]) for _ in range(2)]
     assert runs[0]["test_loss"] == runs[1]["test_loss"]
     assert runs[0]["test_top1"] == runs[1]["test_top1"]
@@ -80,5 +103,5 @@ def test_bad_input_is_one_line_error(args: list[str], message: str, capsys) -> N
 def test_nb201_genotype_needs_nb201_network() -> None:
     cfg = TrainConfig()
     cfg.model.genotype = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
-    with pytest.raises(ConfigError, match="model.network=nb201"):
+    with pytest.raises(ConfigError, match=r"model\.network=nb201"):
         train_genotype(cfg)
