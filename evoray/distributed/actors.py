@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime
 import socket
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from evoray.data import DataConfig
+from evoray.distributed.config import DistributedConfig
 from evoray.evolution.supernet_fitness import (
     SupernetConfig,
     SupernetFitnessConfig,
@@ -30,15 +31,6 @@ from evoray.evolution.supernet_fitness import (
 )
 
 Alphas = dict[str, np.ndarray]
-
-
-@dataclass
-class FleetConfig:
-    num_actors: int = field(default=1, metadata={"min": 1})  # supernet replicas (one GPU each when there are GPUs)
-    threads_per_actor: int = field(default=1, metadata={"min": 0})  # torch threads and CPUs per CPU actor
-    gpus_per_actor: float = field(default=-1.0)  # -1: 1 when the cluster has GPUs, else 0
-    max_restarts: int = field(default=3, metadata={"min": 0})  # rebuilds of the fleet after actor failures
-    group_timeout_s: int = field(default=600, metadata={"min": 10})  # collective timeout (detects dead peers)
 
 
 @ray.remote
@@ -126,7 +118,7 @@ class SupernetFleet:
 
     def __init__(
         self,
-        fleet: FleetConfig,
+        fleet: DistributedConfig,
         net_cfg: SupernetConfig,
         optim_cfg: SupernetOptimConfig,
         fitness_cfg: SupernetFitnessConfig,
@@ -202,11 +194,14 @@ class SupernetFleet:
             self.state_dict()  # the state to rebuild from if this generation fails
         while True:
             try:
+                start = time.perf_counter()
                 stats = _get_all([a.train_generation.remote(population, generation) for a in self.actors])
+                mid = time.perf_counter()
                 fitness = self._fitness(population, generation)
+                end = time.perf_counter()
                 loss = float(np.mean([s["train_loss"] for s in stats]))
                 self.state_dict()
-                return {"train_loss": loss}, fitness
+                return {"train_loss": loss, "train_s": mid - start, "fitness_s": end - mid}, fitness
             except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError, RuntimeError) as err:
                 if isinstance(err, RuntimeError) and "failed" in str(err) and "actors" in str(err):
                     raise

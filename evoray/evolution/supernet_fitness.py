@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from evoray.data import DataConfig, DataSplits, build_data
 from evoray.errors import ConfigError
+from evoray.evolution.fitness import BACKENDS, FitnessBackend
+from evoray.evolution.individual import Individual
 from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
 from evoray.nn.weighting import EdgeWeights, decode_one_hot
 from evoray.runtime import autocast
@@ -218,3 +220,23 @@ def lr_at(optim_cfg: SupernetOptimConfig, generation: int, generations: int) -> 
     """The cosine learning rate of ``generation`` (for display)."""
     t = generation / max(generations, 1)
     return optim_cfg.lr_min + 0.5 * (optim_cfg.lr - optim_cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+@BACKENDS.register("supernet")
+class SupernetBackend(FitnessBackend):
+    """EvNAS fitness on a shared supernet in this process (the Ray fleet is the distributed form)."""
+
+    def __init__(self, trainer: SupernetTrainer) -> None:
+        self.trainer = trainer
+
+    def train_generation(self, individuals: list[Individual], generation: int) -> dict[str, float]:
+        return self.trainer.train_generation([i.alphas for i in individuals], generation)
+
+    def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
+        return self.trainer.fitness([i.alphas for i in individuals], generation)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state)
