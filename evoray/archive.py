@@ -46,9 +46,7 @@ def individual_row(
 
 def row_alphas(row: dict[str, Any]) -> dict[str, np.ndarray]:
     """The alphas of an archive row (as read back by :func:`read_archive`)."""
-    alphas, shapes = row["alphas"], row["alpha_shapes"]
-    if isinstance(alphas, list):  # pyarrow maps come back as lists of (key, value)
-        alphas, shapes = dict(alphas), dict(shapes)
+    alphas, shapes = dict(row["alphas"]), dict(row["alpha_shapes"])
     return {ct: np.asarray(v, dtype=np.float32).reshape(shapes[ct]) for ct, v in alphas.items()}
 
 
@@ -92,4 +90,8 @@ def read_archive(path: Path | str) -> list[dict[str, Any]]:
     missing = [c for c in ("generation", "genotype", "fitness", "alphas") if c not in (rows[0] if rows else COLUMNS)]
     if missing:
         raise ConfigError(f"population archive {str(p)!r} lacks columns {missing}")
+    for row in rows:  # Parquet maps come back as lists of (key, value) pairs
+        for key in ("alphas", "alpha_shapes"):
+            if isinstance(row.get(key), list):
+                row[key] = dict(row[key])
     return rows

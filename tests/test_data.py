@@ -1,119 +1,324 @@
-"""Data: digits, npz, splits, seeded batches, augmentation and clear errors."""
+"""Data: digits, CIFAR, npz and ImageNet folders; splits, seeded batches, batched augmentation and clear errors."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from evoray.data import DataConfig, build_data
-from evoray.data.sources import apply_cutout
+from evoray.data import DataConfig, DataSplits, TensorSource, build_data
+from evoray.data.datasets import search_split
+from evoray.data.sources import Augment
+from evoray.data.transforms import cutout, random_crop
 from evoray.errors import ConfigError
-from tests.conftest import shared_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # real data beside the checkout, read in place, never copied
+DIGEST = """
+import hashlib, torch
+from evoray.data.sources import Augment, TensorSource
+x = torch.arange(300 * 3 * 8 * 8, dtype=torch.float32).view(300, 3, 8, 8) % 251
+src = TensorSource(x, torch.arange(300) % 10, 64, scale=250.0, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True,
+                   augment=Augment(crop_pad=1, flip=True, cutout=3), seed=7, stream=1)
+src.set_epoch(2)
+print(hashlib.sha256(b"".join(a.numpy().tobytes() + b.numpy().tobytes() for a, b in src)).hexdigest())
+"""
 
 
-def _batches(source, n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real data lives in ../shared/data beside the checkout)")
+    return path
+
+
+def _first(source, n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []
-    for i, b in enumerate(source):
+    for i, batch in enumerate(source):
         if i == n:
             break
-        out.append(b)
+        out.append(batch)
     return out
 
 
-def test_digits_shapes_and_normalisation() -> None:
-    d = build_data(DataConfig(dataset="digits"), seed=0)
+def _all(source) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*source)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def _sorted_rows(x: torch.Tensor) -> list[tuple[float, ...]]:
+    return sorted(tuple(r) for r in x.flatten(1).tolist())
+
+
+# -- digits -------------------------------------------------------------------------------------------------------
+
+
+def test_digits_shapes_classes_and_normalisation() -> None:
+    d = build_data(DataConfig(dataset="digits", augment=False), seed=0)
+    assert isinstance(d, DataSplits) and d.valid is None
     assert (d.num_classes, d.in_channels, d.image_size) == (10, 1, 8)
     assert d.train.num_examples + d.test.num_examples == 1797
-    x, y = next(iter(d.test))
-    assert x.shape[1:] == (1, 8, 8) and y.dtype == torch.int64
-    full = torch.cat([b[0] for b in d.test])
-    assert abs(full.mean().item()) < 0.15 and 0.8 < full.std().item() < 1.2
-    assert set(torch.cat([b[1] for b in d.test]).tolist()) == set(range(10))
+    assert d.test.num_examples == 359  # round(0.2 * class size) per class
+    x, y = next(iter(d.train))
+    assert x.shape == (64, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
+    train_x, _ = _all(d.train)
+    assert train_x.shape[0] == d.train.num_examples  # 1438 = 22 * 64 + 30: nothing dropped
+    assert abs(train_x.mean().item()) < 1e-4 and abs(train_x.std(unbiased=False).item() - 1.0) < 1e-4
+    raw_mean = d.mean[0] * 16  # mean of the raw 0..16 training pixels
+    assert 4.0 < raw_mean < 6.0 and len(d.std) == 1
+    test_x, test_y = _all(d.test)
+    counts = torch.bincount(test_y, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: 20% of each class (174..183 images)
+    assert test_x.min().item() == pytest.approx(-d.mean[0] / d.std[0], abs=1e-5)  # a 0 pixel
 
 
 def test_test_split_does_not_depend_on_the_run_seed() -> None:
-    a = torch.cat([b[0] for b in build_data(DataConfig(), seed=0).test])
-    b = torch.cat([b[0] for b in build_data(DataConfig(), seed=5).test])
-    assert torch.equal(a, b)
+    a = _all(build_data(DataConfig(), seed=0).test)
+    b = _all(build_data(DataConfig(), seed=5, split="search").test)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_seeded_batches() -> None:
-    cfg = DataConfig(dataset="digits", batch_size=32)
-    a = _batches(build_data(cfg, seed=1).train)
-    b = _batches(build_data(cfg, seed=1).train)
-    c = _batches(build_data(cfg, seed=2).train)
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+def test_same_seed_same_batches_other_seed_other_batches() -> None:
+    cfg = DataConfig(dataset="digits", batch_size=32, cutout=3)
+    a = _first(build_data(cfg, seed=1).train)
+    b = _first(build_data(cfg, seed=1).train)
+    c = _first(build_data(cfg, seed=2).train)
+    assert _same(a, b)
     assert not torch.equal(a[0][1], c[0][1])
+
+
+def test_set_epoch_changes_the_order_reproducibly() -> None:
+    cfg = DataConfig(dataset="digits", batch_size=32)
     src = build_data(cfg, seed=1).train
+    e0 = _first(src)
+    assert _same(e0, _first(src))  # iterating twice in one epoch repeats it
     src.set_epoch(3)
-    e3 = _batches(src)
-    assert not torch.equal(e3[0][1], a[0][1])
-    src2 = build_data(cfg, seed=1).train
-    src2.set_epoch(3)
-    assert torch.equal(_batches(src2)[0][0], e3[0][0])  # resuming at epoch 3 gives epoch 3's batches
+    e3 = _first(src)
+    assert not torch.equal(e3[0][1], e0[0][1])
+    resumed = build_data(cfg, seed=1).train
+    resumed.set_epoch(3)
+    assert _same(_first(resumed), e3)  # resuming at epoch 3 gives epoch 3's batches
+
+
+def test_batches_repeat_in_a_fresh_process(capsys) -> None:
+    out = subprocess.run([sys.executable, "-c", DIGEST], cwd=ROOT, capture_output=True, text=True, check=True)
+    exec(DIGEST, {})
+    assert out.stdout.strip() == capsys.readouterr().out.strip()
 
 
 def test_search_split_sizes_and_disjointness() -> None:
-    cfg = DataConfig(dataset="digits", train_portion=0.6, augment=False, batch_size=10_000)
+    cfg = DataConfig(dataset="digits", train_portion=0.6, augment=False)
     d = build_data(cfg, seed=0, split="search")
+    full = build_data(cfg, seed=0).train
     assert d.valid is not None
     n_train, n_valid = d.train.num_examples, d.valid.num_examples
-    assert n_train + n_valid == build_data(cfg, seed=0).train.num_examples
-    assert n_train == round(0.6 * (n_train + n_valid))
-    xa = next(iter(d.train))[0].flatten(1)
-    xb = next(iter(d.valid))[0].flatten(1)
-    rows_a = {tuple(r.tolist()) for r in xa}
-    shared = sum(tuple(r.tolist()) in rows_a for r in xb)
-    assert shared <= 5  # digits has a few exact duplicate images; the index split itself is disjoint
+    assert n_train + n_valid == full.num_examples == 1438
+    assert n_train == round(0.6 * 1438)
+    # train and valid together are exactly the training set: a partition, not an overlap
+    parts = torch.cat([_all(d.train)[0], _all(d.valid)[0]])
+    assert _sorted_rows(parts) == _sorted_rows(_all(full)[0])
+    keep, held = search_split(1438, 0.6, seed=0)
+    assert len(set(keep.tolist()) | set(held.tolist())) == 1438 and not set(keep.tolist()) & set(held.tolist())
+    other_keep, _ = search_split(1438, 0.6, seed=1)
+    assert not torch.equal(keep, other_keep)
 
 
-def test_cutout_zeroes_a_square() -> None:
-    x = torch.ones(4, 3, 16, 16)
-    out = apply_cutout(x, 4, torch.Generator().manual_seed(0))
-    holes = (out == 0).all(1)  # (B, H, W)
-    for h in holes:
-        ys, xs = torch.nonzero(h, as_tuple=True)
-        assert 1 <= len(ys) <= 16
-        assert ys.max() - ys.min() + 1 <= 4 and xs.max() - xs.min() + 1 <= 4
-        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # a rectangle
-    centre = apply_cutout(torch.ones(64, 1, 16, 16), 4, torch.Generator().manual_seed(1))
-    assert ((centre == 0).sum((1, 2, 3)) == 16).any()  # an unclipped hole is exactly 4x4
+def test_len_counts_the_batches_and_drops_a_lone_last_example() -> None:
+    x, y = torch.zeros(65, 1, 4, 4), torch.zeros(65, dtype=torch.int64)
+    shuffled = TensorSource(x, y, 32, scale=1.0, mean=(0.0,), std=(1.0,), shuffle=True)
+    ordered = TensorSource(x, y, 32, scale=1.0, mean=(0.0,), std=(1.0,))
+    assert len(shuffled) == len(list(shuffled)) == 2  # a batch of one would break BatchNorm
+    assert len(ordered) == len(list(ordered)) == 3 and sum(len(b[1]) for b in ordered) == 65
 
 
-def test_augmentation_changes_training_batches_only() -> None:
-    cfg = DataConfig(dataset="digits", batch_size=64, cutout=3)
-    d = build_data(cfg, seed=0)
-    x, _ = next(iter(d.train))
-    assert (x == 0).any()
-    t1, t2 = next(iter(d.test))[0], next(iter(d.test))[0]
-    assert torch.equal(t1, t2)
+# -- augmentation -------------------------------------------------------------------------------------------------
 
 
-def test_npz_cifar_subsets() -> None:
+@pytest.mark.parametrize("length", [4, 5])
+def test_cutout_zeroes_one_square_of_the_right_size(length: int) -> None:
+    side = 16
+    out = cutout(torch.ones(256, 3, side, side), length, torch.Generator().manual_seed(0))
+    assert torch.equal(out == 0, (out == 0)[:, :1].expand_as(out))  # the same hole in every channel
+    full = 0
+    for hole in (out[:, 0] == 0).unbind():
+        ys, xs = torch.nonzero(hole, as_tuple=True)
+        top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+        h, w = int(bottom - top + 1), int(right - left + 1)
+        assert len(ys) == h * w  # one filled rectangle
+        assert h == length or top == 0 or bottom == side - 1  # shorter only where clipped at the border
+        assert w == length or left == 0 or right == side - 1
+        full += h == w == length
+    assert full > 100  # most centres are far enough from the border for a whole square
+
+
+def test_cutout_through_a_source_on_a_constant_image() -> None:
+    x, y = torch.full((64, 1, 12, 12), 3.0), torch.zeros(64, dtype=torch.int64)
+    src = TensorSource(x, y, 64, scale=1.0, mean=(1.0,), std=(2.0,), shuffle=True, augment=Augment(cutout=6))
+    batch, _ = next(iter(src))
+    zeros = (batch == 0).sum(dim=(1, 2, 3))
+    assert zeros.max() == 36 and zeros.min() >= 9  # a 6x6 hole, at least 3x3 in a corner
+    assert torch.all((batch == 0) | (batch == 1.0))  # (3 - 1) / 2 elsewhere
+
+
+def test_random_crop_shifts_with_zero_padding() -> None:
+    H = W = 8
+    pad = 2
+    x = (1 + torch.arange(H * W, dtype=torch.float32)).view(1, 1, H, W).repeat(64, 1, 1, 1)
+    out = random_crop(x, pad, torch.Generator().manual_seed(0))
+    shifts = set()
+    for img in out[:, 0]:
+        i, j = (int(v) for v in torch.nonzero(img)[0])  # first kept pixel
+        r, c = divmod(int(img[i, j]) - 1, W)  # where it came from
+        dy, dx = r - i, c - j
+        assert -pad <= dy <= pad and -pad <= dx <= pad
+        expected = torch.zeros(H, W)
+        expected[max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)] = x[
+            0, 0, max(0, dy) : H - max(0, -dy), max(0, dx) : W - max(0, -dx)
+        ]
+        assert torch.equal(img, expected)
+        shifts.add((dy, dx))
+    assert len(shifts) > 10  # of 25 possible
+
+
+def test_digits_are_never_flipped_and_evaluation_is_plain() -> None:
+    d = build_data(DataConfig(dataset="digits", cutout=3), seed=0)
+    assert isinstance(d.train, TensorSource) and isinstance(d.test, TensorSource)
+    assert d.train.augment == Augment(crop_pad=1, flip=False, cutout=3)
+    assert d.test.augment is None and not d.test.shuffle
+    plain = build_data(DataConfig(dataset="digits", augment=False), seed=0).test
+    assert _same(_first(d.test), _first(plain))
+
+
+# -- npz, CIFAR, ImageNet -----------------------------------------------------------------------------------------
+
+
+def test_npz_cifar_files() -> None:
     train, test = shared_file("cifar10-train-10k.npz"), shared_file("cifar10-test-2k.npz")
-    cfg = DataConfig(dataset="npz", root=str(train), test_root=str(test), limit_train=500, limit_test=200, cutout=16)
-    d = build_data(cfg, seed=0)
+    cfg = DataConfig(dataset="npz", root=str(train), test_root=str(test), limit_train=500, limit_test=300)
+    d = build_data(cfg, seed=0, split="search")
     assert (d.num_classes, d.in_channels, d.image_size) == (10, 3, 32)
-    assert d.train.num_examples == 500 and d.test.num_examples == 200
+    assert d.valid is not None and (d.train.num_examples, d.valid.num_examples, d.test.num_examples) == (250, 250, 300)
+    # training-set statistics of a JPEG export of CIFAR-10 are close to the usual constants
+    assert np.allclose(d.mean, (0.4914, 0.4822, 0.4465), atol=0.01)
+    assert np.allclose(d.std, (0.2470, 0.2435, 0.2616), atol=0.01)
     x, y = next(iter(d.train))
-    assert x.shape == (64, 3, 32, 32) and len(set(y.tolist())) > 3  # rows were shuffled before the limit
+    assert x.shape == (64, 3, 32, 32) and len(set(y.tolist())) >= 8  # sorted rows were shuffled before limiting
+    assert len(set(next(iter(d.test))[1].tolist())) == 10  # and the test set is mixed too
+    other = build_data(cfg, seed=3)
+    assert torch.equal(_all(other.test)[1], _all(d.test)[1])
 
 
-def test_npz_errors(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"npz file '/nonexistent/x\.npz' does not exist"):
-        build_data(DataConfig(dataset="npz", root="/nonexistent/x.npz"), seed=0)
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, images=np.zeros((4, 8, 8, 3), dtype=np.uint8))
-    with pytest.raises(ConfigError, match=r"lacks key 'labels' \(has: images\)"):
-        build_data(DataConfig(dataset="npz", root=str(bad)), seed=0)
+def test_npz_holdout_and_resize(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 10, 10, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(4), 25)  # sorted by class
+    path = tmp_path / "tiny.npz"
+    np.savez(path, images=images, labels=labels)
+    d = build_data(DataConfig(dataset="npz", root=str(path), test_portion=0.2, image_size=16), seed=0)
+    assert (d.train.num_examples, d.test.num_examples, d.num_classes, d.image_size) == (80, 20, 4, 16)
+    x, y = _all(d.test)
+    assert x.shape == (20, 3, 16, 16) and torch.equal(torch.bincount(y), torch.full((4,), 5))
+    assert np.allclose(d.mean, images.mean(axis=(0, 1, 2)) / 255, atol=0.02)
+
+
+def test_cifar_through_torchvision(monkeypatch, tmp_path) -> None:
+    import torchvision
+
+    class FakeCIFAR10:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            n = 40 if train else 10
+            self.data = np.full((n, 32, 32, 3), 255, dtype=np.uint8)
+            self.data[..., 1] = 0  # green channel black
+            self.targets = [i % 10 for i in range(n)]
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    d = build_data(DataConfig(dataset="cifar10", root=str(tmp_path), augment=False), seed=0)
+    assert (d.num_classes, d.in_channels, d.image_size, d.mean) == (10, 3, 32, (0.4914, 0.4822, 0.4465))
+    x, y = next(iter(d.test))
+    assert x.shape == (10, 3, 32, 32) and y.tolist() == list(range(10))
+    assert x[0, :, 0, 0].tolist() == pytest.approx([(1 - 0.4914) / 0.247, -0.4822 / 0.2435, (1 - 0.4465) / 0.2616])
+
+
+def _image_folder(root: Path, per_class: int) -> None:
+    from PIL import Image
+
+    for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        folder = root / f"n0{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (40 + i, 36), colour).save(folder / f"{i}.png")
+
+
+def test_imagenet_folders(tmp_path) -> None:
+    _image_folder(tmp_path / "train", 5)
+    _image_folder(tmp_path / "val", 2)
+    cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=24, batch_size=4, eval_batch_size=8)
+    d = build_data(cfg, seed=0, split="search")
+    assert (d.num_classes, d.in_channels, d.image_size) == (2, 3, 24)
+    assert d.valid is not None and (d.train.num_examples, d.valid.num_examples, d.test.num_examples) == (5, 5, 4)
+    x, y = next(iter(d.test))
+    assert x.shape == (4, 3, 24, 24) and y.tolist() == [0, 0, 1, 1]
+    assert x[0, 0].mean() > 1.5 and x[2, 2].mean() > 1.5  # red, then blue, normalised
+    a = _first(build_data(cfg, seed=0, split="search").train)
+    assert _same(_first(d.train), a)
+    d.train.set_epoch(1)
+    assert not _same(_first(d.train), a)
+    (tmp_path / "other" / "train").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"ImageNet folder '.*other/val' does not exist"):
+        build_data(DataConfig(dataset="imagenet", root=str(tmp_path / "other")), seed=0)
+
+
+# -- errors -------------------------------------------------------------------------------------------------------
 
 
 def test_missing_cifar_root_names_the_path(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=rf"CIFAR-10 not found under '{tmp_path}'.*cifar-10-batches-py"):
+    with pytest.raises(ConfigError, match=rf"CIFAR-10 not found under '{tmp_path}' \(expected cifar-10-batches-py/"):
         build_data(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)
+    (tmp_path / "cifar-100-python").mkdir()
+    with pytest.raises(ConfigError, match=rf"CIFAR-100 under '{tmp_path}' could not be loaded"):
+        build_data(DataConfig(dataset="cifar100", root=str(tmp_path)), seed=0)
+
+
+def test_npz_errors_name_the_path_and_key(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"npz file '/nonexistent/x\.npz' does not exist"):
+        build_data(DataConfig(dataset="npz", root="/nonexistent/x.npz"), seed=0)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 8, 8, 3), dtype=np.uint8), extra=np.zeros(2))
+    with pytest.raises(ConfigError, match=rf"npz file '{bad}' lacks key 'labels' \(has: images, extra\)"):
+        build_data(DataConfig(dataset="npz", root=str(bad)), seed=0)
+    with pytest.raises(ConfigError, match=r"needs data\.root"):
+        build_data(DataConfig(dataset="npz"), seed=0)
 
 
 def test_unknown_dataset_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="unknown dataset 'mnist'; valid: digits, cifar10"):
+    with pytest.raises(ConfigError, match="unknown dataset 'mnist'; valid: digits, cifar10, cifar100, imagenet, npz"):
         build_data(DataConfig(dataset="mnist"), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_portion": 1.0}, r"data.train_portion = 1.0 must lie strictly between 0 and 1"),
+        ({"test_portion": 0.0}, r"data.test_portion = 0.0 must lie strictly between 0 and 1"),
+        ({"cutout": -1}, r"data.cutout = -1 must be >= 0"),
+        ({"batch_size": 0}, r"data.batch_size = 0 must be >= 1"),
+        ({"cutout": 9}, r"data.cutout = 9 exceeds the image side 8"),
+    ],
+)
+def test_bad_values_raise_config_errors(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_data(DataConfig(dataset="digits", **change), seed=0)
+
+
+def test_unknown_split_raises() -> None:
+    with pytest.raises(ConfigError, match="unknown data split 'valid'; valid: train, search"):
+        build_data(DataConfig(), seed=0, split="valid")

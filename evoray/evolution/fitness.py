@@ -1,7 +1,15 @@
-"""Fitness backends behind one interface: a shared supernet (EvNAS), a tabular benchmark, or NATS-Bench."""
+"""Fitness backends behind one small interface: a tabular benchmark, NATS-Bench, or a shared supernet (EvNAS).
+
+A backend answers ``evaluate(individuals, generation) -> fitness`` (higher is better). One that trains shared
+weights does it in ``train_generation``, which the driver calls once at the start of every generation with the
+population (EvNAS: step ``s`` trains with individual ``s mod P``, then every individual is evaluated on the shared
+weights). Everything else has a do-nothing default, so a table needs only ``evaluate``.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +18,26 @@ from evoray.evolution.individual import Individual
 from evoray.registry import Registry
 
 
-class FitnessBackend:
-    """What a generation loop asks of a fitness source. Defaults do nothing, so a table needs only ``evaluate``."""
+class FitnessBackend(ABC):
+    """What the generation loop asks of a fitness source.
+
+    >>> class Ones(FitnessBackend):
+    ...     def evaluate(self, individuals, generation=0):
+    ...         return [1.0] * len(individuals)
+    >>> Ones().train_generation([], 0)
+    {}
+    """
 
     def train_generation(self, individuals: list[Individual], generation: int) -> dict[str, float]:
-        """Train shared weights with this generation's individuals (EvNAS); returns statistics to log."""
+        """Train shared weights with this generation's population; returns statistics to log (default: nothing)."""
         return {}
 
+    @abstractmethod
     def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
-        raise NotImplementedError
+        """The fitness of each individual, in order."""
 
     def report(self, individual: Individual) -> dict[str, float]:
-        """Extra figures for a chosen individual (e.g. a benchmark's test accuracy)."""
+        """Extra figures for a chosen individual, e.g. a benchmark's test accuracy (default: none)."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -34,32 +50,49 @@ class FitnessBackend:
         return None
 
 
-BACKENDS: Registry[Any] = Registry("fitness backend")
+BACKENDS: Registry[Callable[..., FitnessBackend]] = Registry("fitness backend")
 
 
 @BACKENDS.register("tabular")
 class TabularBackend(FitnessBackend):
-    """Fitness looked up in a table (CSV or Parquet) of NAS-Bench-201 arch strings and metric columns.
+    """Fitness looked up in a table (CSV or Parquet): one row per architecture, its arch string in ``arch_column``
+    (NAS-Bench-201 strings ``|op~0|+|op~0|op~1|+|...|``, as individuals of the ``nb201`` space derive), the fitness
+    in ``metric`` and, optionally, a figure reported for the chosen individual in ``report``.
 
     ``evaluations`` counts the distinct genotypes looked up: the budget of a tabular study.
+
+    >>> backend = TabularBackend("../shared/data/nb201-12epoch.csv", "cifar10_valid_12ep",
+    ...                          report="cifar10_test_12ep")  # doctest: +SKIP
     """
 
-    def __init__(self, table: str, metric: str, report: str = "", arch_column: str = "arch") -> None:
+    def __init__(
+        self, table: str | Path, metric: str = "cifar10_valid_12ep", report: str = "", arch_column: str = "arch"
+    ) -> None:
         import pandas as pd
 
         path = Path(table)
-        if not table or not path.is_file():
-            raise ConfigError(f"fitness table {table!r} does not exist; set fitness.table to a CSV or Parquet file")
-        df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
-        for col, key in ((arch_column, "arch_column"), (metric, "metric"), (report, "report")):
-            if col and col not in df.columns:
+        if not str(table) or not path.is_file():
+            raise ConfigError(f"fitness table {str(table)!r} does not exist; give a CSV or Parquet file")
+        try:
+            df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+        except Exception as err:  # any parse failure means the file is not a table
+            raise ConfigError(f"fitness table {str(path)!r} does not read as a table ({type(err).__name__})") from None
+        for column, key in ((arch_column, "arch_column"), (metric, "metric"), (report, "report")):
+            if column and column not in df.columns:
                 raise ConfigError(
-                    f"fitness table {table!r} has no column {col!r} (fitness.{key}); columns: {', '.join(df.columns)}"
+                    f"fitness table {str(path)!r} has no {key} column {column!r}; columns: {', '.join(df.columns)}"
                 )
-        self.metric, self.report_column = metric, report
-        self.values: dict[str, float] = dict(zip(df[arch_column], df[metric].astype(float)))
-        self.reports: dict[str, float] = dict(zip(df[arch_column], df[report].astype(float))) if report else {}
-        self.seen: set[str] = set()
+        duplicated = df[arch_column].duplicated()
+        if duplicated.any():
+            raise ConfigError(
+                f"fitness table {str(path)!r}: column {arch_column!r} repeats {int(duplicated.sum())} architectures, "
+                f"e.g. {df[arch_column][duplicated].iloc[0]!r}"
+            )
+        self.path, self.metric, self.report_column, self.arch_column = path, metric, report, arch_column
+        archs = [str(a) for a in df[arch_column]]
+        self.values: dict[str, float] = dict(zip(archs, _numbers(df, metric, path)))
+        self.reports: dict[str, float] = dict(zip(archs, _numbers(df, report, path))) if report else {}
+        self.seen: dict[str, None] = {}  # distinct genotypes looked up, in order
 
     @property
     def evaluations(self) -> int:
@@ -69,44 +102,98 @@ class TabularBackend(FitnessBackend):
         try:
             value = self.values[genotype]
         except KeyError:
-            raise ConfigError(f"genotype {genotype!r} is not in the fitness table") from None
-        self.seen.add(genotype)
+            example = next(iter(self.values), "")
+            raise ConfigError(
+                f"genotype {genotype!r} is not in fitness table {str(self.path)!r} (column {self.arch_column!r}, "
+                f"e.g. {example!r})"
+            ) from None
+        self.seen[genotype] = None
         return value
 
     def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
         return [self.lookup(ind.genotype) for ind in individuals]
 
     def report(self, individual: Individual) -> dict[str, float]:
-        return {self.report_column: self.reports[individual.genotype]} if self.report_column else {}
+        if not self.report_column:
+            return {}
+        if individual.genotype not in self.reports:
+            raise ConfigError(f"genotype {individual.genotype!r} is not in fitness table {str(self.path)!r}")
+        return {self.report_column: self.reports[individual.genotype]}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": sorted(self.seen)}
+        return {"seen": list(self.seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seen = set(state.get("seen", []))
+        self.seen = dict.fromkeys(str(g) for g in state.get("seen", []))
+
+
+def _numbers(df: Any, column: str, path: Path) -> list[float]:
+    import pandas as pd
+
+    values = pd.to_numeric(df[column], errors="coerce")
+    if values.isna().all():
+        raise ConfigError(f"fitness table {str(path)!r}: column {column!r} holds no numbers")
+    return [float(v) for v in values]
 
 
 @BACKENDS.register("nats-bench")
 class NatsBenchBackend(FitnessBackend):
-    """Fitness from the official NATS-Bench API (topology search space), when the user has it and its files."""
+    """Fitness from the official NATS-Bench API (topology search space, https://github.com/D-X-Y/NATS-Bench), for
+    users who have the ``nats_bench`` package and its benchmark files.
 
-    def __init__(self, table: str, metric: str, report: str = "", arch_column: str = "arch") -> None:
+    ``metric`` and ``report`` read ``DATASET:KEY:HP``, e.g. ``cifar10-valid:valid-accuracy:12`` (the search
+    signal) and ``cifar10:test-accuracy:200`` (reported for the chosen individual).
+    """
+
+    def __init__(
+        self,
+        table: str | Path,
+        metric: str = "cifar10-valid:valid-accuracy:12",
+        report: str = "cifar10:test-accuracy:200",
+        arch_column: str = "arch",  # unused: NATS-Bench is queried by arch string
+    ) -> None:
         try:
-            from nats_bench import create  # type: ignore[import-not-found]
+            from nats_bench import create
         except ImportError:
             raise ConfigError(
-                "fitness.backend=nats-bench needs the nats_bench package: pip install nats_bench"
+                "fitness backend 'nats-bench' needs the nats_bench package (pip install nats_bench) and its files"
             ) from None
-        if not table or not Path(table).exists():
-            raise ConfigError(f"NATS-Bench file {table!r} does not exist; set fitness.table to it")
-        self.api = create(table, "tss", fast_mode=True, verbose=False)
-        dataset, _, setting = metric.partition(":")  # e.g. "cifar10-valid:12"
-        self.dataset, self.hp = dataset or "cifar10-valid", setting or "12"
+        if not str(table) or not Path(table).exists():
+            raise ConfigError(f"NATS-Bench file or folder {str(table)!r} does not exist")
+        self.api = create(str(table), "tss", fast_mode=True, verbose=False)
+        self.metric, self.report_spec = _nats_spec(metric), _nats_spec(report) if report else None
+        self.seen: dict[str, None] = {}
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.seen)
+
+    def _query(self, arch: str, spec: tuple[str, str, str]) -> float:
+        dataset, key, hp = spec
+        index = self.api.query_index_by_arch(arch)
+        if index < 0:
+            raise ConfigError(f"genotype {arch!r} is not in NATS-Bench's topology search space")
+        return float(self.api.get_more_info(index, dataset, hp=hp, is_random=False)[key])
 
     def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
-        out = []
-        for ind in individuals:
-            index = self.api.query_index_by_arch(ind.genotype)
-            info = self.api.get_more_info(index, self.dataset, hp=self.hp, is_random=False)
-            out.append(float(info["valid-accuracy"]))
+        out = [self._query(ind.genotype, self.metric) for ind in individuals]
+        self.seen.update(dict.fromkeys(ind.genotype for ind in individuals))
         return out
+
+    def report(self, individual: Individual) -> dict[str, float]:
+        if self.report_spec is None:
+            return {}
+        return {":".join(self.report_spec): self._query(individual.genotype, self.report_spec)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = dict.fromkeys(str(g) for g in state.get("seen", []))
+
+
+def _nats_spec(text: str) -> tuple[str, str, str]:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"NATS-Bench metric {text!r} must read DATASET:KEY:HP, e.g. cifar10-valid:valid-accuracy:12")
+    return parts[0], parts[1], parts[2]

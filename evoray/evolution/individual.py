@@ -1,7 +1,7 @@
 """Individuals: architecture parameters (alphas) with their derived genotype, fitness and lineage.
 
-An individual is data. Its alphas are read-only float32 arrays, so an operator that forgot to copy fails loudly
-instead of silently changing an archived individual.
+An individual is data: frozen, with float32 alphas that nothing modifies in place (operators return new arrays).
+The arrays stay writeable, since ``torch.as_tensor`` warns about read-only ones.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Individual:
     >>> space = get_space("nb201")
     >>> ind = make_individual(space, {"cell": np.eye(6, 5, dtype=np.float32)}, 0, 0)
     >>> ind.genotype
-    '|none~0|+|skip_connect~0|none~1|+|none~0|none~1|avg_pool_3x3~2|'
+    '|none~0|+|skip_connect~0|nor_conv_1x1~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|'
     """
 
     id: int  # unique within a run, increasing in order of creation
@@ -55,7 +55,7 @@ def genotype_of(space: SearchSpace, alphas: Mapping[str, np.ndarray]) -> Genotyp
 
 
 def check_alphas(space: SearchSpace, alphas: Mapping[str, np.ndarray], what: str = "alphas") -> Alphas:
-    """Read-only float32 copies of ``alphas``, or a one-line ``ConfigError`` naming the wrong cell type or shape."""
+    """float32 copies of ``alphas``, or a one-line ``ConfigError`` naming the wrong cell type or shape."""
     if set(alphas) != set(space.cell_types):
         raise ConfigError(f"{what} have cell types {sorted(alphas)}; space {space.name} needs {list(space.cell_types)}")
     out = {}
@@ -63,7 +63,6 @@ def check_alphas(space: SearchSpace, alphas: Mapping[str, np.ndarray], what: str
         a = np.array(alphas[ct], dtype=np.float32)  # a copy
         if a.shape != space.alpha_shape(ct):
             raise ConfigError(f"{what}: {ct} has shape {a.shape}; space {space.name} needs {space.alpha_shape(ct)}")
-        a.setflags(write=False)
         out[ct] = a
     return out
 
@@ -76,7 +75,7 @@ def make_individual(
     parents: tuple[int, ...] = (),
     origin: str = "random",
 ) -> Individual:
-    """A new, unevaluated individual whose genotype is derived from ``alphas`` (copied, made read-only)."""
+    """A new, unevaluated individual whose genotype is derived from ``alphas`` (copied to float32)."""
     if origin not in ORIGINS:
         raise ValueError(f"origin {origin!r} is not one of {ORIGINS}")
     clean = check_alphas(space, alphas)

@@ -65,7 +65,7 @@ def cx_uniform_rows(
     _check_pair(a, b)
     out = {}
     for ct in a:
-        take_a = rng.random(a[ct].shape[0]) < prob  # (E,)
+        take_a = np.asarray(rng.random((a[ct].shape[0],)) < prob)  # (E,)
         out[ct] = np.where(take_a[:, None], a[ct], b[ct]).astype(np.float32)  # (E, K)
     return out
 
@@ -79,7 +79,7 @@ def mut_reset_rows(a: Mapping[str, np.ndarray], rate: float, rng: np.random.Gene
     out = {}
     for ct in a:
         shape = a[ct].shape  # (E, K)
-        reset = rng.random(shape[0]) < rate  # (E,)
+        reset = np.asarray(rng.random((shape[0],)) < rate)  # (E,)
         fresh = rng.random(shape, dtype=np.float32)
         out[ct] = np.where(reset[:, None], fresh, a[ct]).astype(np.float32)
     return out
@@ -95,9 +95,13 @@ def mut_one_edge(a: Mapping[str, np.ndarray], space: SearchSpace, rng: np.random
     With probability 0.5 (always in NAS-Bench-201 spaces, whose nodes have no input choice) an op mutation: an edge
     that the genotype uses gets another allowed op (not ``none`` in DARTS-family spaces), by swapping that op's value
     with the current best's in the edge's row. Otherwise an input mutation: the rows of a used edge and an unused
-    edge into the same node are swapped, so the node reads another state with the same op. Ties that would leave the
-    genotype unchanged (equal alphas) are broken by raising the new op to the next float above the row's best, or
-    the draw is repeated; so the result always derives to a different genotype.
+    edge into the same node are swapped, so the node reads another state, with the same op wherever the new edge
+    allows it. Ties that would leave the genotype unchanged (equal alphas) are broken by raising the new op's value
+    slightly above the rest of its row; should a draw still leave the genotype unchanged, it is repeated. So the
+    result always derives to a genotype one step away.
+
+    Draws: ``rng.integers`` for the cell type; in DARTS-family spaces ``rng.random()`` for the kind; then
+    ``rng.integers`` for the edge (op mutation: edge, op; input mutation: node, used edge, unused edge).
 
     >>> from evoray.spaces import get_space
     >>> space, rng = get_space("darts"), np.random.default_rng(0)
@@ -111,7 +115,7 @@ def mut_one_edge(a: Mapping[str, np.ndarray], space: SearchSpace, rng: np.random
         ct = space.cell_types[int(rng.integers(len(space.cell_types)))]
         used = _used_edges(space, ct, before.cell(ct).nodes)
         if space.family == "darts" and rng.random() >= 0.5:
-            changed = _input_mutation(out[ct], space, used, rng)
+            changed = _input_mutation(out[ct], space, ct, used, rng)
         else:
             changed = _op_mutation(out[ct], space, ct, used, rng)
         if changed and genotype_of(space, out) != before:
@@ -148,27 +152,22 @@ def _op_mutation(
         return False
     e, op = options[int(rng.integers(len(options)))]
     ops = space.edge_ops(ct, e)
-    old = ops.index(op)
-    choices = [k for k in _eligible(space, ops) if k != old]
-    new = choices[int(rng.integers(len(choices)))]
-    row = m[e]  # (K,) view
-    row[[old, new]] = row[[new, old]]
-    others = [k for k in _eligible(space, ops) if k != new]
-    top = np.float32(row[others].max())
-    if row[new] <= top:  # a tie: the swap alone would leave another op on top
-        row[new] = np.nextafter(top, np.float32(np.inf))
+    choices = [k for k in _eligible(space, ops) if ops[k] != op]
+    _make_best(m[e], space, ops, choices[int(rng.integers(len(choices)))])
     return True
 
 
-def _input_mutation(m: np.ndarray, space: SearchSpace, used: list[tuple[int, str]], rng: np.random.Generator) -> bool:
-    """In place on ``m`` (E, K): swap the rows of a used and an unused edge into one node. False when every edge
-    into every node is used."""
-    used_rows = {e for e, _ in used}
+def _input_mutation(
+    m: np.ndarray, space: SearchSpace, ct: str, used: list[tuple[int, str]], rng: np.random.Generator
+) -> bool:
+    """In place on ``m`` (E, K): swap the rows of a used and an unused edge into one node, and keep the edge's op
+    where the new edge allows it (spaces whose op lists differ per edge). False when every edge is used."""
+    op_of = dict(used)
     nodes = []
     for target in range(space.num_inputs, space.num_inputs + space.steps):
         rows = [e for e, (t, _) in enumerate(space.edges) if t == target]
-        on = [e for e in rows if e in used_rows]
-        off = [e for e in rows if e not in used_rows]
+        on = [e for e in rows if e in op_of]
+        off = [e for e in rows if e not in op_of]
         if on and off:
             nodes.append((on, off))
     if not nodes:
@@ -177,4 +176,18 @@ def _input_mutation(m: np.ndarray, space: SearchSpace, used: list[tuple[int, str
     e = on[int(rng.integers(len(on)))]
     f = off[int(rng.integers(len(off)))]
     m[[e, f]] = m[[f, e]]
+    ops = space.edge_ops(ct, f)
+    if op_of[e] in ops:
+        _make_best(m[f], space, ops, ops.index(op_of[e]))
     return True
+
+
+def _make_best(row: np.ndarray, space: SearchSpace, ops: tuple[str, ...], k: int) -> None:
+    """In place on ``row`` (K,): swap column ``k``'s value with the best eligible one, so ``k`` derives (the row's
+    best value, hence the edge's strength, stays); a tie is broken by raising ``k`` a little above the rest."""
+    eligible = _eligible(space, ops)
+    best = max(eligible, key=lambda j: (row[j], -j))  # derivation's pick: the first of equal maxima
+    row[[best, k]] = row[[k, best]]
+    top = row[[j for j in eligible if j != k]].max()
+    if row[k] <= top:
+        row[k] = top + np.float32(1e-6) * max(np.float32(1.0), abs(top))

@@ -232,7 +232,8 @@ def _ensure_ray(address: str) -> None:
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+        # "local" starts a fresh Ray even when a cluster started earlier left its address behind
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
 
 
 def run_evolve(

@@ -117,7 +117,7 @@ class SupernetTrainer:
         """The EvNAS edge weights of an individual: softmax of the one-hot of its derived genotype."""
         out = {}
         for ct in self.space.cell_types:
-            a = torch.as_tensor(alphas[ct], dtype=torch.float32)
+            a = torch.tensor(np.asarray(alphas[ct]), dtype=torch.float32)
             assert tuple(a.shape) == self.space.alpha_shape(ct), f"{ct} alphas {tuple(a.shape)}"
             out[ct] = EdgeWeights(F.softmax(decode_one_hot(a, self.space, ct), dim=-1).to(self.device))
         return out

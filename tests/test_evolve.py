@@ -1,0 +1,163 @@
+"""``evoray.evolve`` in-process: outputs, reproducibility in a fresh process, SIGKILL + resume, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from evoray.config import load_config
+from evoray.errors import ConfigError
+from evoray.evolution.runner import EvolveConfig, run_evolve
+from evoray.evolve import main
+from tests.conftest import shared_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "evolution.population=4",
+    "evolution.generations=3",
+    "evolution.tournament=2",
+    "supernet.init_channels=4",
+    "supernet.layers=3",
+    "data.limit_train=192",
+    "data.batch_size=32",
+    "distributed.num_actors=0",
+    "distributed.threads_per_actor=1",
+    "runtime.threads=1",
+]
+
+
+def tiny(*extra: str) -> EvolveConfig:
+    return load_config(EvolveConfig, ROOT / "configs/evolve-default.yaml", [*TINY, *extra])
+
+
+def _archive(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path / "archive.parquet").drop(columns=[])
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "evoray.evolve", *args]
+
+
+def _sets(*extra: str) -> list[str]:
+    out = []
+    for s in [*TINY, *extra]:
+        out += ["--set", s]
+    return out
+
+
+def test_run_writes_every_result(tmp_path) -> None:
+    result = run_evolve(tiny(), tmp_path, log=lambda _: None)
+    df = pd.read_parquet(tmp_path / "archive.parquet")
+    assert len(df) == 4 * 3 and sorted(df.generation.unique()) == [0, 1, 2]
+    assert {"generation", "id", "parents", "genotype", "fitness", "params_m", "alphas"} <= set(df.columns)
+    assert df.fitness.between(0, 100).all() and (df.params_m > 0).all()
+    assert len(df[df.generation == 2].alphas.iloc[0]) == 2  # normal and reduce
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["genotype"] == result["genotype"] and best["out_dir"] == str(tmp_path)
+    assert best["fitness"] == df[df.generation == 2].fitness.max()
+    for name in ("config.yaml", "checkpoint.pt", "fitness.png", "best_normal_cell.png", "best_reduce_cell.png"):
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert (df[df.generation == 1].origin == "elite").sum() == 1
+
+
+def test_fresh_process_and_sigkill_resume_give_the_same_archive(tmp_path) -> None:
+    ref = tmp_path / "ref"
+    run_evolve(tiny("evolution.generations=4"), ref, log=lambda _: None)
+    fresh = tmp_path / "fresh"
+    proc = subprocess.run(
+        _cli("--out", str(fresh), *_sets("evolution.generations=4")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    pd.testing.assert_frame_equal(_archive(ref), _archive(fresh))
+
+    killed = tmp_path / "killed"
+    p = subprocess.Popen(
+        _cli("--out", str(killed), *_sets("evolution.generations=4")),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        arch = killed / "archive.parquet"
+        if arch.is_file() and pd.read_parquet(arch).generation.max() >= 1:
+            break
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert pd.read_parquet(killed / "archive.parquet").generation.max() < 3, "killed too late to test resume"
+    proc = subprocess.run(_cli("--resume", str(killed)), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    pd.testing.assert_frame_equal(_archive(ref), _archive(killed))
+
+
+def _digest(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    run_evolve(tiny("evolution.generations=2"), run, log=lambda _: None)
+    before = _digest(run)
+    cases = [
+        (["--set", "evolution.strategy=cmaes"], "unknown strategy 'cmaes'"),
+        (["--set", "fitness.backend=oracle"], "unknown fitness backend 'oracle'"),
+        (["--set", "supernet.space=dartz"], "unknown search space 'dartz'"),
+        (
+            ["--config", str(ROOT / "configs/nb201-tabular.yaml"), "--set", "fitness.table=/no/table.csv"],
+            "/no/table.csv",
+        ),
+        (["--resume", str(run), "--config", str(ROOT / "configs/evnas-cifar10.yaml")], "different config"),
+        (["--resume", str(tmp_path / "nothing")], "not an evolve run directory"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and message in err, (args, err)
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    before["checkpoint.pt"] = _digest(run)["checkpoint.pt"]
+    assert main(["--resume", str(run)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert _digest(run) == before  # nothing written was touched
+
+
+def test_table_without_the_column(tmp_path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("arch,acc\n|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10.0\n")
+    cfg = load_config(EvolveConfig, ROOT / "configs/nb201-tabular.yaml", [f"fitness.table={table}"])
+    with pytest.raises(ConfigError, match=r"no (metric )?column 'cifar10_valid_12ep'.*columns: arch, acc"):
+        run_evolve(cfg, tmp_path / "out", log=lambda _: None)
+
+
+@pytest.mark.parametrize("strategy", ["ga", "regularized"])
+def test_tabular_search_respects_the_budget_and_improves(strategy: str, tmp_path) -> None:
+    table = shared_file("nb201-12epoch.csv")
+    cfg = load_config(
+        EvolveConfig,
+        ROOT / "configs/nb201-tabular.yaml",
+        [
+            f"fitness.table={table}",
+            f"evolution.strategy={strategy}",
+            "evolution.max_evaluations=100",
+            "evolution.sample_size=5",
+        ],
+    )
+    result = run_evolve(cfg, tmp_path, log=lambda _: None)
+    df = pd.read_parquet(tmp_path / "archive.parquet")
+    assert df.genotype.nunique() <= 100 + cfg.evolution.population
+    assert result["fitness"] >= df[df.generation == 0].fitness.max()
+    assert result["fitness"] > 80 and "cifar10_test_12ep" in result
