@@ -161,3 +161,21 @@ def test_tabular_search_respects_the_budget_and_improves(strategy: str, tmp_path
     assert df.genotype.nunique() <= 100 + cfg.evolution.population
     assert result["fitness"] >= df[df.generation == 0].fitness.max()
     assert result["fitness"] > 80 and "cifar10_test_12ep" in result
+
+
+def test_initial_population_from_published_genotypes_and_archives(tmp_path) -> None:
+    from evoray.spaces.published import published_genotype
+
+    first = tmp_path / "first"
+    run_evolve(tiny("evolution.generations=1", "initial_population=DARTS_V2,EvNAS_A"), first, log=lambda _: None)
+    df = pd.read_parquet(first / "archive.parquet")
+    assert df.origin.tolist()[:2] == ["seed", "seed"] and df.origin.tolist()[2:] == ["random", "random"]
+    assert df.genotype.iloc[0] == str(published_genotype("DARTS_V2"))
+    assert df.genotype.iloc[1] == str(published_genotype("EvNAS_A"))
+    second = tmp_path / "second"
+    run_evolve(tiny("evolution.generations=1", f"initial_population={first}"), second, log=lambda _: None)
+    seeded = pd.read_parquet(second / "archive.parquet")
+    best_first = df.sort_values("fitness", ascending=False, kind="stable").genotype.tolist()
+    assert seeded.genotype.tolist() == best_first  # the previous run's last generation, fittest first
+    with pytest.raises(ConfigError, match="neither a path nor a published genotype"):
+        run_evolve(tiny("initial_population=NOPE"), tmp_path / "third", log=lambda _: None)

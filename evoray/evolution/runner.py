@@ -39,7 +39,7 @@ from evoray.nn.networks import build_network
 from evoray.profiling import count_parameters
 from evoray.report import draw_genotype, plot_fitness
 from evoray.runtime import RuntimeConfig, apply_runtime, seed_everything
-from evoray.spaces import SearchSpace, get_space, one_hot, parse_genotype
+from evoray.spaces import Genotype, SearchSpace, get_space, parse_genotype
 from evoray.spaces.published import published_genotype, published_names
 
 Log = Callable[[str], None]
@@ -176,9 +176,23 @@ def initial_alphas(spec: str, space: SearchSpace, limit: int, rng: np.random.Gen
                 f"initial_population {name!r} is neither a path nor a published genotype; "
                 f"published: {', '.join(published_names())}"
             )
-        hot = one_hot(space, published_genotype(name))
-        out.append({ct: (hot[ct] * 4.0 + 0.1 * rng.random(hot[ct].shape)).astype(np.float32) for ct in hot})
+        out.append(alphas_for(space, published_genotype(name), rng))
     return out[:limit]
+
+
+def alphas_for(space: SearchSpace, genotype: Genotype, rng: np.random.Generator) -> Alphas:
+    """U(0, 0.1) alphas in which the genotype's (edge, op) pairs stand out, the first edge of a node the most, so
+    that the derived genotype is ``genotype`` itself, edge order included."""
+    out = {}
+    for ct in space.cell_types:
+        space.check_cell(ct, genotype.cell(ct).nodes)
+        a = 0.1 * rng.random(space.alpha_shape(ct))
+        for i, node in enumerate(genotype.cell(ct).nodes):
+            for rank, (op, j) in enumerate(node):
+                e = space.edge_index(space.num_inputs + i, j)
+                a[e, space.edge_ops(ct, e).index(op)] = 4.0 - 0.5 * rank
+        out[ct] = a.astype(np.float32)
+    return out
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
