@@ -17,7 +17,18 @@ import pyarrow.parquet as pq
 
 from evoray.errors import ConfigError
 
-COLUMNS = ("generation", "id", "parents", "origin", "genotype", "fitness", "params_m", "alphas", "alpha_shapes")
+COLUMNS = (
+    "generation",
+    "id",
+    "parents",
+    "origin",
+    "genotype",
+    "fitness",
+    "params_m",
+    "alphas",
+    "alpha_shapes",
+    "space",
+)
 
 
 def individual_row(
@@ -29,8 +40,10 @@ def individual_row(
     fitness: float | None,
     params_m: float | None,
     alphas: dict[str, np.ndarray],
+    space: str | None = None,
 ) -> dict[str, Any]:
-    """One archive row; alphas are stored flat (float32) per cell type with their shapes."""
+    """One archive row; alphas are stored flat (float32) per cell type with their shapes; ``space`` names the
+    search space the alphas belong to."""
     return {
         "generation": int(generation),
         "id": int(ident),
@@ -41,6 +54,7 @@ def individual_row(
         "params_m": None if params_m is None else float(params_m),
         "alphas": {ct: np.asarray(a, dtype=np.float32).ravel().tolist() for ct, a in alphas.items()},
         "alpha_shapes": {ct: list(np.asarray(a).shape) for ct, a in alphas.items()},
+        "space": space,
     }
 
 
@@ -61,13 +75,14 @@ _SCHEMA = pa.schema(
         ("params_m", pa.float64()),
         ("alphas", pa.map_(pa.string(), pa.list_(pa.float32()))),
         ("alpha_shapes", pa.map_(pa.string(), pa.list_(pa.int32()))),
+        ("space", pa.string()),
     ]
 )
 
 
 def write_archive(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write every row to ``path`` atomically."""
-    data = {c: [r[c] for r in rows] for c in COLUMNS}
+    data = {c: [r.get(c) for r in rows] for c in COLUMNS}
     data["alphas"] = [list(r["alphas"].items()) for r in rows]
     data["alpha_shapes"] = [list(r["alpha_shapes"].items()) for r in rows]
     table = pa.Table.from_pydict(data, schema=_SCHEMA)

@@ -23,10 +23,16 @@ def default_config_path(name: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def make_parser(prog: str, description: str, default_config: str | None) -> argparse.ArgumentParser:
+def make_parser(
+    prog: str,
+    description: str,
+    default_config: str | None,
+    out_help: str = "directory for results, resolved config and weights",
+    out_type: Callable[[str], Any] = Path,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_args(parser, default_config)
-    parser.add_argument("--out", type=Path, default=None, help="directory for results, resolved config and weights")
+    parser.add_argument("--out", type=out_type, default=None, help=out_help)
     parser.add_argument("--json", action="store_true", help="make the last line of stdout one JSON object")
     return parser
 

@@ -130,3 +130,24 @@ def profile_model(
         "flops_m": count_flops(model, input_size, device) / 1e6,
         "latency_ms": measure_latency(model, input_size, device, warmup, repeats, batch_size),
     }
+
+
+_PARAMS_CACHE: dict[tuple[str, int, int], float] = {}
+
+
+def genotype_params_m(genotype: str, C: int = 36, layers: int = 20) -> float:
+    """Params (M, auxiliary head excluded) of a genotype's evaluation network for CIFAR-10 (DARTS family: ``C`` and
+    ``layers``; NB201: its macro network, C=16, N=5), built on the meta device, without allocating weights."""
+    from evoray.nn.networks import build_network
+    from evoray.spaces import parse_genotype
+
+    key = (genotype, C, layers)
+    if key not in _PARAMS_CACHE:
+        g = parse_genotype(genotype)
+        with torch.device("meta"):
+            if g.is_nb201:
+                net = build_network(g, family="nb201", C=16, layers=5, N=5, num_classes=10)
+            else:
+                net = build_network(g, family="cifar", C=C, layers=layers, num_classes=10, auxiliary=False)
+        _PARAMS_CACHE[key] = count_parameters(net) / 1e6
+    return _PARAMS_CACHE[key]

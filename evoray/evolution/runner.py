@@ -35,8 +35,7 @@ from evoray.evolution.supernet_fitness import (
     SupernetOptimConfig,
     SupernetTrainer,
 )
-from evoray.nn.networks import build_network
-from evoray.profiling import count_parameters
+from evoray.profiling import genotype_params_m
 from evoray.report import draw_genotype, plot_fitness
 from evoray.runtime import RuntimeConfig, apply_runtime, seed_everything
 from evoray.spaces import Genotype, SearchSpace, get_space, parse_genotype
@@ -161,7 +160,9 @@ def initial_alphas(spec: str, space: SearchSpace, limit: int, rng: np.random.Gen
         return []
     path = Path(spec)
     if path.exists():
-        rows = read_archive(path)
+        rows = [r for r in read_archive(path) if r.get("space") in (None, space.name)]
+        if not rows:
+            raise ConfigError(f"population {spec!r} holds no individuals of search space {space.name}")
         last = max(r["generation"] for r in rows)
         rows = sorted((r for r in rows if r["generation"] == last), key=lambda r: -(r["fitness"] or -1e9))
         out = [row_alphas(r) for r in rows[:limit]]
@@ -196,22 +197,6 @@ def alphas_for(space: SearchSpace, genotype: Genotype, rng: np.random.Generator)
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
-
-_PARAMS_CACHE: dict[tuple[str, int, int], float] = {}
-
-
-def genotype_params_m(genotype: str, C: int, layers: int) -> float:
-    """Params (M, auxiliary head excluded) of the genotype's evaluation network, built on the meta device."""
-    key = (genotype, C, layers)
-    if key not in _PARAMS_CACHE:
-        g = parse_genotype(genotype)
-        with torch.device("meta"):
-            if g.is_nb201:
-                net = build_network(g, family="nb201", C=16, layers=5, N=5, num_classes=10)
-            else:
-                net = build_network(g, family="cifar", C=C, layers=layers, num_classes=10, auxiliary=False)
-        _PARAMS_CACHE[key] = count_parameters(net) / 1e6
-    return _PARAMS_CACHE[key]
 
 
 def _config_hash(cfg: EvolveConfig) -> str:
@@ -335,6 +320,7 @@ def run_evolve(
                         ind.fitness,
                         genotype_params_m(ind.genotype, cfg.params_channels, cfg.params_layers),
                         ind.alphas,
+                        space.name,
                     )
                 )
             write_archive(out_dir / "archive.parquet", rows)

@@ -1,0 +1,259 @@
+"""What every gradient searcher shares: the supernet, the data halves, the weight optimiser, the epoch loop, the
+epoch metrics, the genotype and the state.
+
+A searcher is plain PyTorch (no Ray): ``train_epoch()`` runs one epoch and returns its metrics, ``genotype()`` derives
+the current cell, ``state_dict()``/``load_state_dict()`` save and restore everything needed to continue to the same
+results. Subclasses set the supernet's weighting mode and implement :meth:`Searcher.step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from evoray.data import build_data
+from evoray.errors import ConfigError
+from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
+from evoray.nn.weighting import EdgeWeights
+from evoray.runtime import autocast
+from evoray.searchers.config import SearchConfig
+from evoray.spaces import SPACES, Genotype, format_genotype, get_space
+
+Alphas = dict[str, np.ndarray]
+
+
+class Searcher:
+    """One gradient search on one device. Subclasses: DARTS, SNAS, GDAS, XNAS."""
+
+    name: ClassVar[str]
+    weighting: ClassVar[str] = "softmax"  # the supernet's weighting mode (evoray.nn.weighting)
+    families: ClassVar[tuple[str, ...]] = ("darts", "nb201")  # search-space families the method applies to
+    # The paper's settings that differ from SearchConfig's defaults, applied under the user's config.
+    paper_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def check_space(cls, space_name: str) -> None:
+        space = get_space(space_name)
+        if space.family not in cls.families:
+            valid = [s for s in SPACES.names() if get_space(s).family in cls.families]
+            raise ConfigError(
+                f"searcher {cls.name} cannot run on space {space_name} ({space.family} family); "
+                f"it runs on: {', '.join(valid)}"
+            )
+
+    def __init__(self, cfg: SearchConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.space = get_space(cfg.supernet.space)
+        self.data = build_data(cfg.data, seed=cfg.seed, split="search")
+        torch.manual_seed(cfg.seed)
+        self.net = self.build_net().to(device)
+        self.fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+        self.net = self.net.to(memory_format=self.fmt)
+        o = cfg.optim
+        self.weights = list(self.net.weight_parameters())
+        self.w_optimizer = torch.optim.SGD(
+            self.weights, o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, cfg.epochs, o.lr_min)
+        self.a_optimizer = self.build_arch_optimizer()
+        self.epoch = 0
+
+    # -- construction -------------------------------------------------------------------------------------------
+    def build_net(self) -> Supernet:
+        c, d = self.cfg.supernet, self.data
+        std = self.cfg.alpha_init_std
+        cls = NB201Supernet if self.space.family == "nb201" else DartsSupernet
+        return cls(
+            self.space,
+            c.init_channels,
+            c.layers,
+            num_classes=d.num_classes,
+            in_channels=d.in_channels,
+            weighting=self.weighting,
+            alpha_init_std=std,
+        )
+
+    def build_arch_optimizer(self) -> torch.optim.Optimizer | None:
+        a = self.cfg.arch
+        alphas = self.net.arch_parameters()
+        if a.optimizer == "adam":
+            return torch.optim.Adam(alphas, a.lr, betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
+        return torch.optim.SGD(alphas, a.lr, weight_decay=a.weight_decay)
+
+    # -- one epoch ----------------------------------------------------------------------------------------------
+    def begin_epoch(self) -> None:
+        """Per-epoch schedules (temperatures); called before the epoch's first step."""
+
+    def step(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[float, int]:
+        """One search step on a training batch ``(x, y)`` and a validation batch ``(xv, yv)``; returns the summed
+        training loss and the number of correct training predictions."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        return len(self.data.train)
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One epoch of search; returns the epoch's metrics."""
+        if self.epoch >= self.cfg.epochs:
+            raise ConfigError(f"search already ran its {self.cfg.epochs} epochs")
+        self.begin_epoch()
+        lr = self.scheduler.get_last_lr()[0]
+        self.net.train()
+        self.data.train.set_epoch(self.epoch)
+        loss_sum, correct, n = 0.0, 0, 0
+        valid = self._valid_batches()
+        for x, y in self.data.train:
+            xv, yv = next(valid)
+            x, y = self.to_device(x, y)
+            xv, yv = self.to_device(xv, yv)
+            loss, right = self.step(x, y, xv, yv)
+            loss_sum, correct, n = loss_sum + loss, correct + right, n + int(y.shape[0])
+        self.scheduler.step()
+        self.epoch += 1
+        metrics = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "train_loss": loss_sum / max(n, 1),
+            "train_acc": 100.0 * correct / max(n, 1),
+            **self.evaluate(),
+            **self.describe(),
+        }
+        return metrics
+
+    def _valid_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        assert self.data.valid is not None
+        k = 0
+        while True:  # the validation half is reshuffled each time it runs out
+            self.data.valid.set_epoch(self.epoch * 1000 + k)
+            yield from self.data.valid
+            k += 1
+
+    def to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.to(self.device, non_blocking=True).to(memory_format=self.fmt)
+        return x, y.to(self.device, non_blocking=True)
+
+    # -- shared pieces of steps ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor, weights: dict[str, EdgeWeights] | None = None) -> Tensor:
+        with autocast(self.device, self.cfg.runtime.precision):
+            return self.net(x, weights).float()
+
+    def weight_step(self, x: Tensor, y: Tensor, weights: dict[str, EdgeWeights] | None = None) -> tuple[float, int]:
+        """One SGD step of the supernet weights on the training loss."""
+        self.w_optimizer.zero_grad(set_to_none=True)
+        logits = self.forward(x, weights)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.cfg.optim.grad_clip)
+        self.w_optimizer.step()
+        return float(loss.item()) * int(y.shape[0]), int((logits.argmax(1) == y).sum())
+
+    def arch_step(self, grads: list[Tensor]) -> None:
+        """Apply ``grads`` (one per alpha tensor) with the architecture optimiser."""
+        assert self.a_optimizer is not None
+        self.a_optimizer.zero_grad(set_to_none=True)
+        alphas = self.net.arch_parameters()
+        for alpha, g in zip(alphas, grads):
+            alpha.grad = g.detach()
+        if self.cfg.arch.grad_clip > 0:
+            nn.utils.clip_grad_norm_(alphas, self.cfg.arch.grad_clip)
+        self.a_optimizer.step()
+
+    # -- metrics ------------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy of the supernet (under this searcher's weighting) on the validation half, with BatchNorm
+        on batch or running statistics (``eval_bn``)."""
+        assert self.data.valid is not None
+        batch_stats = self.cfg.eval_bn == "train"
+        saved = {k: v.clone() for k, v in self.net.state_dict().items() if "running_" in k or "num_batches" in k}
+        self.net.train(batch_stats)
+        self.data.valid.set_epoch(0)
+        loss_sum, correct, n = 0.0, 0, 0
+        with torch.inference_mode():
+            for b, (x, y) in enumerate(self.data.valid):
+                if self.cfg.eval_batches and b >= self.cfg.eval_batches:
+                    break
+                x, y = self.to_device(x, y)
+                logits = self.forward(x)
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                n += int(y.shape[0])
+        if batch_stats:  # measuring must not move the running statistics that training accumulated
+            self.net.load_state_dict(saved, strict=False)
+        self.net.train()
+        return {"valid_loss": loss_sum / max(n, 1), "valid_acc": 100.0 * correct / max(n, 1)}
+
+    def describe(self) -> dict[str, Any]:
+        """The architecture's state: genotype, entropy of each cell type's op distribution, method specifics."""
+        out: dict[str, Any] = {"genotype": format_genotype(self.genotype())}
+        for ct, alpha in self.net.alphas.items():
+            a = alpha.detach().float().masked_fill(self.net.wiped(ct), float("-inf"))
+            p = F.softmax(a, dim=-1)
+            logp = torch.where(p > 0, p.clamp_min(1e-30).log(), torch.zeros_like(p))
+            out[f"entropy_{ct}"] = float(-(p * logp).sum(-1).mean())
+        return out
+
+    # -- results ------------------------------------------------------------------------------------------------
+    def derive_method(self) -> str | None:
+        return None  # the space's default: DARTS top-2, NB201 argmax
+
+    def genotype(self) -> Genotype:
+        return self.net.genotype(self.derive_method())
+
+    def alphas(self) -> Alphas:
+        return {ct: a.detach().float().cpu().numpy().copy() for ct, a in self.net.alphas.items()}
+
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    # -- state --------------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "searcher": self.name,
+            "epoch": self.epoch,
+            "net": self.net.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "a_optimizer": None if self.a_optimizer is None else self.a_optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "extra": self.extra_state(),
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("searcher") != self.name:
+            raise ConfigError(f"checkpoint holds a {state.get('searcher')!r} searcher, not {self.name}")
+        self.net.load_state_dict(state["net"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.a_optimizer is not None and state["a_optimizer"] is not None:
+            self.a_optimizer.load_state_dict(state["a_optimizer"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.load_extra_state(state["extra"])
+
+
+def linear_schedule(start: float, end: float, epoch: int, epochs: int) -> float:
+    """``start`` at epoch 0, ``end`` at epoch ``epochs - 1`` (and after), linear in between."""
+    if epochs <= 1:
+        return end
+    t = min(epoch, epochs - 1) / (epochs - 1)
+    return start + (end - start) * t
+
+
+def lr_now(searcher: Searcher) -> float:
+    return float(searcher.w_optimizer.param_groups[0]["lr"])

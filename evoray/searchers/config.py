@@ -1,0 +1,105 @@
+"""The config of one gradient search: shared sections plus one section of options per searcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from evoray.data import DataConfig
+from evoray.errors import ConfigError
+from evoray.evolution.supernet_fitness import SupernetConfig
+from evoray.runtime import RuntimeConfig
+
+
+@dataclass
+class WeightOptimConfig:
+    lr: float = field(default=0.025, metadata={"min": 0.0})  # SGD learning rate of the supernet weights
+    lr_min: float = field(default=0.001, metadata={"min": 0.0})  # cosine schedule's end, over the epochs
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    nesterov: bool = False  # GDAS: true
+    weight_decay: float = field(default=3e-4, metadata={"min": 0.0})  # GDAS: 5e-4
+    grad_clip: float = field(default=5.0, metadata={"min": 0.0})  # max gradient norm (0 = off)
+
+
+@dataclass
+class ArchOptimConfig:
+    optimizer: str = field(default="adam", metadata={"choices": ("adam", "sgd")})  # SNAS on one GPU: sgd
+    lr: float = field(default=3e-4, metadata={"min": 0.0})
+    beta1: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})  # adam
+    beta2: float = field(default=0.999, metadata={"min": 0.0, "max": 1.0})  # adam
+    weight_decay: float = field(default=1e-3, metadata={"min": 0.0})
+    grad_clip: float = field(default=0.0, metadata={"min": 0.0})  # max norm of the alpha gradient (0 = off; SNAS 10)
+
+
+@dataclass
+class DartsOptions:
+    order: int = field(default=1, metadata={"choices": (1, 2)})  # 2: the unrolled (second-order) gradient
+
+
+@dataclass
+class SnasOptions:
+    tau_max: float = field(default=1.0, metadata={"min": 0.0})  # temperature at epoch 0
+    tau_min: float = field(default=0.03, metadata={"min": 0.0})  # temperature floor
+    tau_epochs: int = field(default=150, metadata={"min": 0})  # linear-schedule horizon (original: 150; 0 = epochs)
+    alpha_init_mean: float = 1.0  # log_alpha ~ N(mean, std)
+    alpha_init_std: float = field(default=0.01, metadata={"min": 0.0})
+    penalty: str = field(
+        default="none", metadata={"choices": ("none", "reparametrization", "discrete", "policy_gradient")}
+    )  # how the resource penalty is weighted
+    resource_lambda: float = field(default=0.0, metadata={"min": 0.0})  # penalty weight (0 = the method's default)
+    log_penalty: bool = False  # penalise the mean of the logs of the three resource sums
+    separation: str = field(default="all", metadata={"choices": ("all", "size", "flops", "mac")})  # which resource
+    ratio: float = field(default=1.0, metadata={"min": 0.0})  # weight of reduction cells against normal cells
+    child: str = field(default="top2", metadata={"choices": ("top2", "edge_all")})  # how the child is derived
+
+
+@dataclass
+class GdasOptions:
+    tau_max: float = field(default=10.0, metadata={"min": 0.0})  # tau at the first epoch
+    tau_min: float = field(default=0.1, metadata={"min": 0.0})  # tau at the last epoch
+
+
+@dataclass
+class XnasOptions:
+    reward_bound: float = field(default=5.0, metadata={"min": 0.0})  # L: rewards are clipped to [-L, L]
+    eta: dict[str, float] = field(default_factory=dict)  # per cell type learning rate (absent: sqrt(2 ln N / T) / L)
+    wipeout: bool = True  # remove experts that can no longer lead
+
+
+@dataclass
+class SearchConfig:
+    """One gradient search. Defaults are the DARTS CIFAR-10 search settings; each searcher adds its paper's."""
+
+    searcher: str = "darts"  # a name of evoray.searchers.SEARCHERS
+    seed: int = 0  # seeds the weights, the alphas, the data split and order, and the Gumbel noise
+    epochs: int = field(default=50, metadata={"min": 1})
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", root="data/cifar10"))
+    optim: WeightOptimConfig = field(default_factory=WeightOptimConfig)
+    arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    alpha_init_std: float = field(default=1e-3, metadata={"min": 0.0})  # alphas ~ N(0, std) (SNAS: its own init)
+    eval_batches: int = field(default=0, metadata={"min": 0})  # validation batches of the epoch metrics (0 = all)
+    # BatchNorm in the epoch's validation pass: "train" (batch statistics, as EvNAS fitness; robust to sampled and
+    # wiped-out ops) or "eval" (running statistics, as DARTS' own code)
+    eval_bn: str = field(default="train", metadata={"choices": ("train", "eval")})
+    darts: DartsOptions = field(default_factory=DartsOptions)
+    snas: SnasOptions = field(default_factory=SnasOptions)
+    gdas: GdasOptions = field(default_factory=GdasOptions)
+    xnas: XnasOptions = field(default_factory=XnasOptions)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self) -> None:
+        from evoray.searchers.registry import SEARCHERS
+
+        cls = SEARCHERS.get(self.searcher)
+        self.supernet.validate()
+        cls.check_space(self.supernet.space)
+        for name in SEARCHERS.names():
+            if name == self.searcher:
+                continue
+            options, default = getattr(self, name), type(getattr(self, name))()
+            changed = [k for k in vars(default) if getattr(options, k) != getattr(default, k)]
+            if changed:
+                raise ConfigError(
+                    f"option {name}.{changed[0]} does not apply to searcher {self.searcher}; "
+                    f"it is an option of {name} only"
+                )

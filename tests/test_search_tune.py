@@ -1,0 +1,142 @@
+"""``evoray.search`` on Ray Tune: trials, checkpoints, the population archive, evolve seeded from a search, SIGKILL
+mid-experiment then ``--resume``, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evoray.archive import read_archive, row_alphas
+from evoray.config import config_from_dict
+from evoray.distributed.search import run_search
+from evoray.evolution.runner import initial_alphas
+from evoray.nn.supernet import DartsSupernet
+from evoray.search import main
+from evoray.searchers.experiment import ExperimentConfig
+from evoray.spaces import format_genotype, get_space
+from evoray.spaces.derive import derive_genotype, softmax
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_BASE = {
+    "epochs": 2,
+    "supernet": {"space": "darts", "init_channels": 4, "layers": 3},
+    "data": {"dataset": "digits", "batch_size": 32, "augment": False, "limit_train": 128},
+    "arch": {"lr": 3e-3},
+}
+
+
+def _exp(name: str, **extra) -> ExperimentConfig:
+    data = {"name": name, "searchers": ["darts", "xnas"], "seeds": [0], "base": TINY_BASE, **extra}
+    return config_from_dict(ExperimentConfig, data)
+
+
+def test_search_trials_checkpoints_and_population(tmp_path, ray_session) -> None:
+    exp = _exp(
+        "tune-run", scheduler={"kind": "asha", "grace_period": 1}, per_searcher={"darts": {"darts": {"order": 2}}}
+    )
+    result = run_search(exp, storage=str(tmp_path / "storage"), log=lambda _: None, populations=tmp_path / "pops")
+    trials = result["trials"]
+    assert [t["searcher"] for t in trials] == ["darts", "xnas"]
+    assert all(t["status"] in ("done", "stopped") and t["genotype"] for t in trials)
+    experiment = Path(result["experiment"])
+    for trial_dir in [d for d in experiment.iterdir() if d.is_dir() and d.name.startswith(("darts", "xnas"))]:
+        assert list(trial_dir.glob("checkpoint_*/searcher.pt")), f"{trial_dir} has no checkpoint"
+        assert list(trial_dir.glob("events.out.tfevents*")), f"{trial_dir} has no TensorBoard log"
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert {"train_acc", "valid_acc", "genotype", "entropy_normal"} <= set(rows[-1])
+    pop = tmp_path / "pops" / "tune-run"
+    archive = read_archive(pop)
+    assert [r["genotype"] for r in archive] == [t["genotype"] for t in trials]
+    assert all(r["space"] == "darts" for r in archive)
+    for row in archive:  # the archived alphas derive the archived genotype (XNAS: before wipe-outs)
+        if row["origin"].startswith("search:darts"):
+            weights = {ct: softmax(a) for ct, a in row_alphas(row).items()}
+            assert format_genotype(derive_genotype(get_space("darts"), weights)) == row["genotype"]
+    assert (pop / "valid_curves.png").stat().st_size > 0 and (pop / "summary.json").is_file()
+    # an evolve run can start from the search run: its trials' final alphas become individuals
+    seeded = initial_alphas(str(pop), get_space("darts"), 4, np.random.default_rng(0))
+    assert len(seeded) == 2
+    fittest = max(archive, key=lambda r: r["fitness"])
+    np.testing.assert_array_equal(seeded[0]["normal"], row_alphas(fittest)["normal"])
+    assert DartsSupernet  # the alphas fit the supernet's shapes
+    assert seeded[0]["normal"].shape == get_space("darts").alpha_shape("normal")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "evoray.search", *args]
+
+
+def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> None:
+    storage = tmp_path / "storage"
+    config = tmp_path / "exp.yaml"
+    base = {**TINY_BASE, "epochs": 6, "data": {**TINY_BASE["data"], "limit_train": 256}}
+    config.write_text(json.dumps({"name": "killed", "searchers": ["darts"], "seeds": [0, 1], "base": base}))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    p = subprocess.Popen(
+        _cli("--config", str(config), "--out", str(storage)),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    experiment = storage / "killed"
+    deadline = time.time() + 300
+    trial_dirs: list[Path] = []
+    while time.time() < deadline:
+        trial_dirs = [d for d in experiment.glob("darts-darts-s*") if d.is_dir()]
+        if len(trial_dirs) == 2 and all(list(d.glob("checkpoint_*")) for d in trial_dirs):
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)  # the experiment state is snapshotted every second
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    # checkpoints are written by the trials themselves (Tune's result files are synced from the driver later)
+    progress = {d.name: max(int(c.name.split("_")[1]) + 1 for c in d.glob("checkpoint_*")) for d in trial_dirs}
+    assert max(progress.values()) < 6, f"killed too late to test resume: {progress}"
+    proc = subprocess.run(
+        _cli("--resume", str(experiment), "--json"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [t["epochs"] for t in result["trials"]] == [6, 6]
+    assert all(t["status"] == "done" for t in result["trials"])
+    for d in trial_dirs:
+        rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+        epochs = [r["epoch"] for r in rows]
+        resumed = [r["resumed_from"] for r in rows if r["resumed_from"] > 0]
+        assert resumed and epochs[-1] == 6, (d.name, epochs)
+        assert epochs.count(resumed[0] + 1) >= 1 and epochs[: resumed[0]] == list(range(1, resumed[0] + 1))
+    assert len(read_archive(tmp_path / "populations" / "killed")) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "searchers=[darts,enas]"], "unknown searcher 'enas'; valid: darts, gdas, snas, xnas"),
+        (
+            ["--set", "searchers=[gdas]", "--set", "base.snas.penalty=reparametrization"],
+            "option snas.penalty does not apply to searcher gdas",
+        ),
+        (
+            ["--set", "searchers=[snas]", "--set", "base.supernet.space=nb201"],
+            "searcher snas cannot run on space nb201",
+        ),
+        (["--set", "base.supernet.space=dartz"], "unknown search space 'dartz'"),
+        (["--set", "base.optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+        (["--resume", "/no/such/experiment"], "holds no evoray search experiment"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tmp_path, capsys) -> None:
+    assert main([*args, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,356 @@
+"""The gradient searchers without Ray: DARTS' unrolled gradient, GDAS' sampling, XNAS' wipeout and rewards, SNAS'
+resource penalty, and state save/restore of every registered searcher."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from evoray.config import config_from_dict
+from evoray.errors import ConfigError
+from evoray.nn.grouped import build_group_op  # noqa: F401  (the ops the instrumentation wraps)
+from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell
+from evoray.searchers import SEARCHERS, SearchConfig
+from evoray.searchers.darts import unrolled_arch_grad
+from evoray.searchers.experiment import ExperimentConfig, expand
+from evoray.searchers.resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
+from evoray.searchers.xnas import theory_eta, wipeout
+from evoray.spaces import get_space
+
+CPU = torch.device("cpu")
+
+
+def tiny(searcher: str, **sections: dict) -> SearchConfig:
+    data = {
+        "searcher": searcher,
+        "epochs": 3,
+        "supernet": {"space": "darts", "init_channels": 4, "layers": 3},
+        "data": {"dataset": "digits", "batch_size": 32, "augment": False, "limit_train": 160},
+        "arch": {"lr": 3e-3},
+    }
+    data.update(sections)
+    return config_from_dict(SearchConfig, data)
+
+
+def test_registry_is_the_four_methods() -> None:
+    assert sorted(SEARCHERS.names()) == ["darts", "gdas", "snas", "xnas"]
+
+
+# -- DARTS ------------------------------------------------------------------------------------------------------
+
+
+def _unrolled_objective(net, arch, train, valid, xi, momentum, wd, buffers) -> float:
+    """L_val(w - xi (m buf + grad_w L_train(w, a) + wd w), a), computed directly."""
+    names = [n for n, p in net.named_parameters() if all(p is not a for a in arch)]
+    weights = [p for n, p in net.named_parameters() if n in names]
+    grads = torch.autograd.grad(F.cross_entropy(net(train[0]), train[1]), weights)
+    saved = [w.detach().clone() for w in weights]
+    with torch.no_grad():
+        for n, w, g in zip(names, weights, grads):
+            w.sub_(xi * (momentum * buffers[n] + g + wd * w))
+        value = float(F.cross_entropy(net(valid[0]), valid[1]))
+        for w, s in zip(weights, saved):
+            w.copy_(s)
+    return value
+
+
+def _smooth_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return F.softplus(x, beta=4.0)
+
+
+def test_second_order_gradient_matches_finite_differences(monkeypatch) -> None:
+    """On a tiny supernet made smooth (softplus for ReLU, a space without max-pooling), so that finite differences
+    of the unrolled objective converge."""
+    monkeypatch.setattr(F, "relu", _smooth_relu)
+    torch.manual_seed(0)
+    net = DartsSupernet(get_space("rdarts-s3"), C=4, layers=3, num_classes=3, in_channels=2, alpha_init_std=0.5)
+    net = net.double()
+    arch = net.arch_parameters()
+    train = (torch.randn(6, 2, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,)))
+    valid = (torch.randn(6, 2, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,)))
+    buffers = {n: 0.1 * torch.randn_like(p) for n, p in net.named_parameters() if all(p is not a for a in arch)}
+    xi, momentum, wd = 0.1, 0.9, 3e-4
+    grads = unrolled_arch_grad(net, arch, train, valid, xi, momentum, wd, buffers)
+    first = torch.autograd.grad(
+        F.cross_entropy(
+            torch.func.functional_call(net, dict(net.named_parameters()), (valid[0],)), valid[1]
+        ),  # first order at w (not w'): a different number
+        arch,
+    )
+    h = 1e-5
+    errors, naive_errors = [], []
+    for _ in range(3):
+        d = [torch.randn_like(a) for a in arch]
+        with torch.no_grad():
+            for a, v in zip(arch, d):
+                a.add_(h * v)
+        f_plus = _unrolled_objective(net, arch, train, valid, xi, momentum, wd, buffers)
+        with torch.no_grad():
+            for a, v in zip(arch, d):
+                a.sub_(2 * h * v)
+        f_minus = _unrolled_objective(net, arch, train, valid, xi, momentum, wd, buffers)
+        with torch.no_grad():
+            for a, v in zip(arch, d):
+                a.add_(h * v)
+        numeric = (f_plus - f_minus) / (2 * h)
+        scale = sum(float((g.abs() * v.abs()).sum()) for g, v in zip(grads, d))
+        errors.append(abs(sum(float((g * v).sum()) for g, v in zip(grads, d)) - numeric) / scale)
+        naive_errors.append(abs(sum(float((g * v).sum()) for g, v in zip(first, d)) - numeric) / scale)
+    assert max(errors) < 2e-3, errors
+    assert min(naive_errors) > 10 * max(errors), "the check must tell the second order from the first"
+
+
+def test_darts_orders_step_the_alphas() -> None:
+    for order in (1, 2):
+        s = SEARCHERS.get("darts")(tiny("darts", darts={"order": order}), CPU)
+        before = [a.detach().clone() for a in s.net.arch_parameters()]
+        (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
+        s.step(x, y, xv, yv)
+        assert all((a != b).all() for a, b in zip(s.net.arch_parameters(), before))
+
+
+# -- GDAS -------------------------------------------------------------------------------------------------------
+
+
+def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) -> None:
+    s = SEARCHERS.get("gdas")(tiny("gdas"), CPU)
+    s.begin_epoch()
+    runs: dict[tuple[int, int], list[str]] = {}
+    for c, cell in enumerate(s.net.cells):
+        assert isinstance(cell, SearchCell)
+        for group in cell.groups:
+            assert isinstance(group, EdgeGroup)
+            for name, op in group.ops.items():
+                original = op.forward
+
+                def record(x, run=None, _o=original, _g=group, _n=name, _c=c):
+                    members = _g.members[_n] if run is None else [_g.members[_n][i] for i in run]
+                    for m in members:
+                        runs.setdefault((_c, _g.edge_ids[m]), []).append(_n)
+                    return _o(x, run)
+
+                monkeypatch.setattr(op, "forward", record)
+    x, y = next(iter(s.data.train))
+    weights = s.net.edge_weights()
+    loss = F.cross_entropy(s.net(x, weights), y)
+    grads = torch.autograd.grad(loss, s.net.arch_parameters())
+    edges = s.space.num_edges
+    assert len(runs) == len(s.net.cells) * edges  # every edge of every cell ran ...
+    assert all(len(ops) == 1 for ops in runs.values())  # ... exactly one op
+    for c, cell in enumerate(s.net.cells):
+        chosen = weights[cell.cell_type].active
+        assert [runs[(c, e)][0] for e in range(edges)] == [
+            s.space.edge_ops(cell.cell_type, e)[chosen[e][0]] for e in range(edges)
+        ]
+    assert all((g != 0).all() for g in grads)  # straight-through: every logit of every edge
+
+
+def test_gdas_tau_falls_linearly() -> None:
+    s = SEARCHERS.get("gdas")(tiny("gdas", epochs=5), CPU)
+    taus = []
+    for epoch in range(5):
+        s.epoch = epoch
+        s.begin_epoch()
+        taus.append(s.net.tau)
+    np.testing.assert_allclose(taus, np.linspace(10.0, 0.1, 5))
+
+
+# -- XNAS -------------------------------------------------------------------------------------------------------
+
+
+def test_xnas_wipeout_hand_case() -> None:
+    alpha = torch.tensor([[0.0, -1.0, -3.0, -0.5], [2.0, 2.0, -5.0, 1.9]])
+    wiped = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    # threshold 2 * eta * L * (T - t) = 2 * 0.1 * 1 * 5 = 1: gaps 0, 1, 3 | 0, 0, 7, 0.1
+    out = wipeout(alpha, wiped, eta=0.1, bound=1.0, total=10, t=5)
+    assert out.tolist() == [[False, False, True, True], [False, False, True, False]]
+    final = wipeout(alpha, wiped, eta=0.1, bound=1.0, total=10, t=10)  # threshold 0: all but the leaders
+    assert final.tolist() == [[False, True, True, True], [False, False, True, True]]
+    assert theory_eta(8, 100, 2.0) == pytest.approx(math.sqrt(2 * math.log(8) / 100) / 2.0)
+
+
+def test_xnas_update_is_exponentiated_gradient_with_clipped_rewards() -> None:
+    s = SEARCHERS.get("xnas")(tiny("xnas", xnas={"reward_bound": 0.05, "wipeout": False}), CPU)
+    xv, yv = next(iter(s.data.valid))
+    before = {ct: a.detach().clone() for ct, a in s.net.alphas.items()}
+    # dL/dw of the softmax mixing weights, computed independently
+    w = {ct: F.softmax(a.detach(), -1).requires_grad_(True) for ct, a in s.net.alphas.items()}
+    from evoray.nn.weighting import EdgeWeights
+
+    loss = F.cross_entropy(s.net(xv, {ct: EdgeWeights(v) for ct, v in w.items()}), yv)
+    g = dict(zip(w, torch.autograd.grad(loss, list(w.values()))))
+    s.expert_update(xv, yv)
+    for ct in s.net.alphas:
+        expected = before[ct] + s.eta[ct] * (-g[ct]).clamp(-0.05, 0.05)
+        torch.testing.assert_close(s.net.alphas[ct].detach(), expected)
+        none = s.space.edge_ops(ct, 0).index("none")
+        assert (s.net.alphas[ct][:, none] == before[ct][:, none]).all()  # `none` outputs zeros: no reward
+    assert any((g[ct].abs() > 0.05).any() for ct in g), "the bound must clip some reward"
+
+
+def test_xnas_wiped_experts_never_run_again() -> None:
+    s = SEARCHERS.get("xnas")(tiny("xnas"), CPU)
+    wiped = s.net.wiped("normal")
+    wiped[:, 1:4] = True  # max_pool, avg_pool, skip wiped on every edge
+    ew = s.net.edge_weights()["normal"]
+    assert ew.active is not None and all(not set(a) & {1, 2, 3} for a in ew.active)
+    assert (ew.weights[:, 1:4] == 0).all()
+    assert "max_pool_3x3" not in str(s.genotype().cell("normal"))
+
+
+# -- SNAS -------------------------------------------------------------------------------------------------------
+
+
+def test_snas_op_costs_by_hand() -> None:
+    # C = 4 channels, side 8 (stride 1: y = 8; stride 2: y = 4)
+    assert op_cost("sep_conv_3x3", 4, 8, 1) == (104.0, 104.0 * 64, 64 * (7 * 4 + 4) + 104.0)
+    assert op_cost("sep_conv_3x3", 4, 8, 2) == (104.0, 104.0 * 16, 16 * (10 * 4 + 4) + 104.0)
+    assert op_cost("dil_conv_5x5", 4, 8, 1) == (116.0, 116.0 * 64, 64 * (3 * 4 + 4) + 116.0)
+    assert op_cost("max_pool_3x3", 4, 8, 1) == (0.0, 9.0 * 64 * 4, 2.0 * 64 * 4)
+    assert op_cost("avg_pool_3x3", 4, 8, 2) == (0.0, 9.0 * 16 * 4, 5.0 * 16 * 4)
+    assert op_cost("skip_connect", 4, 8, 1) == (0.0, 0.0, 2.0 * 64 * 4)
+    assert op_cost("skip_connect", 4, 8, 2) == (16.0, 16.0 * 16, 2.0 * 16 * (16 + 2) + 16.0)
+    assert op_cost("none", 4, 8, 2) == (0.0, 0.0, 0.0)
+    with pytest.raises(ConfigError, match="no cost for op 'conv_9x9'"):
+        op_cost("conv_9x9", 4, 8, 1)
+
+
+def _hand_penalty(costs: np.ndarray, w: np.ndarray, log_form: bool) -> float:
+    total = 0.0
+    for e in range(costs.shape[0]):
+        sums = [sum(w[e, k] * costs[e, k, r] for k in range(costs.shape[1])) for r in range(3)]
+        if log_form:
+            total += sum(math.log(abs(s)) if abs(s) >= 1 else 0.0 for s in sums) / 3
+        else:
+            total += 0.43 * (2 * sums[0] + sums[1] / 4000 + sums[2] / 100)
+    return total
+
+
+def test_snas_penalty_equals_hand_computation() -> None:
+    space = get_space("darts")
+    costs = cell_costs(space, "reduce", 4, 8, reduction=True)
+    assert tuple(costs[0, space.edge_ops("reduce", 0).index("sep_conv_3x3")].tolist()) == op_cost(
+        "sep_conv_3x3", 4, 8, 2
+    )
+    assert tuple(costs[2, 4].tolist()) == op_cost(space.edge_ops("reduce", 2)[4], 4, 8, 2)  # node 3 <- input 0
+    assert tuple(costs[4, 4].tolist()) == op_cost(space.edge_ops("reduce", 4)[4], 4, 4, 1)  # node 3 <- node 2
+    torch.manual_seed(1)
+    log_alpha = torch.randn(14, 8, dtype=torch.float64)
+    z = F.softmax((log_alpha + 0.3 * torch.randn(14, 8, dtype=torch.float64)) / 0.7, -1)
+    c = costs.numpy()
+    for log_form in (False, True):
+        rep = cell_type_penalty(costs[None], log_alpha, z, "reparametrization", 0.7, "all", log_form)
+        assert float(rep) == pytest.approx(_hand_penalty(c, z.numpy(), log_form), rel=1e-10)
+        disc = cell_type_penalty(costs[None], log_alpha, z, "discrete", 0.7, "all", log_form)
+        assert float(disc) == pytest.approx(_hand_penalty(c, F.softmax(log_alpha, -1).numpy(), log_form), rel=1e-10)
+    # the Concrete log-density of one row, by hand
+    la, zz, tau, n = log_alpha[0].numpy(), z[0].numpy(), 0.7, 8
+    hand = (
+        math.log(math.factorial(n - 1))
+        + (n - 1) * math.log(tau)
+        + la.sum()
+        - (tau + 1) * np.log(zz).sum()
+        - n * math.log((np.exp(la) * zz ** (-tau)).sum())
+    )
+    assert float(concrete_log_density(log_alpha, z, tau)[0]) == pytest.approx(hand, rel=1e-9)
+    pg = cell_type_penalty(costs[None], log_alpha, z, "policy_gradient", 0.7)
+    per_edge = [_hand_penalty(c[e : e + 1], z.numpy()[e : e + 1], False) for e in range(14)]
+    logp = concrete_log_density(log_alpha, z, tau).numpy()
+    assert float(pg) == pytest.approx(float(np.dot(per_edge, logp)), rel=1e-9)
+
+
+@pytest.mark.parametrize("method", ["reparametrization", "discrete", "policy_gradient"])
+@pytest.mark.parametrize("log_form", [False, True])
+def test_snas_penalty_methods_give_the_alphas_gradients(method: str, log_form: bool) -> None:
+    s = SEARCHERS.get("snas")(tiny("snas", snas={"penalty": method, "log_penalty": log_form}), CPU)
+    assert s.resource_lambda > 0
+    weights = s.net.edge_weights()
+    penalty = s.penalty({ct: w.weights for ct, w in weights.items()})
+    grads = torch.autograd.grad(penalty, s.net.arch_parameters())
+    for g in grads:
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_snas_penalty_prefers_cheap_ops() -> None:
+    """A strong size penalty and no data loss: the alphas move towards parameter-free ops."""
+    s = SEARCHERS.get("snas")(
+        tiny("snas", snas={"penalty": "discrete", "separation": "size", "resource_lambda": 1e-3}), CPU
+    )
+    conv = [k for k, n in enumerate(s.space.edge_ops("normal", 0)) if "conv" in n]
+    free = [k for k, n in enumerate(s.space.edge_ops("normal", 0)) if "pool" in n or n == "skip_connect"]
+    for _ in range(20):
+        s.a_optimizer.zero_grad()
+        s.penalty({ct: w.weights for ct, w in s.net.edge_weights().items()}).backward()
+        s.a_optimizer.step()
+    a = s.net.alphas["normal"].detach()
+    assert (a[:, free].mean(1) > a[:, conv].mean(1)).all()
+
+
+# -- every searcher ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SEARCHERS.names())
+def test_save_restore_resumes_to_the_same_next_epoch(name: str) -> None:
+    cls = SEARCHERS.get(name)
+    straight = cls(tiny(name), CPU)
+    straight.train_epoch()
+    expected = straight.train_epoch()
+    first = cls(tiny(name), CPU)
+    first.train_epoch()
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = cls(tiny(name), CPU)
+    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    got = resumed.train_epoch()
+    assert got == expected
+    for a, b in zip(resumed.net.arch_parameters(), straight.net.arch_parameters()):
+        assert torch.equal(a, b)
+
+
+def test_every_searcher_runs_on_nb201_where_it_applies() -> None:
+    for name in SEARCHERS.names():
+        cls = SEARCHERS.get(name)
+        cfg = {"supernet": {"space": "nb201", "init_channels": 4, "layers": 1}}
+        if "nb201" not in [f for f in cls.families] and name == "snas":
+            with pytest.raises(ConfigError, match="searcher snas cannot run on space nb201"):
+                tiny(name, **cfg)
+            continue
+        s = cls(tiny(name, epochs=1, **cfg), CPU)
+        m = s.train_epoch()
+        assert m["genotype"].startswith("|") and s.genotype().is_nb201
+
+
+def test_options_of_another_searcher_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"option snas\.penalty does not apply to searcher gdas"):
+        tiny("gdas", snas={"penalty": "reparametrization"})
+    exp = config_from_dict(ExperimentConfig, {"searchers": ["darts", "gdas"], "base": {"xnas": {"wipeout": False}}})
+    with pytest.raises(ConfigError, match=r"trial darts seed 0: option xnas\.wipeout does not apply"):
+        expand(exp)
+    with pytest.raises(ConfigError, match="unknown searcher 'enas'; valid: darts, gdas, snas, xnas"):
+        config_from_dict(ExperimentConfig, {"searchers": ["enas"]})
+
+
+def test_trial_configs_layer_paper_defaults_under_the_user() -> None:
+    exp = config_from_dict(
+        ExperimentConfig,
+        {
+            "searchers": ["gdas", "snas"],
+            "seeds": [0, 1],
+            "base": {"epochs": 2, "optim": {"lr": 0.1}},
+            "per_searcher": {"snas": {"snas": {"penalty": "discrete"}}},
+            "grid": {"arch.lr": [1e-3, 3e-3]},
+        },
+    )
+    trials = expand(exp)
+    assert len(trials) == 8
+    gdas = [t for t in trials if t.searcher == "gdas"]
+    assert all(t.optim.nesterov and t.optim.weight_decay == 5e-4 and t.optim.lr == 0.1 for t in gdas)
+    snas = [t for t in trials if t.searcher == "snas"]
+    assert all(t.arch.optimizer == "sgd" and t.snas.penalty == "discrete" for t in snas)
+    assert sorted({(t.seed, t.arch.lr) for t in snas}) == [(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]
