@@ -82,7 +82,10 @@ def retrain(genotype: str, args: argparse.Namespace) -> float:
             "optim.lr=0.05",
         ],
     )
-    return float(train_genotype(cfg, None, log=lambda _: None)["test_top1"])
+    t0 = time.perf_counter()
+    acc = float(train_genotype(cfg, None, log=lambda _: None)["test_top1"])
+    print(f"  retrained in {time.perf_counter() - t0:.0f} s: test {acc:.2f}%", file=sys.stderr, flush=True)
+    return acc
 
 
 def main() -> None:
@@ -91,12 +94,13 @@ def main() -> None:
     parser.add_argument("--search-epochs", type=int, default=4)
     parser.add_argument("--search-images", type=int, default=3000)
     parser.add_argument("--search-channels", type=int, default=4)
-    parser.add_argument("--train-epochs", type=int, default=8)
-    parser.add_argument("--train-images", type=int, default=5000)
+    parser.add_argument("--train-epochs", type=int, default=5)
+    parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--train-channels", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--random", type=int, default=3, help="random cells retrained as the baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", default="", help="comma-separated random-cell accuracies measured earlier")
     args = parser.parse_args()
     if not (DATA / "cifar10-train-10k.npz").is_file():
         print(f"skipped: {DATA / 'cifar10-train-10k.npz'} is absent (real data lives in ../shared/data)")
@@ -116,9 +120,11 @@ def main() -> None:
         acc = retrain(g, args)
         randoms.append(acc)
         print(f"random cell {i}: test {acc:.2f}%  {g}", flush=True)
+    if args.baseline:  # random-cell accuracies of an earlier run with the same settings
+        randoms += [float(v) for v in args.baseline.split(",")]
     base = statistics.mean(randoms)
     print(f"random cells: mean {base:.2f}% (min {min(randoms):.2f}, max {max(randoms):.2f})", flush=True)
-    for name in args.searchers.split(","):
+    for name in [n for n in args.searchers.split(",") if n]:
         genotype, seconds = search(name, args)
         acc = retrain(genotype, args)
         verdict = "beats" if acc > base else "does not beat"

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evoray.config import save_config
-from evoray.data import DataConfig, build_data
+from evoray.data import BatchSource, DataConfig, build_data
 from evoray.errors import ConfigError
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
@@ -139,7 +139,8 @@ def profile_genotype(cfg: TrainConfig, log: Log = print) -> dict[str, Any]:
     return {"genotype": str(genotype), **stats}
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def model_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, auxiliary logits or None) of an evaluation network or a plain classifier."""
     out = model(x)
     if isinstance(out, tuple):
         return out[0], out[1]
@@ -157,7 +158,7 @@ def evaluate(
         for x, y in source:
             x, y = x.to(device, non_blocking=True).to(memory_format=fmt), y.to(device, non_blocking=True)
             with autocast(device, precision):
-                logits, _ = _forward(model, x)
+                logits, _ = model_outputs(model, x)
             logits = logits.float()
             k = min(5, logits.shape[1])
             top1, top5 = accuracy(logits, y, topk=(1, k))
@@ -168,17 +169,14 @@ def evaluate(
     return {"loss": loss_m.avg, "top1": top1_m.avg, "top5": top5_m.avg}
 
 
-def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = print) -> dict[str, Any]:
-    """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency."""
-    device = apply_runtime(cfg.runtime)
-    seed_everything(cfg.seed)
-    genotype = resolve_genotype(cfg.model.genotype)
-    check_network(cfg, genotype)
-    data = build_data(cfg.data, seed=cfg.seed, split="train")
-    model = build_model(cfg, genotype, data.num_classes, data.in_channels).to(device)
-    fmt = memory_format(cfg.runtime)
-    model = model.to(memory_format=fmt)
+def fit_model(
+    cfg: TrainConfig, model: nn.Module, train: BatchSource, device: torch.device, log: Log = print
+) -> list[dict[str, Any]]:
+    """Train ``model`` (already on ``device``) for ``cfg.optim.epochs`` epochs over ``train`` with the recipe of
+    ``cfg``; returns the per-epoch history."""
     o = cfg.optim
+    fmt = memory_format(cfg.runtime)
+    model.to(memory_format=fmt)
     optimizer = torch.optim.SGD(
         model.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
     )
@@ -189,12 +187,6 @@ def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = pri
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, o.lr_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.runtime.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-    n_train = data.train.num_examples
-    log(f"training {genotype} on {cfg.data.dataset} ({n_train} images) for {o.epochs} epochs on {device}")
-    start = time.perf_counter()
     history = []
     for epoch in range(o.epochs):
         model.train()
@@ -202,13 +194,13 @@ def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = pri
         for module in model.modules():
             if hasattr(module, "drop_path_prob"):
                 module.drop_path_prob = drop  # type: ignore[assignment]
-        data.train.set_epoch(epoch)
+        train.set_epoch(epoch)
         loss_m, top1_m = AverageMeter(), AverageMeter()
-        for step, (x, y) in enumerate(data.train):
+        for step, (x, y) in enumerate(train):
             x, y = x.to(device, non_blocking=True).to(memory_format=fmt), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, cfg.runtime.precision):
-                logits, aux = _forward(model, x)
+                logits, aux = model_outputs(model, x)
                 loss = criterion(logits.float(), y)
                 if aux is not None:
                     loss = loss + cfg.model.auxiliary_weight * criterion(aux.float(), y)
@@ -224,11 +216,30 @@ def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = pri
             loss_m.update(loss.item(), n)
             top1_m.update(accuracy(logits.detach().float(), y)[0], n)
             if cfg.log_every and step % cfg.log_every == 0:
-                log(f"  epoch {epoch} step {step}/{len(data.train)} loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f}")
+                log(f"  epoch {epoch} step {step}/{len(train)} loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f}")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         history.append({"epoch": epoch, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
         log(f"epoch {epoch + 1}/{o.epochs} lr {lr:.5f} loss {loss_m.avg:.4f} train top1 {top1_m.avg:.2f}%")
+    return history
+
+
+def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = print) -> dict[str, Any]:
+    """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency."""
+    device = apply_runtime(cfg.runtime)
+    seed_everything(cfg.seed)
+    genotype = resolve_genotype(cfg.model.genotype)
+    check_network(cfg, genotype)
+    data = build_data(cfg.data, seed=cfg.seed, split="train")
+    model = build_model(cfg, genotype, data.num_classes, data.in_channels).to(device)
+    o = cfg.optim
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    n_train = data.train.num_examples
+    log(f"training {genotype} on {cfg.data.dataset} ({n_train} images) for {o.epochs} epochs on {device}")
+    start = time.perf_counter()
+    history = fit_model(cfg, model, data.train, device, log)
     train_time = time.perf_counter() - start
     test = evaluate(model, data.test, device, cfg.runtime.precision, cfg.runtime.channels_last)
     log(f"test top1 {test['top1']:.2f}% top5 {test['top5']:.2f}% loss {test['loss']:.4f} ({train_time:.0f} s)")

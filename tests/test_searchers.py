@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,6 @@ import torch.nn.functional as F
 
 from evoray.config import config_from_dict
 from evoray.errors import ConfigError
-from evoray.nn.grouped import build_group_op  # noqa: F401  (the ops the instrumentation wraps)
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell
 from evoray.searchers import SEARCHERS, SearchConfig
 from evoray.searchers.darts import unrolled_arch_grad
@@ -354,3 +354,40 @@ def test_trial_configs_layer_paper_defaults_under_the_user() -> None:
     snas = [t for t in trials if t.searcher == "snas"]
     assert all(t.arch.optimizer == "sgd" and t.snas.penalty == "discrete" for t in snas)
     assert sorted({(t.seed, t.arch.lr) for t in snas}) == [(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]
+
+
+def test_xnas_child_takes_no_wiped_op() -> None:
+    s = SEARCHERS.get("xnas")(tiny("xnas"), CPU)
+    wiped = s.net.wiped("normal")
+    wiped[0:2, 1:] = True  # node 2's two edges keep only `none`
+    wiped[2, 1:4] = True
+    cell = s.genotype().cell("normal")
+    assert cell.nodes[0] == (("none", 0), ("none", 1))
+    assert all(op not in ("max_pool_3x3", "avg_pool_3x3", "skip_connect") for op, j in cell.nodes[1] if j == 0)
+
+
+@pytest.mark.parametrize(
+    ("searcher", "sections", "message"),
+    [
+        ("gdas", {"gdas": {"tau_min": 0.0}}, "need 0 < tau_min <= tau_max"),
+        ("snas", {"snas": {"tau_max": 0.01}}, "need 0 < tau_min <= tau_max"),
+        ("snas", {"snas": {"resource_lambda": 1e-4}}, "snas.penalty is none"),
+        ("xnas", {"xnas": {"eta": {"normall": 0.1}}}, "xnas.eta names cell type 'normall'"),
+        ("xnas", {"xnas": {"eta": {"normal": 0.0}}}, "xnas.eta.normal = 0.0 must be > 0"),
+        ("xnas", {"xnas": {"reward_bound": 0.0}}, "xnas.reward_bound = 0.0 must be > 0"),
+        ("darts", {"supernet": {"space": "darts", "init_channels": 4, "layers": 2}}, "needs >= 3 cells"),
+        ("darts", {"runtime": {"precision": "fp16"}}, "use bf16"),
+    ],
+)
+def test_bad_search_options_are_one_line_errors(searcher: str, sections: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        tiny(searcher, **sections)
+
+
+def test_asha_grace_period_must_fit_the_trials() -> None:
+    exp = config_from_dict(
+        ExperimentConfig,
+        {"searchers": ["darts"], "base": {"epochs": 2}, "scheduler": {"kind": "asha", "grace_period": 3}},
+    )
+    with pytest.raises(ConfigError, match="grace_period = 3 exceeds the longest trial"):
+        expand(exp)

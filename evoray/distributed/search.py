@@ -3,6 +3,7 @@ then write the population archive, the summary table and the validation curves."
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,17 @@ def _read_experiment(path: str) -> ExperimentConfig:
         import pyarrow.fs as pafs
 
         fs, where = pafs.FileSystem.from_uri(f"{path.rstrip('/')}/{EXPERIMENT_FILE}")
-        local = Path("/tmp") / f"evoray-{abs(hash(path))}.yaml"
         try:
             with fs.open_input_stream(where) as f:
-                local.write_bytes(f.read())
+                text = f.read()
         except OSError:
             raise ConfigError(
                 f"--resume {path!r} holds no evoray search experiment ({EXPERIMENT_FILE} missing)"
             ) from None
-        return load_config(ExperimentConfig, local)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / EXPERIMENT_FILE
+            local.write_bytes(text)
+            return load_config(ExperimentConfig, local)
     file = Path(path) / EXPERIMENT_FILE
     if not file.is_file():
         raise ConfigError(f"--resume {path!r} holds no evoray search experiment ({EXPERIMENT_FILE} missing)")

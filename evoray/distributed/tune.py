@@ -65,7 +65,7 @@ class SearchTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
         path = Path(checkpoint_dir) / CHECKPOINT_FILE
         try:
-            state = torch.load(path, map_location=self.searcher.device, weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
         except Exception as err:
             raise ConfigError(f"checkpoint {str(path)!r} is corrupt or unreadable ({type(err).__name__})") from None
         self.searcher.load_state_dict(state)

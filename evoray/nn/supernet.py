@@ -179,11 +179,13 @@ class Supernet(nn.Module):
         return (p for p in self.parameters() if id(p) not in arch)
 
     def genotype(self, method: str | None = None) -> Genotype:
-        """Derive the genotype from ``softmax(alphas)`` (wiped-out experts excluded)."""
+        """Derive the genotype from ``softmax(alphas)``; wiped-out experts get the weight -1, below every living one,
+        so they are never chosen while an edge has a living op (see ``derive_cell``)."""
         weights = {}
         for ct, alpha in self.alphas.items():
-            a = alpha.detach().float().masked_fill(self.wiped(ct), float("-inf"))
-            weights[ct] = F.softmax(a, dim=-1).cpu().numpy()
+            wiped = self.wiped(ct)
+            a = alpha.detach().float().masked_fill(wiped, float("-inf"))
+            weights[ct] = F.softmax(a, dim=-1).masked_fill(wiped, -1.0).cpu().numpy()
         return derive_genotype(self.space, weights, method)
 
 

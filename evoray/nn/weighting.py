@@ -68,10 +68,12 @@ def gumbel_soft_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
 @WEIGHTINGS.register("gumbel-hard")
 def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
     log_p = F.log_softmax(alpha, dim=-1)
-    while True:  # resample the rare draw whose probabilities overflow, as GDAS does
+    for _ in range(100):  # resample the rare draw whose probabilities overflow, as GDAS does
         probs = F.softmax((log_p + gumbel_like(alpha)) / ctx.tau, dim=-1)
         if torch.isfinite(probs).all():
             break
+    else:
+        raise FloatingPointError(f"hard Gumbel weights stay non-finite (tau {ctx.tau}); the alphas may have diverged")
     index = probs.argmax(dim=-1, keepdim=True)  # (E, 1)
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
     weights = hard - probs.detach() + probs

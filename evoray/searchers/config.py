@@ -8,6 +8,7 @@ from evoray.data import DataConfig
 from evoray.errors import ConfigError
 from evoray.evolution.supernet_fitness import SupernetConfig
 from evoray.runtime import RuntimeConfig
+from evoray.spaces import get_space
 
 
 @dataclass
@@ -51,11 +52,19 @@ class SnasOptions:
     ratio: float = field(default=1.0, metadata={"min": 0.0})  # weight of reduction cells against normal cells
     child: str = field(default="top2", metadata={"choices": ("top2", "edge_all")})  # how the child is derived
 
+    def validate(self) -> None:
+        _check_tau("snas", self.tau_max, self.tau_min)
+        if self.resource_lambda > 0 and self.penalty == "none":
+            raise ConfigError("snas.resource_lambda is set but snas.penalty is none; choose a penalty method")
+
 
 @dataclass
 class GdasOptions:
     tau_max: float = field(default=10.0, metadata={"min": 0.0})  # tau at the first epoch
     tau_min: float = field(default=0.1, metadata={"min": 0.0})  # tau at the last epoch
+
+    def validate(self) -> None:
+        _check_tau("gdas", self.tau_max, self.tau_min)
 
 
 @dataclass
@@ -63,6 +72,18 @@ class XnasOptions:
     reward_bound: float = field(default=5.0, metadata={"min": 0.0})  # L: rewards are clipped to [-L, L]
     eta: dict[str, float] = field(default_factory=dict)  # per cell type learning rate (absent: sqrt(2 ln N / T) / L)
     wipeout: bool = True  # remove experts that can no longer lead
+
+    def validate(self) -> None:
+        if self.reward_bound <= 0:
+            raise ConfigError(f"xnas.reward_bound = {self.reward_bound} must be > 0")
+        for ct, eta in self.eta.items():
+            if not eta > 0:
+                raise ConfigError(f"xnas.eta.{ct} = {eta} must be > 0 (leave it out for sqrt(2 ln N / T) / L)")
+
+
+def _check_tau(name: str, tau_max: float, tau_min: float) -> None:
+    if not 0 < tau_min <= tau_max:
+        raise ConfigError(f"{name} temperatures need 0 < tau_min <= tau_max, got tau_min={tau_min}, tau_max={tau_max}")
 
 
 @dataclass
@@ -93,6 +114,19 @@ class SearchConfig:
         cls = SEARCHERS.get(self.searcher)
         self.supernet.validate()
         cls.check_space(self.supernet.space)
+        space = get_space(self.supernet.space)
+        if space.family == "darts" and self.supernet.layers < 3:
+            raise ConfigError(
+                f"supernet.layers = {self.supernet.layers}: a DARTS-family supernet needs >= 3 cells "
+                "(normal and reduction cells both)"
+            )
+        if self.runtime.precision == "fp16":
+            raise ConfigError("runtime.precision=fp16 is not supported by the searchers (no loss scaling); use bf16")
+        unknown = sorted(set(self.xnas.eta) - set(space.cell_types))
+        if unknown:
+            raise ConfigError(
+                f"xnas.eta names cell type {unknown[0]!r}; cell types of {space.name}: {', '.join(space.cell_types)}"
+            )
         for name in SEARCHERS.names():
             if name == self.searcher:
                 continue

@@ -61,7 +61,7 @@ def unrolled_arch_grad(
         out = functional_call(net, {**dict(zip(names, values)), **buffers}, (batch[0],))
         return loss_fn(out, batch[1])
 
-    grads_w = torch.autograd.grad(loss_fn(net(train[0]), train[1]), weights)
+    grads_w = torch.autograd.grad(loss_at(weights, train), weights)
     with torch.no_grad():
         unrolled = []
         for name, w, g in zip(names, weights, grads_w):

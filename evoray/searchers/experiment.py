@@ -109,6 +109,11 @@ def expand(exp: ExperimentConfig) -> list[SearchConfig]:
                 except ConfigError as err:
                     where = f"trial {searcher} seed {seed}" + (f" {point}" if point else "")
                     raise ConfigError(f"{where}: {err}") from None
+    longest = max(t.epochs for t in trials)
+    if exp.scheduler.kind == "asha" and exp.scheduler.grace_period > longest:
+        raise ConfigError(
+            f"scheduler.grace_period = {exp.scheduler.grace_period} exceeds the longest trial ({longest} epochs)"
+        )
     return trials
 
 

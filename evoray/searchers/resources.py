@@ -106,6 +106,6 @@ def cell_type_penalty(
     else:
         raise ConfigError(f"unknown SNAS penalty {method!r}; valid: reparametrization, discrete, policy_gradient")
     per_edge = _combine((costs * w[None, :, :, None]).sum(-2), separation, log_form)  # (cells, E)
-    if method == "policy_gradient":
+    if method == "policy_gradient":  # as in SNAS' code, z keeps its graph inside the log-density
         per_edge = per_edge.detach() * concrete_log_density(log_alpha, z, tau)[None, :]
     return per_edge.sum(-1).mean()

@@ -45,17 +45,9 @@ class XNAS(Searcher):
         super().__init__(*args, **kwargs)
         self.updates = 0  # t: architecture updates so far
         self.total = self.cfg.epochs * self.steps_per_epoch()  # T
-        x = self.cfg.xnas
-        unknown = sorted(set(x.eta) - set(self.space.cell_types))
-        if unknown:
-            from evoray.errors import ConfigError
-
-            raise ConfigError(
-                f"xnas.eta names cell type {unknown[0]!r}; cell types of {self.space.name}: "
-                f"{', '.join(self.space.cell_types)}"
-            )
+        x = self.cfg.xnas  # cell types and values checked by SearchConfig.validate
         self.eta = {
-            ct: x.eta.get(ct) or theory_eta(self.space.num_ops(ct), self.total, x.reward_bound)
+            ct: x.eta[ct] if ct in x.eta else theory_eta(self.space.num_ops(ct), self.total, x.reward_bound)
             for ct in self.space.cell_types
         }
 

@@ -35,6 +35,15 @@ def _best_op(row: np.ndarray, ops: tuple[str, ...], exclude_none: bool) -> int:
     return best
 
 
+def _top2_op(row: np.ndarray, ops: tuple[str, ...]) -> int:
+    """The best non-``none`` op of an edge; ``none`` when every other op carries a negative weight (an XNAS edge
+    whose real experts are all wiped out) and ``none`` is still alive."""
+    best = _best_op(row, ops, True)
+    if row[best] < 0 and "none" in ops and row[ops.index("none")] >= 0:
+        return ops.index("none")
+    return best
+
+
 def derive_cell(
     space: SearchSpace, cell_type: str, weights: np.ndarray, method: str = "top2", k: int = 2
 ) -> CellGenotype:
@@ -57,7 +66,7 @@ def derive_cell(
                 max(weights[e][c] for c, name in enumerate(ops[j]) if name != "none") for j, e in enumerate(rows)
             ]
             chosen = sorted(range(n_in), key=lambda j: -strength[j])[:k]
-            node = tuple((ops[j][_best_op(weights[start + j], ops[j], True)], j) for j in chosen)
+            node = tuple((ops[j][_top2_op(weights[start + j], ops[j])], j) for j in chosen)
         else:
             node = tuple((ops[j][_best_op(weights[start + j], ops[j], False)], j) for j in range(n_in))
         nodes.append(node)

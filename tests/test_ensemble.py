@@ -1,0 +1,241 @@
+"""``evoray.ensemble`` logic without training: every combiner against hand-worked logits, the metrics against hand
+computations, greedy selection, validation-only selection, corruptions, committee checks."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evoray.ensemble.combiners import COMBINERS, make_combiner
+from evoray.ensemble.committees import LogitPool, check_committee, measure, select_committee
+from evoray.ensemble.config import CommitteeConfig
+from evoray.ensemble.measures import (
+    committee_metrics,
+    disagreement,
+    disagreement_with,
+    ece,
+    nll,
+    oracle_nll,
+    reliability,
+    softmax,
+)
+from evoray.ensemble.predict import MemberLogits
+from evoray.ensemble.shift import contrast, corrupt, gaussian_blur, gaussian_noise
+from evoray.errors import ConfigError
+
+E2 = math.exp(2.0)
+# Two members, two examples, three classes.
+A = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+B = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+AB = np.stack([A, B])  # (M=2, N=2, K=3)
+ONES = np.array([1, 1])
+
+
+def test_logit_sum_is_the_softmax_of_the_mean_logit_and_the_argmax_of_the_plain_sum() -> None:
+    p = make_combiner("logit_sum").combine(AB, ONES)
+    # mean logits: row 0 (1, 1, 0); row 1 (0.5, 0.5, 0)
+    e, h = math.e, math.exp(0.5)
+    assert p[0] == pytest.approx([e / (2 * e + 1), e / (2 * e + 1), 1 / (2 * e + 1)])
+    assert p[1] == pytest.approx([h / (2 * h + 1), h / (2 * h + 1), 1 / (2 * h + 1)])
+    # counts weight the members: 2 A + 1 B -> row 0 mean logits (4/3, 2/3, 0): class 0 wins, as the plain sum's argmax
+    p = make_combiner("logit_sum").combine(AB, np.array([2, 1]))
+    z = np.array([4 / 3, 2 / 3, 0.0])
+    assert p[0] == pytest.approx(np.exp(z) / np.exp(z).sum())
+    assert p.argmax(1).tolist() == (2 * A + B).argmax(1).tolist() == [0, 1]
+
+
+def test_prob_mean_averages_the_softmaxes() -> None:
+    p = make_combiner("prob_mean").combine(AB, ONES)
+    big, small = E2 / (E2 + 2), 1 / (E2 + 2)  # softmax(2, 0, 0) = (0.787, 0.107, 0.107)
+    assert p[0] == pytest.approx([(big + small) / 2, (big + small) / 2, small])
+    p = make_combiner("prob_mean").combine(AB, np.array([3, 1]))
+    assert p[0] == pytest.approx([0.75 * big + 0.25 * small, 0.75 * small + 0.25 * big, small])
+
+
+def test_vote_gives_the_vote_shares_and_breaks_ties_by_mean_probability() -> None:
+    C = np.array([[0.0, 1.0, 0.0], [0.0, 3.0, 0.0]])  # predicts class 1 twice
+    p = make_combiner("vote").combine(np.stack([A, B, C]), np.array([1, 1, 1]))
+    # row 0: A votes 0, B votes 1, C votes 1 -> (1/3, 2/3, 0); row 1: A 1, B 0, C 1 -> (1/3, 2/3, 0)
+    assert p == pytest.approx(np.array([[1 / 3, 2 / 3, 0.0], [1 / 3, 2 / 3, 0.0]]), abs=1e-6)
+    # a tie (one vote each) goes to the class with the higher mean probability
+    D = np.array([[0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])  # row 0: class 1 at 0.45
+    tie = make_combiner("vote").combine(np.stack([A, D]), ONES)
+    assert tie[0, :2] == pytest.approx([0.5, 0.5], abs=1e-6) and tie[0].argmax() == 0  # A's 0.787 beats D's 0.45
+    assert tie[0].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", COMBINERS.names())
+def test_every_combiner_gives_probabilities_on_random_logits(name: str) -> None:
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(4, 20, 5)) * 3, rng.integers(0, 5, 20)
+    comb = make_combiner(name)
+    picks = comb.select(logits, labels, 3)
+    assert len(picks) == 3 and all(0 <= i < 4 for i in picks)
+    p = comb.combine(logits, np.bincount(picks, minlength=4))
+    assert p.shape == (20, 5) and np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
+
+
+@pytest.mark.parametrize("name", COMBINERS.names())
+def test_a_committee_of_identical_members_equals_the_member(name: str) -> None:
+    rng = np.random.default_rng(1)
+    z, labels = rng.normal(size=(30, 4)) * 2, rng.integers(0, 4, 30)
+    same = np.stack([z, z, z])
+    comb = make_combiner(name)
+    p = comb.combine(same, np.bincount(comb.select(same, labels, 3), minlength=3))
+    if name == "vote":  # the vote shares of identical members are the member's one-hot prediction
+        assert p.argmax(1).tolist() == z.argmax(1).tolist()
+        assert p.max(1) == pytest.approx(1.0, abs=1e-6)
+    else:
+        assert p == pytest.approx(softmax(z))
+    member = committee_metrics(softmax(z), z[None], labels)
+    committee = committee_metrics(p, same, labels)
+    assert committee["accuracy"] == member["accuracy"]
+    assert committee["disagreement"] == 0.0 and committee["disagreement_committee"] == 0.0
+
+
+def _library() -> tuple[np.ndarray, np.ndarray]:
+    """Member 0 is right and confident, member 1 confidently wrong, member 2 right but unsure."""
+    labels = np.array([0, 1, 2, 0])
+    good = np.eye(3)[labels] * 4.0
+    bad = np.eye(3)[(labels + 1) % 3] * 4.0
+    unsure = np.eye(3)[labels] * 0.3
+    return np.stack([bad, good, unsure]), labels  # the best is at index 1
+
+
+def test_caruana_picks_the_best_member_first_and_can_pick_it_twice() -> None:
+    logits, labels = _library()
+    picks = make_combiner("caruana").select(logits, labels, 4)
+    assert picks[0] == 1  # the best single member
+    assert picks.count(1) >= 2  # with replacement: adding it again beats any other member
+    assert picks == [1, 1, 1, 1]
+    assert make_combiner("caruana", metric="accuracy").select(logits, labels, 2)[0] == 1
+
+
+def test_caruana_mixes_complementary_members_and_follows_the_validation_nll() -> None:
+    labels = np.array([0, 0, 1, 1])
+    left = np.array([[3.0, 0.0], [3.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # sure of class 0, so wrong on 2 and 3
+    right = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 3.0], [0.0, 3.0]])  # the mirror image
+    logits = np.stack([left, right])
+    picks = make_combiner("caruana").select(logits, labels, 2)
+    assert sorted(picks) == [0, 1]
+    for counts in ([2, 0], [1, 1], [0, 2]):  # the greedy choice is the lowest NLL over every 2-pick committee
+        p = make_combiner("caruana").combine(logits, np.array(counts))
+        assert nll(p, labels) >= nll(make_combiner("caruana").combine(logits, np.bincount(picks, minlength=2)), labels)
+
+
+def test_caruana_sorted_initialisation_starts_from_the_n_best() -> None:
+    logits, labels = _library()
+    assert make_combiner("caruana", init_best=2).select(logits, labels, 3)[:2] == [1, 2]
+
+
+def test_forward_select_never_picks_a_member_twice() -> None:
+    logits, labels = _library()
+    picks = make_combiner("forward_select").select(logits, labels, 3)
+    assert picks[0] == 1 and len(set(picks)) == 3
+    rng = np.random.default_rng(2)
+    many, y = rng.normal(size=(6, 40, 4)), rng.integers(0, 4, 40)
+    for size in range(1, 7):
+        picks = make_combiner("forward_select").select(many, y, size)
+        assert len(set(picks)) == size
+    with pytest.raises(ConfigError, match="exceeds the member pool of 6"):
+        make_combiner("forward_select").select(many, y, 7)
+
+
+def test_forward_select_adds_the_member_that_most_lowers_the_ensemble_nll() -> None:
+    rng = np.random.default_rng(3)
+    logits, labels = rng.normal(size=(5, 50, 3)) * 2, rng.integers(0, 3, 50)
+    picks = make_combiner("forward_select").select(logits, labels, 2)
+    probs = softmax(logits)
+    assert picks[0] == int(np.argmin([nll(p, labels) for p in probs]))
+    second = [nll((probs[picks[0]] + probs[m]) / 2, labels) if m != picks[0] else np.inf for m in range(5)]
+    assert picks[1] == int(np.argmin(second))
+
+
+def test_selection_reads_validation_logits_only() -> None:
+    for name in COMBINERS.names():  # structurally: select is given validation arrays and a size, nothing else
+        params = list(inspect.signature(COMBINERS.get(name).select).parameters)
+        assert params == ["self", "valid_logits", "valid_labels", "size"], name
+    valid, labels = _library()
+    test = valid[[1, 0, 2]]  # on the test set member 0 would be the best one
+    members = [MemberLogits(f"m{i}", valid[i], labels, test[i], labels, {"contrast-1": test[i]}) for i in range(3)]
+    clean = LogitPool.from_members(members)
+    poisoned = LogitPool.from_members(members)
+    poisoned.test[:] = np.nan
+    for name in COMBINERS.names():
+        cfg = CommitteeConfig(combiner=name, size=2)
+        a = select_committee(cfg, name, clean.names, clean.valid, clean.valid_labels)
+        b = select_committee(cfg, name, poisoned.names, poisoned.valid, poisoned.valid_labels)
+        assert a.picks == b.picks and a.picks[0] == 1, name
+    report = measure(
+        clean, [select_committee(CommitteeConfig(combiner="caruana", size=2), "c", clean.names, clean.valid, labels)]
+    )
+    assert report["committees"][0]["picks"] == ["m1", "m1"]
+
+
+def test_nll_and_ece_against_hand_computations() -> None:
+    probs = np.array([[0.92, 0.08], [0.38, 0.62], [0.30, 0.70], [0.28, 0.72], [0.82, 0.18]])
+    labels = np.array([0, 0, 1, 0, 0])
+    # confidences 0.92 (right), 0.62 (wrong), 0.70 (right), 0.72 (wrong), 0.82 (right)
+    expected_nll = -(math.log(0.92) + math.log(0.38) + math.log(0.70) + math.log(0.28) + math.log(0.82)) / 5
+    assert nll(probs, labels) == pytest.approx(expected_nll)
+    # bins of width 1/15: (0.867, 0.933] {0.92}, (0.6, 0.667] {0.62}, (0.667, 0.733] {0.70, 0.72}, (0.8, 0.867] {0.82}
+    gaps = [abs(1 - 0.92) * 1, abs(0 - 0.62) * 1, abs(0.5 - 0.71) * 2, abs(1 - 0.82) * 1]
+    assert ece(probs, labels) == pytest.approx(100 * sum(gaps) / 5)
+    r = reliability(probs, labels)
+    assert r["share"][10] == pytest.approx(0.4) and r["accuracy"][10] == pytest.approx(0.5)
+    assert r["accuracy"][0] is None
+    assert nll(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(-math.log(1e-12))
+
+
+def test_oracle_nll_and_disagreement_against_hand_computations() -> None:
+    member_probs = np.array([[[0.9, 0.1], [0.4, 0.6]], [[0.6, 0.4], [0.2, 0.8]]])  # (2 members, 2 examples, 2)
+    labels = np.array([0, 1])
+    assert oracle_nll(member_probs, labels) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
+    preds = np.array([[0, 1, 2, 2], [0, 1, 1, 0], [1, 1, 2, 2]])
+    # pairs: (0,1) differ on 2 of 4, (0,2) on 1 of 4, (1,2) on 3 of 4 -> mean 0.5
+    assert disagreement(preds) == pytest.approx(50.0)
+    assert disagreement(preds[:1]) == 0.0
+    # against the committee's (0, 1, 2, 2): member 0 differs on 0, member 1 on 2, member 2 on 1 -> 3 / 12
+    assert disagreement_with(preds, np.array([0, 1, 2, 2])) == pytest.approx(25.0)
+
+
+def test_committee_checks_are_one_line_errors() -> None:
+    names = ["a", "b", "c"]
+    with pytest.raises(ConfigError, match="committee size 5 exceeds the member pool of 3") as err:
+        check_committee(CommitteeConfig(combiner="prob_mean", size=5), names, "committees[0]")
+    assert "\n" not in str(err.value)
+    check_committee(CommitteeConfig(combiner="caruana", size=5), names, "committees[0]")  # with replacement
+    with pytest.raises(ConfigError, match="unknown member 'z'"):
+        check_committee(CommitteeConfig(members=["a", "z"]), names, "committees[0]")
+    with pytest.raises(ConfigError, match="unknown combiner 'median'; valid: caruana, forward_select"):
+        check_committee(CommitteeConfig(combiner="median"), names, "committees[0]")
+    ten = MemberLogits("ten", A, np.array([0, 1]), A, np.array([0, 1]), {})
+    four = MemberLogits("four", np.zeros((2, 4)), np.array([0, 1]), np.zeros((2, 4)), np.array([0, 1]), {})
+    with pytest.raises(ConfigError, match="different class counts"):
+        LogitPool.from_members([ten, four])
+
+
+def test_corruptions_are_seeded_clipped_and_grow_with_severity() -> None:
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(5)
+
+    assert torch.equal(gaussian_noise(x, 3, gen()), gaussian_noise(x, 3, gen()))
+    noise = [float((gaussian_noise(x, s, gen()) - x).std()) for s in range(1, 6)]
+    assert noise == sorted(noise) and noise[0] == pytest.approx(0.04, rel=0.15)
+    spread = [float(contrast(x, s, gen()).std()) for s in range(1, 6)]
+    assert spread == sorted(spread, reverse=True)
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 5, gen()), flat)  # a blurred constant image is that image
+    sharp = [float(gaussian_blur(x, s, gen()).diff(dim=-1).abs().mean()) for s in range(1, 6)]
+    assert sharp == sorted(sharp, reverse=True)
+    for name in ("gaussian_noise", "gaussian_blur", "contrast"):
+        y = corrupt(x, name, 5, gen())
+        assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    with pytest.raises(ConfigError, match=r"severity must be in 1\.\.5"):
+        corrupt(x, "contrast", 6, gen())

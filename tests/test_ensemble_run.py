@@ -1,0 +1,218 @@
+"""Committee runs on tiny members (digits, C=4, 2 cells, 1 epoch): outputs, reproducibility in a fresh process, Ray
+tasks equal to in-process members, checkpoint and supernet members, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evoray.config import load_config
+from evoray.ensemble.__main__ import main
+from evoray.ensemble.committees import LogitPool
+from evoray.ensemble.config import EnsembleConfig
+from evoray.ensemble.members import run_members
+from evoray.ensemble.runner import plan, run_ensemble
+from evoray.errors import ConfigError
+from evoray.evolution.runner import EvolveConfig, run_evolve
+from evoray.runtime import torch_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTEES = (
+    "[{combiner: logit_sum, size: 2}, {combiner: prob_mean}, {combiner: vote}, {combiner: caruana, size: 3},"
+    " {combiner: forward_select, size: 2}]"
+)
+TINY = [
+    "data.limit_train=240",
+    "data.batch_size=32",
+    "members.published=[DARTS_V2,GDAS_V1]",
+    "members.latest_run=false",
+    "members.latest_supernet=false",
+    "train.model.init_channels=4",
+    "train.model.layers=2",
+    "train.model.auxiliary=false",
+    "train.optim.epochs=1",
+    "shift.severities=[1,3]",
+    "resources.executor=local",
+    f"committees={COMMITTEES}",
+]
+QUIET = lambda _: None  # noqa: E731
+
+
+def tiny(*extra: str) -> EnsembleConfig:
+    return load_config(EnsembleConfig, ROOT / "ensembles/default.yaml", [*TINY, *extra])
+
+
+def _sets(*extra: str) -> list[str]:
+    return [arg for s in [*TINY, *extra] for arg in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("ens") / "run"
+    return out, run_ensemble(tiny(), out, "tiny", log=QUIET)
+
+
+def test_run_writes_every_result(tiny_run) -> None:
+    out, summary = tiny_run
+    for name in ("spec.yaml", "logits.npz", "report.json", "report.md", "size_curve.png", "reliability.png"):
+        assert (out / name).is_file(), name
+    assert (out / "shift.png").is_file()
+    for member in ("DARTS_V2", "GDAS_V1"):
+        for name in ("config.yaml", "weights.pt", "member.json", "history.json"):
+            assert (out / "members" / member / name).is_file()
+    assert load_config(EnsembleConfig, out / "spec.yaml") == tiny()
+    pool = LogitPool.load(out / "logits.npz")
+    assert pool.names == ["DARTS_V2", "GDAS_V1"]
+    assert pool.valid.shape == (2, 48, 10) and pool.test.shape == (2, 359, 10)
+    assert sorted(pool.shifted) == [f"{c}-{s}" for c in ("contrast", "gaussian_blur", "gaussian_noise") for s in (1, 3)]
+    report = json.loads((out / "report.json").read_text())
+    assert [c["name"] for c in report["committees"]] == ["logit_sum", "prob_mean", "vote", "caruana", "forward_select"]
+    for c in report["committees"]:
+        assert set(c["test"]) >= {"accuracy", "nll", "ece", "oracle_nll", "disagreement", "disagreement_committee"}
+        assert len(c["shift"]) == 6 and len(c["curve"]) == c["size"]
+        assert sum(c["members"].values()) == pytest.approx(1.0)
+    assert [c["name"] for c in summary["committees"]] == [c["name"] for c in report["committees"]]
+    member = report["members"][0]
+    assert member["valid_overlap"] == 0.0 and member["test"]["accuracy"] > 10.0
+    text = (out / "report.md").read_text()
+    assert "## Committees (test set)" in text and "What the committee buys" in text
+
+
+def test_results_are_never_overwritten(tiny_run) -> None:
+    out, _ = tiny_run
+    with pytest.raises(ConfigError, match="already holds results"):
+        run_ensemble(tiny(), out, "tiny", log=QUIET)
+
+
+def test_cli_in_a_fresh_process_reproduces_the_logits_and_the_report(tiny_run, tmp_path) -> None:
+    out, _ = tiny_run
+    proc = subprocess.run(
+        [sys.executable, "-m", "evoray.ensemble", "--json", "--out", str(tmp_path / "again"), *_sets()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {c["name"] for c in line["committees"]} == {"logit_sum", "prob_mean", "vote", "caruana", "forward_select"}
+    assert set(line["committees"][0]) >= {"members", "test", "valid", "shift_mean"}
+    a, b = LogitPool.load(out / "logits.npz"), LogitPool.load(tmp_path / "again" / "logits.npz")
+    assert np.array_equal(a.valid, b.valid) and np.array_equal(a.test, b.test)
+    assert all(np.array_equal(a.shifted[k], b.shifted[k]) for k in a.shifted)
+    report_a = json.loads((out / "report.json").read_text())
+    report_b = json.loads((tmp_path / "again" / "report.json").read_text())
+    report_a.pop("name"), report_b.pop("name")
+    assert report_a == report_b
+
+
+def test_ray_tasks_give_the_logits_of_in_process_members(tiny_run, ray_session) -> None:
+    out, _ = tiny_run
+    cfg = tiny("resources.executor=ray")
+    _, pool, _ = plan(cfg, QUIET)
+    results = run_members(cfg, pool, QUIET)
+    local = LogitPool.load(out / "logits.npz")
+    assert [r.name for r in results] == local.names
+    for i, r in enumerate(results):
+        assert np.array_equal(r.valid, local.valid[i]) and np.array_equal(r.test, local.test[i])
+        assert r.info["device"] == "cpu" and r.info["log"]
+
+
+def test_a_saved_member_serves_as_a_checkpoint_member_with_the_same_logits(tiny_run, tmp_path) -> None:
+    out, _ = tiny_run
+    cfg = tiny(
+        "members.published=[]",
+        f"members.checkpoints=[{out / 'members' / 'DARTS_V2'}]",
+        "committees=[{combiner: prob_mean}]",
+    )
+    run_ensemble(cfg, tmp_path / "ckpt", log=QUIET)
+    again, first = LogitPool.load(tmp_path / "ckpt" / "logits.npz"), LogitPool.load(out / "logits.npz")
+    assert again.names == ["DARTS_V2"]
+    assert np.allclose(again.test[0], first.test[0], atol=1e-5)
+    report = json.loads((tmp_path / "ckpt" / "report.json").read_text())
+    assert report["members"][0]["kind"] == "checkpoint" and report["members"][0]["valid_overlap"] == 0.0
+
+
+def test_supernet_committee_of_an_evolve_run(tmp_path) -> None:
+    evolve = load_config(
+        EvolveConfig,
+        ROOT / "configs/evolve-default.yaml",
+        [
+            "evolution.population=2",
+            "evolution.generations=1",
+            "evolution.tournament=2",
+            "supernet.init_channels=4",
+            "supernet.layers=3",
+            "data.limit_train=240",
+            "data.batch_size=32",
+            "distributed.num_actors=0",
+        ],
+    )
+    with torch_threads(1):  # as the members: one thread each
+        run_evolve(evolve, tmp_path / "pops" / "evo", log=QUIET)
+    cfg = tiny(
+        "members.published=[DARTS_V2]",
+        f"members.populations_dir={tmp_path / 'pops'}",
+        "members.latest_run=true",
+        "members.top_k=1",
+        "members.latest_supernet=true",
+        "committees=[{combiner: logit_sum}]",
+        "shift.corruptions=[]",
+    )
+    summary = run_ensemble(cfg, tmp_path / "ens", log=QUIET)
+    report = json.loads((tmp_path / "ens" / "report.json").read_text())
+    kinds = {m["name"]: m["kind"] for m in report["members"]}
+    assert kinds["supernet-evo"] == "supernet" and kinds["DARTS_V2"] == "genotype"
+    assert [k for k in kinds if k.startswith("evo-g0-i")]  # the run's best genotype, trained from scratch
+    supernet = next(m for m in report["members"] if m["kind"] == "supernet")
+    # evolve split (portion 0.5, seed 0) and this one (0.8, seed 0) share the permutation: no validation overlap
+    assert supernet["valid_overlap"] == 0.0 and supernet["test"]["accuracy"] > 10.0
+    assert summary["committees"][0]["size"] == 3 and not (tmp_path / "ens" / "shift.png").exists()
+
+
+def _error(capsys, *args: str) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_input_is_one_line(capsys, tmp_path) -> None:
+    out = str(tmp_path / "x")
+    err = _error(capsys, "--out", out, *_sets("members.archives=[populations/no-such-run]"))
+    assert "members.archives[0]" in err and "does not exist" in err
+    err = _error(capsys, "--out", out, *_sets("committees=[{combiner: prob_mean, size: 3}]"))
+    assert "committee size 3 exceeds the member pool of 2" in err
+    err = _error(capsys, "--out", out, *_sets("committees=[{combiner: median}]"))
+    assert "unknown combiner 'median'" in err
+    err = _error(capsys, "--out", out, *_sets("members.published=[DARTS_V3]"))
+    assert "unknown published genotype 'DARTS_V3'" in err
+    assert not (tmp_path / "x").exists()  # nothing is written before the input is known to be good
+
+
+def test_members_with_another_class_count_are_rejected(capsys, tiny_run, tmp_path) -> None:
+    out, _ = tiny_run
+    err = _error(
+        capsys,
+        "--out",
+        str(tmp_path / "y"),
+        *_sets(
+            "data.dataset=npz",
+            f"data.root={_three_class_npz(tmp_path)}",
+            "data.limit_train=0",
+            f"members.checkpoints=[{out / 'members' / 'DARTS_V2'}]",
+        ),
+    )
+    assert "has 10 classes but the ensemble's data (npz) has 3" in err
+
+
+def _three_class_npz(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "three.npz"
+    np.savez(path, images=rng.integers(0, 255, (60, 8, 8, 1), dtype=np.uint8), labels=np.arange(60) % 3)
+    return path
