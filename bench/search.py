@@ -48,7 +48,7 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
         **({"snas": {"tau_epochs": 0}} if name == "snas" else {}),
     }
     if name == "snas":
-        data["arch"] = {"optimizer": "sgd", "lr": 3e-2, "weight_decay": 0.0, "grad_clip": 10.0}
+        data["arch"] = {"optimizer": "sgd", "lr": args.snas_arch_lr, "weight_decay": 0.0, "grad_clip": 10.0}
     if name == "gdas":
         data["optim"] = {"nesterov": True, "weight_decay": 5e-4}
     cfg = config_from_dict(SearchConfig, data)
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--random", type=int, default=3, help="random cells retrained as the baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--snas-arch-lr", type=float, default=3e-2, help="SNAS' SGD learning rate of the alphas")
     parser.add_argument("--baseline", default="", help="comma-separated random-cell accuracies measured earlier")
     args = parser.parse_args()
     if not (DATA / "cifar10-train-10k.npz").is_file():
