@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from evoray.errors import ConfigError
@@ -66,11 +64,10 @@ def memory_format(cfg: RuntimeConfig) -> torch.memory_format:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA). numpy and ``random`` are seeded too, for third-party code that uses them;
-    evoray's own randomness flows from explicit generators."""
+    """Seed torch's generators (CPU and CUDA): weight initialisation and torch-sampled noise. evoray's other
+    randomness flows from explicit generators (``numpy.random.Generator``, ``torch.Generator``) seeded from the
+    config, so no global numpy or ``random`` state is touched."""
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
