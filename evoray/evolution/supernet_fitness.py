@@ -58,11 +58,25 @@ class SupernetFitnessConfig:
     eval_batch_size: int = field(default=0, metadata={"min": 0})  # fitness batch (0 = data.batch_size)
 
 
-def build_supernet(cfg: SupernetConfig, num_classes: int, in_channels: int) -> Supernet:
+def build_supernet(
+    cfg: SupernetConfig,
+    num_classes: int,
+    in_channels: int,
+    weighting: str = "decoded",
+    alpha_init_std: float = 1e-3,
+) -> Supernet:
+    """The supernet of ``cfg``'s space (DARTS family or NB201) with the weighting mode of its searcher."""
     space = get_space(cfg.space)
-    if space.family == "nb201":
-        return NB201Supernet(space, cfg.init_channels, cfg.layers, num_classes, in_channels, weighting="decoded")
-    return DartsSupernet(space, cfg.init_channels, cfg.layers, num_classes, in_channels, weighting="decoded")
+    cls = NB201Supernet if space.family == "nb201" else DartsSupernet
+    return cls(
+        space,
+        cfg.init_channels,
+        cfg.layers,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        weighting=weighting,
+        alpha_init_std=alpha_init_std,
+    )
 
 
 class SupernetTrainer:

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from evoray.data import build_data
 from evoray.errors import ConfigError
-from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
+from evoray.evolution.supernet_fitness import build_supernet
+from evoray.nn.supernet import Supernet
 from evoray.nn.weighting import EdgeWeights
 from evoray.runtime import autocast
 from evoray.searchers.config import SearchConfig
@@ -65,18 +66,8 @@ class Searcher:
 
     # -- construction -------------------------------------------------------------------------------------------
     def build_net(self) -> Supernet:
-        c, d = self.cfg.supernet, self.data
-        std = self.cfg.alpha_init_std
-        cls = NB201Supernet if self.space.family == "nb201" else DartsSupernet
-        return cls(
-            self.space,
-            c.init_channels,
-            c.layers,
-            num_classes=d.num_classes,
-            in_channels=d.in_channels,
-            weighting=self.weighting,
-            alpha_init_std=std,
-        )
+        d = self.data
+        return build_supernet(self.cfg.supernet, d.num_classes, d.in_channels, self.weighting, self.cfg.alpha_init_std)
 
     def build_arch_optimizer(self) -> torch.optim.Optimizer | None:
         a = self.cfg.arch
