@@ -45,7 +45,7 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
             "batch_size": 64,
         },
         "arch": {"lr": 3e-3},
-        **({"snas": {"tau_epochs": 0}} if name == "snas" else {}),
+        **({"snas": {"tau_epochs": args.snas_tau_epochs}} if name == "snas" else {}),
     }
     if name == "snas":
         data["arch"] = {"optimizer": "sgd", "lr": args.snas_arch_lr, "weight_decay": 0.0, "grad_clip": 10.0}
@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=3, help="random cells retrained as the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snas-arch-lr", type=float, default=3e-2, help="SNAS' SGD learning rate of the alphas")
+    parser.add_argument(
+        "--snas-tau-epochs", type=int, default=0, help="SNAS' temperature horizon (0: this search's epochs; paper: 150)"
+    )
     parser.add_argument("--baseline", default="", help="comma-separated random-cell accuracies measured earlier")
     args = parser.parse_args()
     if not (DATA / "cifar10-train-10k.npz").is_file():
