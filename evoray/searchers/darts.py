@@ -24,18 +24,11 @@ from evoray.searchers.registry import SEARCHERS
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _split(net: nn.Module, arch: list[nn.Parameter]) -> tuple[list[str], list[Tensor], list[str]]:
+def _weights(net: nn.Module, arch: list[nn.Parameter]) -> tuple[list[str], list[Tensor]]:
+    """Names and tensors of the trainable parameters that are not architecture parameters."""
     arch_ids = {id(a) for a in arch}
-    names: list[str] = []
-    weights: list[Tensor] = []
-    arch_names: list[str] = []
-    for name, p in net.named_parameters():
-        if id(p) in arch_ids:
-            arch_names.append(name)
-        elif p.requires_grad:
-            names.append(name)
-            weights.append(p)
-    return names, weights, arch_names
+    named = [(n, p) for n, p in net.named_parameters() if id(p) not in arch_ids and p.requires_grad]
+    return [n for n, _ in named], [p for _, p in named]
 
 
 def unrolled_arch_grad(
@@ -54,7 +47,7 @@ def unrolled_arch_grad(
     ``momentum_buffers`` maps weight names to the optimiser's momentum buffers (absent: zero). BatchNorm running
     statistics are left as they were: the virtual forwards run on copies of the buffers.
     """
-    names, weights, _ = _split(net, arch)
+    names, weights = _weights(net, arch)
     buffers = {n: b.clone() for n, b in net.named_buffers()}
 
     def loss_at(values: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -93,11 +86,11 @@ class DARTS(Searcher):
         arch = self.net.arch_parameters()
         if self.cfg.darts.order == 2:
             state = self.w_optimizer.state
-            buffers = {}
-            for name, p in self.net.named_parameters():
-                buf = state.get(p, {}).get("momentum_buffer") if p in state else None
-                if buf is not None:
-                    buffers[name] = buf
+            buffers = {
+                name: state[p]["momentum_buffer"]
+                for name, p in self.net.named_parameters()
+                if state.get(p, {}).get("momentum_buffer") is not None
+            }
             o = self.cfg.optim
             grads = unrolled_arch_grad(
                 self.net, arch, (x, y), (xv, yv), lr_now(self), o.momentum, o.weight_decay, buffers
