@@ -117,11 +117,10 @@ def test_darts_orders_step_the_alphas() -> None:
 # -- GDAS -------------------------------------------------------------------------------------------------------
 
 
-def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) -> None:
-    s = SEARCHERS.get("gdas")(tiny("gdas"), CPU)
-    s.begin_epoch()
+def record_ops(net: DartsSupernet, monkeypatch) -> dict[tuple[int, int], list[str]]:
+    """Instrument every op of ``net``: the returned dict fills with (cell, edge) -> names of the ops that ran."""
     runs: dict[tuple[int, int], list[str]] = {}
-    for c, cell in enumerate(s.net.cells):
+    for c, cell in enumerate(net.cells):
         assert isinstance(cell, SearchCell)
         for group in cell.groups:
             assert isinstance(group, EdgeGroup)
@@ -135,6 +134,13 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) 
                     return _o(x, run)
 
                 monkeypatch.setattr(op, "forward", record)
+    return runs
+
+
+def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) -> None:
+    s = SEARCHERS.get("gdas")(tiny("gdas"), CPU)
+    s.begin_epoch()
+    runs = record_ops(s.net, monkeypatch)
     x, y = next(iter(s.data.train))
     weights = s.net.edge_weights()
     loss = F.cross_entropy(s.net(x, weights), y)
@@ -289,6 +295,39 @@ def test_snas_penalty_prefers_cheap_ops() -> None:
         s.a_optimizer.step()
     a = s.net.alphas["normal"].detach()
     assert (a[:, free].mean(1) > a[:, conv].mean(1)).all()
+
+
+def test_snas_pretrain_trains_weights_on_single_paths_and_leaves_the_alphas(monkeypatch) -> None:
+    s = SEARCHERS.get("snas")(tiny("snas", epochs=3, snas={"pretrain_epochs": 1}), CPU)
+    alphas = [a.detach().clone() for a in s.net.arch_parameters()]
+    weights = [w.detach().clone() for w in s.weights]
+    runs = record_ops(s.net, monkeypatch)
+    x, y = next(iter(s.data.train))
+    s.step(x, y, x, y)
+    assert len(runs) == len(s.net.cells) * s.space.num_edges and all(len(ops) == 1 for ops in runs.values())
+    for cell in ("normal", "reduce"):  # one draw per cell type: every cell of a type runs the same path
+        paths = {tuple(runs[(c, e)][0] for e in range(s.space.num_edges)) for c in _cells_of(s.net, cell)}
+        assert len(paths) == 1
+    assert all(torch.equal(a, b) for a, b in zip(alphas, s.net.arch_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(weights, s.weights))
+    s.epoch = 1  # the Gumbel phase: every op but `none` runs and the alphas move
+    runs.clear()
+    s.step(x, y, x, y)
+    assert all(len(ops) == 7 for ops in runs.values())
+    assert all(not torch.equal(a, b) for a, b in zip(alphas, s.net.arch_parameters()))
+    torch.manual_seed(0)
+    drawn = {ct: torch.zeros(s.space.alpha_shape(ct)) for ct in s.space.cell_types}
+    for _ in range(200):  # uniform draws: every op of every edge comes up
+        for ct, ew in s.random_path().items():
+            assert ew.active is not None and (ew.weights.sum(1) == 1).all()
+            drawn[ct] += ew.weights
+    assert all((d > 0).all() and (d.sum(1) == 200).all() for d in drawn.values())
+    with pytest.raises(ConfigError, match=re.escape("snas.pretrain_epochs = 3 leaves no search epoch")):
+        tiny("snas", epochs=3, snas={"pretrain_epochs": 3})
+
+
+def _cells_of(net: DartsSupernet, cell_type: str) -> list[int]:
+    return [c for c, cell in enumerate(net.cells) if isinstance(cell, SearchCell) and cell.cell_type == cell_type]
 
 
 # -- every searcher ----------------------------------------------------------------------------------------------

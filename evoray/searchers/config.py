@@ -51,6 +51,9 @@ class SnasOptions:
     separation: str = field(default="all", metadata={"choices": ("all", "size", "flops", "mac")})  # which resource
     ratio: float = field(default=1.0, metadata={"min": 0.0})  # weight of reduction cells against normal cells
     child: str = field(default="top2", metadata={"choices": ("top2", "edge_all")})  # how the child is derived
+    # epochs of weight-only warm-up before the Gumbel phase: each step runs one uniformly drawn op per edge and the
+    # alphas stay put (the original's --random_sample_pretrain; 0 = off)
+    pretrain_epochs: int = field(default=0, metadata={"min": 0})
 
     def validate(self) -> None:
         _check_tau("snas", self.tau_max, self.tau_min)
@@ -126,6 +129,11 @@ class SearchConfig:
         if unknown:
             raise ConfigError(
                 f"xnas.eta names cell type {unknown[0]!r}; cell types of {space.name}: {', '.join(space.cell_types)}"
+            )
+        if self.snas.pretrain_epochs >= self.epochs:
+            raise ConfigError(
+                f"snas.pretrain_epochs = {self.snas.pretrain_epochs} leaves no search epoch; it must be < epochs = "
+                f"{self.epochs}"
             )
         for name in SEARCHERS.names():
             if name == self.searcher:

@@ -3,8 +3,10 @@
 Each forward draws one Gumbel-softmax sample ``Z = softmax((log_alpha + G) / tau)`` per cell type and runs every op
 weighted by it. Single level: the weights and the alphas both step on the training loss (plus, optionally, the
 resource penalty of ``evoray.searchers.resources``). The temperature falls linearly from ``tau_max`` to ``tau_min``
-over ``tau_epochs`` (the original code fixes that horizon at 150 epochs). The child keeps the top-2 edges of each
-node or, with ``child: edge_all``, every edge with its argmax op.
+over ``tau_epochs`` (the original code fixes that horizon at 150 epochs). With ``pretrain_epochs`` the search
+first trains the weights alone on uniformly sampled single paths (one op per edge, alphas unchanged), as the
+original's ``--random_sample_pretrain`` does. The child keeps the top-2 edges of each node or, with
+``child: edge_all``, every edge with its argmax op.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evoray.nn.supernet import EdgeGroup, SearchCell
+from evoray.nn.weighting import EdgeWeights
 from evoray.searchers.base import Searcher, linear_schedule
 from evoray.searchers.registry import SEARCHERS
 from evoray.searchers.resources import DEFAULT_LAMBDA, cell_costs, cell_type_penalty
@@ -68,7 +71,20 @@ class SNAS(Searcher):
             total = total + (s.ratio if ct == "reduce" else 1.0) * value
         return total
 
+    def random_path(self) -> dict[str, EdgeWeights]:
+        """Per cell type, one op per edge drawn uniformly from the edge's ops: a single path with weight 1."""
+        out = {}
+        for ct, alpha in self.net.alphas.items():
+            sizes = [len(self.space.edge_ops(ct, e)) for e in range(alpha.shape[0])]
+            index = [int(torch.randint(n, ())) for n in sizes]
+            weights = torch.zeros(alpha.shape, device=alpha.device)
+            weights[range(len(index)), index] = 1.0
+            out[ct] = EdgeWeights(weights, active=[[k] for k in index])
+        return out
+
     def step(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[float, int]:
+        if self.epoch < self.cfg.snas.pretrain_epochs:  # warm-up: weights only, on a random single path
+            return self.weight_step(x, y, self.random_path())
         self.w_optimizer.zero_grad(set_to_none=True)
         assert self.a_optimizer is not None
         self.a_optimizer.zero_grad(set_to_none=True)
