@@ -184,6 +184,7 @@ def rescore(args: argparse.Namespace) -> None:
         save(args, row["name"], row["seed"], row["genotype"], acc)
         scores.setdefault((row["seed"], row["name"]), []).append(acc)
         print(f"{row['name']:6s} (search seed {row['seed']}): test {acc:.2f}%", flush=True)
+    margins: dict[str, list[float]] = {}  # per searcher, its margin over the random mean of each search seed
     for seed in sorted({s for s, _ in scores}):
         randoms = scores.get((seed, "random"), [])
         if not randoms:
@@ -193,6 +194,13 @@ def rescore(args: argparse.Namespace) -> None:
         for (s, name), accs in sorted(scores.items()):
             if s == seed and name != "random":
                 print(f"  {name:5s} {verdict(statistics.mean(accs), randoms)}", flush=True)
+                margins.setdefault(name, []).append(statistics.mean(accs) - statistics.mean(randoms))
+    for name, m in sorted(margins.items()):
+        if len(m) > 1:
+            print(
+                f"{name:5s} over {len(m)} search seeds: mean margin {statistics.mean(m):+.2f} (sd "
+                f"{statistics.stdev(m):.2f}); above its seed's random mean at {sum(v > 0 for v in m)} of {len(m)}"
+            )
 
 
 if __name__ == "__main__":

@@ -137,6 +137,29 @@ def test_top2_derivation_by_hand() -> None:
     )
 
 
+def test_top2_pairs_derivation_by_hand() -> None:
+    """GDAS ranks (op, input) pairs, not edges: two ops of one edge can both be kept, where top-2 keeps one."""
+    space = get_space("darts")
+    w = np.zeros((14, 8))
+    w[:, 0] = 5.0  # none: ignored
+    # node 2 (edges 0, 1): both of edge 0's best ops beat edge 1's best
+    w[0, 4], w[0, 2], w[1, 7] = 3.0, 2.0, 1.0
+    # node 3 (edges 2, 3, 4): one pair from each of edges 4 and 2
+    w[2, 1], w[3, 3], w[4, 5] = 1.5, 0.5, 3.0
+    # node 4 (edges 5..8): a tie between edge 5's columns 2 and 6 goes to the lower column
+    w[5, 2] = w[5, 6] = 1.0
+    # node 5 (edges 9..13): ties between edges 9 and 13 go to the lower input
+    w[9, 3] = w[13, 3] = 2.0
+    pairs = derive_cell(space, "normal", w, "top2_pairs")
+    assert pairs.nodes == (
+        (("sep_conv_3x3", 0), ("avg_pool_3x3", 0)),
+        (("sep_conv_5x5", 2), ("max_pool_3x3", 0)),
+        (("avg_pool_3x3", 0), ("dil_conv_3x3", 0)),
+        (("skip_connect", 0), ("skip_connect", 4)),
+    )
+    assert derive_cell(space, "normal", w, "top2").nodes[0] == (("sep_conv_3x3", 0), ("dil_conv_5x5", 1))
+
+
 def test_argmax_and_edge_all_by_hand() -> None:
     nb = get_space("nb201")
     w = np.zeros((6, 5))

@@ -153,7 +153,10 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) 
         assert [runs[(c, e)][0] for e in range(edges)] == [
             s.space.edge_ops(cell.cell_type, e)[chosen[e][0]] for e in range(edges)
         ]
-    assert all((g != 0).all() for g in grads)  # straight-through: every logit of every edge
+    for ct, g in zip(s.net.alphas, grads, strict=True):  # straight-through: every logit of every edge ...
+        for e, (k,) in enumerate(weights[ct].active or []):
+            assert (g[e] == 0).all() if s.space.edge_ops(ct, e)[k] == "none" else (g[e] != 0).all()  # ... but `none`
+    assert s.genotype() == s.net.genotype("top2_pairs")  # the original's child: the strongest (op, input) pairs
 
 
 def test_gdas_tau_falls_linearly() -> None:

@@ -143,15 +143,26 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
     else:
         net = DartsSupernet(space, C=4, layers=3, weighting="gumbel-hard")
     net.tau = 10.0
+    first = space.cell_types[0]
+    with torch.no_grad():
+        net.alphas[first][0, space.edge_ops(first, 0).index("none")] = 30.0  # edge 0 samples `none`
+    weights = net.edge_weights()
+    assert weights[first].active is not None and weights[first].active[0] == [0]
     runs, handles = _count_op_runs(net)
-    out = net(torch.randn(2, 3, 8, 8))
+    out = net(torch.randn(2, 3, 8, 8), weights)
     n_cells = sum(isinstance(c, SearchCell) for c in net.cells)
     assert len(runs) == n_cells * space.num_edges
     assert set(runs.values()) == {1}, "every edge must run exactly one op"
     out.logsumexp(1).sum().backward()
-    for alpha in net.arch_parameters():
+    for ct, alpha in net.alphas.items():
         assert alpha.grad is not None
-        assert (alpha.grad != 0).all(), "every logit of every edge gets a gradient"
+        sampled_none = [space.edge_ops(ct, e)[k] == "none" for e, (k,) in enumerate(weights[ct].active or [])]
+        for e, row in enumerate(alpha.grad):
+            if sampled_none[e] and space.family == "darts":
+                # the original's DARTS-space cells output w[k] * op_k(x) only: a `none` sample passes no gradient
+                assert (row == 0).all()
+            else:  # NB201 cells add the other ops' zero-valued weights, so even a `none` sample passes one
+                assert (row != 0).all(), "every logit of the edge gets a gradient"
     for h in handles:
         h.remove()
 

@@ -6,8 +6,10 @@ One function per searcher family, registered by name:
   changes neither the output nor any gradient).
 - ``gumbel-soft`` (SNAS): ``w = softmax((alpha + G) / tau)`` with fresh Gumbel noise ``G`` per forward.
 - ``gumbel-hard`` (GDAS): ``probs = softmax((log_softmax(alpha) + G) / tau)``, ``w = one_hot(argmax) - probs.detach()
-  + probs`` (straight-through); only the sampled op of each edge runs, and the other ops add their zero-valued weight
-  so that every logit still receives a gradient.
+  + probs`` (straight-through); only the sampled op ``k`` of each edge runs and the edge outputs ``w[k] * op_k(x)``,
+  so every logit of the edge gets a gradient through ``probs[k]`` (none when ``k`` is ``none``), as in the original's
+  DARTS-space cells. On NAS-Bench-201 the other ops also add their zero-valued weight, as the original's NB201 cells
+  do.
 - ``decoded`` (EvNAS): the alphas are decoded to the one-hot matrix of their derived genotype, and ``w =
   softmax(one_hot)``: e/(e+7) on a chosen op, 1/(e+7) on the others of a chosen edge, 1/8 on unchosen edges.
 - ``expert`` (XNAS): ``w = softmax(alpha)`` over the experts not yet wiped out; wiped-out experts never run.
@@ -33,7 +35,7 @@ class EdgeWeights:
 
     weights: Tensor  # (E, K)
     active: list[list[int]] | None = None  # per edge, the op columns to run; None: every op but `none`
-    hard: bool = False  # add the weights of the ops not run as zero-valued terms (straight-through estimator)
+    hard: bool = False  # add the weights of the ops not run as zero-valued terms (GDAS on NAS-Bench-201)
 
 
 @dataclass
@@ -77,7 +79,8 @@ def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
     index = probs.argmax(dim=-1, keepdim=True)  # (E, 1)
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
     weights = hard - probs.detach() + probs
-    return EdgeWeights(weights, active=[[int(i)] for i in index.flatten().tolist()], hard=True)
+    active = [[int(i)] for i in index.flatten().tolist()]
+    return EdgeWeights(weights, active=active, hard=ctx.space.family == "nb201")
 
 
 @WEIGHTINGS.register("decoded")

@@ -65,6 +65,9 @@ class SnasOptions:
 class GdasOptions:
     tau_max: float = field(default=10.0, metadata={"min": 0.0})  # tau at the first epoch
     tau_min: float = field(default=0.1, metadata={"min": 0.0})  # tau at the last epoch
+    # how a DARTS-family child is derived: the two strongest (op, input) pairs per node (the original) or DARTS' top-2
+    # edges; NAS-Bench-201 children take every edge's argmax
+    child: str = field(default="top2_pairs", metadata={"choices": ("top2_pairs", "top2")})
 
     def validate(self) -> None:
         _check_tau("gdas", self.tau_max, self.tau_min)

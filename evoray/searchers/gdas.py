@@ -1,9 +1,13 @@
 """GDAS: searching for a robust neural architecture in four GPU hours (Dong & Yang, 2019,
 https://arxiv.org/abs/1910.04465).
 
-Every forward draws one hard Gumbel sample per edge (straight-through gradients) and computes only the sampled op;
-tau falls linearly from ``tau_max`` to ``tau_min`` over the epochs. Alternating first-order steps: SGD (Nesterov) on
-the weights with a training batch, then Adam on the alphas with a validation batch, each with a fresh sample.
+Every forward draws one hard Gumbel sample per edge (straight-through gradients) and computes only the sampled op
+``k``; a DARTS-family edge outputs ``w[k] * op_k(x)`` and a NAS-Bench-201 edge adds the other ops' zero-valued
+weights, as the original's two cell types do (``evoray.nn.weighting``). tau falls linearly from ``tau_max`` to
+``tau_min`` over the epochs. Alternating first-order steps: SGD (Nesterov) on the weights with a training batch, then
+Adam on the alphas with a validation batch, each with a fresh sample. The child of a DARTS-family space keeps, per
+node, the two strongest (op, input) pairs (``gdas.child: top2_pairs``, the original's rule; ``top2`` for DARTS'
+edges).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class GDAS(Searcher):
         arch = self.net.arch_parameters()
         self.arch_step(list(torch.autograd.grad(F.cross_entropy(self.forward(xv), yv), arch)))
         return out
+
+    def derive_method(self) -> str | None:
+        return self.cfg.gdas.child if self.space.family == "darts" else None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tau": self.net.tau}

@@ -2,8 +2,9 @@
 
 Rules (ALGORITHMS.md): DARTS keeps, per node, the two incoming edges whose best non-``none`` weight is highest, each
 with its best non-``none`` op (``top2``); NAS-Bench-201 takes the argmax of every edge, ``none`` included
-(``argmax``); SNAS ``edge_all`` keeps every edge with its argmax op, ``none`` included (a ``none`` edge adds nothing).
-Ties go to the lower index, as in the original code.
+(``argmax``); SNAS ``edge_all`` keeps every edge with its argmax op, ``none`` included (a ``none`` edge adds nothing);
+GDAS keeps, per node, the two strongest (op, input) pairs over the non-``none`` ops of every incoming edge, so two ops
+may share an input (``top2_pairs``). Ties go to the lower index, as in the original code.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from evoray.errors import ConfigError
 from evoray.spaces.genotype import CellGenotype, Edge, Genotype
 from evoray.spaces.space import SearchSpace
 
-METHODS = ("top2", "argmax", "edge_all")
+METHODS = ("top2", "argmax", "edge_all", "top2_pairs")
 
 
 def default_method(space: SearchSpace) -> str:
@@ -67,6 +68,10 @@ def derive_cell(
             ]
             chosen = sorted(range(n_in), key=lambda j: -strength[j])[:k]
             node = tuple((ops[j][_top2_op(weights[start + j], ops[j])], j) for j in chosen)
+        elif method == "top2_pairs":
+            pairs = [(j, c) for j in range(n_in) for c, name in enumerate(ops[j]) if name != "none"]
+            best = sorted(pairs, key=lambda p: -weights[start + p[0]][p[1]])[:k]  # stable: ties to the lower index
+            node = tuple((ops[j][c], j) for j, c in best)
         else:
             node = tuple((ops[j][_best_op(weights[start + j], ops[j], False)], j) for j in range(n_in))
         nodes.append(node)
