@@ -78,7 +78,7 @@ class EdgeGroup(nn.Module):
             out = terms[0]
             for t in terms[1:]:
                 out = out + t
-            if ew.hard and ew.active is not None:  # ops not run still pass on their (zero) weight
+            if ew.zero_terms and ew.active is not None:  # ops not run still pass on their (zero) weight
                 out = out + (W[e].sum() - W[e, ew.active[e]].sum())
             outs.append(out)
         return outs

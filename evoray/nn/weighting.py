@@ -35,7 +35,7 @@ class EdgeWeights:
 
     weights: Tensor  # (E, K)
     active: list[list[int]] | None = None  # per edge, the op columns to run; None: every op but `none`
-    hard: bool = False  # add the weights of the ops not run as zero-valued terms (GDAS on NAS-Bench-201)
+    zero_terms: bool = False  # add the weights of the ops not run as zero-valued terms (GDAS on NAS-Bench-201)
 
 
 @dataclass
@@ -80,7 +80,7 @@ def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
     weights = hard - probs.detach() + probs
     active = [[int(i)] for i in index.flatten().tolist()]
-    return EdgeWeights(weights, active=active, hard=ctx.space.family == "nb201")
+    return EdgeWeights(weights, active=active, zero_terms=ctx.space.family == "nb201")
 
 
 @WEIGHTINGS.register("decoded")
