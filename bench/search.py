@@ -11,6 +11,10 @@ the others (its epochs compute one op per edge; its paper runs 240 epochs to DAR
 (the original's ``--random_sample_pretrain``). Prints per searcher the search time, the genotype and its test
 accuracy against the random cells' mean and best. Two single-thread processes (``--searchers`` split, ``--random 0
 --baseline`` with the first one's random accuracies) use two cores without oversubscribing them.
+
+Retraining is noisy (a cell's accuracy moves by a point or two with the retraining seed), so a verdict wants several
+search seeds and ``--retrain-seeds``: ``--cells F`` then retrains the saved cells of every search seed and prints,
+besides each seed's comparison, every searcher's cells pooled against every random cell.
 """
 
 from __future__ import annotations
@@ -68,12 +72,12 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
     return format_genotype(searcher.genotype()), time.perf_counter() - t0
 
 
-def retrain(genotype: str, args: argparse.Namespace) -> float:
+def retrain(genotype: str, args: argparse.Namespace, seed: int) -> float:
     cfg = load_config(
         TrainConfig,
         None,
         [
-            f"seed={args.seed}",
+            f"seed={seed}",
             f"model.genotype={json.dumps(genotype)}",
             f"model.init_channels={args.train_channels}",
             "model.layers=5",
@@ -96,6 +100,46 @@ def retrain(genotype: str, args: argparse.Namespace) -> float:
     return acc
 
 
+def retrain_settings(args: argparse.Namespace) -> dict[str, int]:
+    return {
+        "train_epochs": args.train_epochs,
+        "train_images": args.train_images,
+        "train_channels": args.train_channels,
+        "image_size": args.image_size,
+    }
+
+
+def retrain_seeds(args: argparse.Namespace) -> list[int]:
+    return [int(v) for v in args.retrain_seeds.split(",") if v.strip()] if args.retrain_seeds else [args.seed]
+
+
+def retrain_all(name: str, seed: int, genotype: str, args: argparse.Namespace, done: dict) -> float:
+    """The cell's mean test accuracy over the retraining seeds; retrainings already in ``done`` are reused."""
+    accs = []
+    for rs in retrain_seeds(args):
+        key = (genotype, rs, json.dumps(retrain_settings(args), sort_keys=True))
+        if key not in done:
+            done[key] = retrain(genotype, args, rs)
+            if args.save:
+                row = {"name": name, "seed": seed, "genotype": genotype, "test_top1": done[key], "retrain_seed": rs}
+                with open(args.save, "a") as f:
+                    f.write(json.dumps({**row, **retrain_settings(args)}) + "\n")
+        accs.append(done[key])
+    return statistics.mean(accs)
+
+
+def load_done(path: str) -> dict:
+    """Retrainings of a --save file, by (genotype, retraining seed, retraining settings)."""
+    done = {}
+    if path and Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                settings = {k: row[k] for k in ("train_epochs", "train_images", "train_channels", "image_size")}
+                done[(row["genotype"], row["retrain_seed"], json.dumps(settings, sort_keys=True))] = row["test_top1"]
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--searchers", default="darts,snas,gdas,xnas")
@@ -116,10 +160,13 @@ def main() -> None:
         "--snas-pretrain-epochs", type=int, default=4, help="SNAS' single-path warm-up epochs, added to its search"
     )
     parser.add_argument("--baseline", default="", help="comma-separated random-cell accuracies measured earlier")
-    parser.add_argument("--save", default="", help="append each cell (name, seed, genotype, accuracy) to this JSONL")
     parser.add_argument(
-        "--cells", default="", help="retrain the cells of a --save file (no search; --seed seeds the retraining)"
+        "--retrain-seeds", default="", help="comma-separated retraining seeds; a cell scores its mean (default: --seed)"
     )
+    parser.add_argument(
+        "--save", default="", help="append each retraining (cell, seeds, settings, accuracy) to this JSONL; reused"
+    )
+    parser.add_argument("--cells", default="", help="retrain the cells of a --save file (no search)")
     args = parser.parse_args()
     if not (DATA / "cifar10-train-10k.npz").is_file():
         print(f"skipped: {DATA / 'cifar10-train-10k.npz'} is absent (real data lives in ../shared/data)")
@@ -127,10 +174,12 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; search C={args.search_channels} 5 cells on "
         f"{args.search_images} images {args.image_size}x{args.image_size}; retrain C={args.train_channels} 5 cells, "
-        f"{args.train_epochs} epochs on {args.train_images} images; test on cifar10-test-2k"
+        f"{args.train_epochs} epochs on {args.train_images} images at seeds {retrain_seeds(args)}; test on "
+        "cifar10-test-2k"
     )
+    done = load_done(args.save)
     if args.cells:
-        rescore(args)
+        rescore(args, done)
         return
     space = get_space("darts")
     rng = np.random.default_rng(args.seed + 1)
@@ -139,25 +188,17 @@ def main() -> None:
         g = format_genotype(
             derive_genotype(space, {ct: softmax(rng.normal(size=space.alpha_shape(ct))) for ct in space.cell_types})
         )
-        acc = retrain(g, args)
+        acc = retrain_all("random", args.seed, g, args, done)
         randoms.append(acc)
-        save(args, "random", args.seed, g, acc)
         print(f"random cell {i}: test {acc:.2f}%  {g}", flush=True)
     if args.baseline:  # random-cell accuracies of an earlier run with the same settings
         randoms += [float(v) for v in args.baseline.split(",")]
-    print_baseline(randoms)
+    if randoms:
+        print_baseline(randoms)
     for name in [n for n in args.searchers.split(",") if n]:
         genotype, seconds = search(name, args)
-        acc = retrain(genotype, args)
-        save(args, name, args.seed, genotype, acc)
+        acc = retrain_all(name, args.seed, genotype, args, done)
         print(f"{name:5s} search {seconds:6.0f} s  {verdict(acc, randoms)}  {genotype}", flush=True)
-
-
-def save(args: argparse.Namespace, name: str, seed: int, genotype: str, acc: float) -> None:
-    if args.save:
-        row = {"name": name, "seed": seed, "genotype": genotype, "test_top1": acc, "train_epochs": args.train_epochs}
-        with open(args.save, "a") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 def print_baseline(randoms: list[float]) -> None:
@@ -168,6 +209,8 @@ def print_baseline(randoms: list[float]) -> None:
 
 
 def verdict(acc: float, randoms: list[float]) -> str:
+    if not randoms:
+        return f"test {acc:.2f}%"
     base = statistics.mean(randoms)
     return (
         f"test {acc:.2f}%  ({acc - base:+.2f} vs random mean; {'beats' if acc > base else 'does not beat'} it; "
@@ -175,15 +218,19 @@ def verdict(acc: float, randoms: list[float]) -> str:
     )
 
 
-def rescore(args: argparse.Namespace) -> None:
-    """Retrain saved cells under this run's retraining settings; compare each search seed's cells with its randoms."""
-    rows = [json.loads(line) for line in Path(args.cells).read_text().splitlines() if line.strip()]
+def rescore(args: argparse.Namespace, done: dict) -> None:
+    """Retrain saved cells under this run's retraining settings and seeds; compare every searcher's cells with the
+    random cells, per search seed and pooled over seeds (random cells do not depend on the search seed)."""
+    cells: dict[tuple[str, int, str], None] = {}  # each distinct cell once, in file order
+    for line in Path(args.cells).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            cells[(row["name"], row["seed"], row["genotype"])] = None
     scores: dict[tuple[int, str], list[float]] = {}
-    for row in rows:
-        acc = retrain(row["genotype"], args)
-        save(args, row["name"], row["seed"], row["genotype"], acc)
-        scores.setdefault((row["seed"], row["name"]), []).append(acc)
-        print(f"{row['name']:6s} (search seed {row['seed']}): test {acc:.2f}%", flush=True)
+    for name, seed, genotype in cells:
+        acc = retrain_all(name, seed, genotype, args, done)
+        scores.setdefault((seed, name), []).append(acc)
+        print(f"{name:6s} (search seed {seed}): test {acc:.2f}%", flush=True)
     margins: dict[str, list[float]] = {}  # per searcher, its margin over the random mean of each search seed
     for seed in sorted({s for s, _ in scores}):
         randoms = scores.get((seed, "random"), [])
@@ -201,6 +248,29 @@ def rescore(args: argparse.Namespace) -> None:
                 f"{name:5s} over {len(m)} search seeds: mean margin {statistics.mean(m):+.2f} (sd "
                 f"{statistics.stdev(m):.2f}); above its seed's random mean at {sum(v > 0 for v in m)} of {len(m)}"
             )
+    pooled(scores)
+
+
+def pooled(scores: dict[tuple[int, str], list[float]]) -> None:
+    """Every searcher's cells against every random cell: means, Welch's t of the difference, and the share of
+    (searcher cell, random cell) pairs the searcher wins."""
+    groups: dict[str, list[float]] = {}
+    for (_, name), accs in sorted(scores.items()):
+        groups.setdefault(name, []).extend(accs)
+    randoms = groups.pop("random", [])
+    if len(randoms) < 2:
+        return
+    r_mean, r_var = statistics.mean(randoms), statistics.variance(randoms)
+    print(f"pooled: {len(randoms)} random cells, mean {r_mean:.2f}% (sd {r_var**0.5:.2f})")
+    for name, accs in groups.items():
+        mean = statistics.mean(accs)
+        se = (r_var / len(randoms) + (statistics.variance(accs) / len(accs) if len(accs) > 1 else r_var)) ** 0.5
+        wins = sum((a > r) + 0.5 * (a == r) for a in accs for r in randoms) / (len(accs) * len(randoms))
+        print(
+            f"  {name:5s} {len(accs)} cells, mean {mean:.2f}%: {mean - r_mean:+.2f} over random "
+            f"(t {(mean - r_mean) / se:.2f}); wins {100 * wins:.0f}% of cell pairs",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
