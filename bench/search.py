@@ -100,13 +100,11 @@ def retrain(genotype: str, args: argparse.Namespace, seed: int) -> float:
     return acc
 
 
+SETTINGS = ("train_epochs", "train_images", "train_channels", "image_size")  # what a saved retraining depends on
+
+
 def retrain_settings(args: argparse.Namespace) -> dict[str, int]:
-    return {
-        "train_epochs": args.train_epochs,
-        "train_images": args.train_images,
-        "train_channels": args.train_channels,
-        "image_size": args.image_size,
-    }
+    return {k: getattr(args, k) for k in SETTINGS}
 
 
 def retrain_seeds(args: argparse.Namespace) -> list[int]:
@@ -135,7 +133,9 @@ def load_done(path: str) -> dict:
         for line in Path(path).read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                settings = {k: row[k] for k in ("train_epochs", "train_images", "train_channels", "image_size")}
+                if "retrain_seed" not in row or any(k not in row for k in SETTINGS):
+                    continue  # a row of an older format: its retraining seed is unknown, so it is retrained
+                settings = {k: row[k] for k in SETTINGS}
                 done[(row["genotype"], row["retrain_seed"], json.dumps(settings, sort_keys=True))] = row["test_top1"]
     return done
 
