@@ -3,14 +3,16 @@ size; its cell and a few random cells of the same space are then retrained the s
 
     OMP_NUM_THREADS=1 python bench/search.py [--seed 0] [--searchers darts,snas,gdas,xnas] [--random 3]
 
-Reads ../shared/data/cifar10-train-10k.npz (search: the first ``--search-images`` of it, half for the weights, half
-for the alphas; retraining: ``--train-images``) and cifar10-test-2k.npz (test). Every searcher's alphas step at ten
-times its paper's CIFAR-10 rate (a few hundred steps instead of tens of thousands). GDAS runs four times the epochs of
-the others (its epochs compute one op per edge; its paper runs 240 epochs to DARTS' 50); SNAS keeps its paper's
-150-epoch temperature horizon and first warms the weights up on random single paths for ``--snas-pretrain-epochs``
-(the original's ``--random_sample_pretrain``). Prints per searcher the search time, the genotype and its test
-accuracy against the random cells' mean and best. Two single-thread processes (``--searchers`` split, ``--random 0
---baseline`` with the first one's random accuracies) use two cores without oversubscribing them.
+Reads ../shared/data/cifar10-train-10k.npz (search: the first ``--search-images`` of it, half for the weights, half for
+the alphas; retraining: ``--train-images``) and cifar10-test-2k.npz (test). Every searcher's alphas step at ten times
+its paper's CIFAR-10 rate (a few hundred steps instead of tens of thousands). DARTS runs second order, as its published
+cell was searched and as configs/search-cifar10.yaml runs it (``--darts-order 1``: first order; the results name them
+darts2 and darts1). GDAS runs four times the epochs of the others (its epochs compute one op per edge; its paper runs
+240 epochs to DARTS' 50); SNAS keeps its paper's 150-epoch temperature horizon and first warms the weights up on random
+single paths for ``--snas-pretrain-epochs`` (the original's ``--random_sample_pretrain``). Prints per searcher the
+search time, the genotype and its test accuracy against the random cells' mean and best. Two single-thread processes
+(``--searchers`` split, ``--random 0 --baseline`` with the first one's random accuracies) use two cores without
+oversubscribing them.
 
 Retraining is noisy (a cell's accuracy moves by a point or two with the retraining seed), so a verdict wants several
 search seeds and ``--retrain-seeds``: ``--cells F`` then retrains the saved cells of every search seed and prints,
@@ -63,6 +65,8 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
         data["arch"] = {"optimizer": "sgd", "lr": args.snas_arch_lr, "weight_decay": 0.0, "grad_clip": 10.0}
     if name == "gdas":
         data["optim"] = {"nesterov": True, "weight_decay": 5e-4}
+    if name == "darts":
+        data["darts"] = {"order": args.darts_order}
     cfg = config_from_dict(SearchConfig, data)
     searcher = SEARCHERS.get(name)(cfg, torch.device("cpu"))
     t0 = time.perf_counter()
@@ -152,6 +156,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--random", type=int, default=3, help="random cells retrained as the baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--darts-order", type=int, default=2, choices=(1, 2), help="DARTS' gradient order (results: darts1, darts2)"
+    )
     parser.add_argument("--snas-arch-lr", type=float, default=3e-3, help="SNAS' SGD learning rate of the alphas")
     parser.add_argument(
         "--snas-tau-epochs", type=int, default=150, help="SNAS' temperature horizon (0: this search's epochs)"
@@ -197,8 +204,14 @@ def main() -> None:
         print_baseline(randoms)
     for name in [n for n in args.searchers.split(",") if n]:
         genotype, seconds = search(name, args)
-        acc = retrain_all(name, args.seed, genotype, args, done)
-        print(f"{name:5s} search {seconds:6.0f} s  {verdict(acc, randoms)}  {genotype}", flush=True)
+        label = label_of(name, args)
+        acc = retrain_all(label, args.seed, genotype, args, done)
+        print(f"{label:6s} search {seconds:6.0f} s  {verdict(acc, randoms)}  {genotype}", flush=True)
+
+
+def label_of(name: str, args: argparse.Namespace) -> str:
+    """The searcher's name in the results, where DARTS' two orders are told apart."""
+    return f"darts{args.darts_order}" if name == "darts" else name
 
 
 def print_baseline(randoms: list[float]) -> None:
@@ -240,12 +253,12 @@ def rescore(args: argparse.Namespace, done: dict) -> None:
         print_baseline(randoms)
         for (s, name), accs in sorted(scores.items()):
             if s == seed and name != "random":
-                print(f"  {name:5s} {verdict(statistics.mean(accs), randoms)}", flush=True)
+                print(f"  {name:6s} {verdict(statistics.mean(accs), randoms)}", flush=True)
                 margins.setdefault(name, []).append(statistics.mean(accs) - statistics.mean(randoms))
     for name, m in sorted(margins.items()):
         if len(m) > 1:
             print(
-                f"{name:5s} over {len(m)} search seeds: mean margin {statistics.mean(m):+.2f} (sd "
+                f"{name:6s} over {len(m)} search seeds: mean margin {statistics.mean(m):+.2f} (sd "
                 f"{statistics.stdev(m):.2f}); above its seed's random mean at {sum(v > 0 for v in m)} of {len(m)}"
             )
     pooled(scores)
@@ -267,7 +280,7 @@ def pooled(scores: dict[tuple[int, str], list[float]]) -> None:
         se = (r_var / len(randoms) + (statistics.variance(accs) / len(accs) if len(accs) > 1 else r_var)) ** 0.5
         wins = sum((a > r) + 0.5 * (a == r) for a in accs for r in randoms) / (len(accs) * len(randoms))
         print(
-            f"  {name:5s} {len(accs)} cells, mean {mean:.2f}%: {mean - r_mean:+.2f} over random "
+            f"  {name:6s} {len(accs)} cells, mean {mean:.2f}%: {mean - r_mean:+.2f} over random "
             f"(t {(mean - r_mean) / se:.2f}); wins {100 * wins:.0f}% of cell pairs",
             flush=True,
         )
