@@ -111,6 +111,11 @@ def retrain_settings(args: argparse.Namespace) -> dict[str, int]:
     return {k: getattr(args, k) for k in SETTINGS}
 
 
+def done_key(genotype: str, retrain_seed: int, settings: dict[str, int]) -> tuple[str, int, str]:
+    """A retraining's key in ``done``, for the runs of this process and the rows of a --save file alike."""
+    return genotype, retrain_seed, json.dumps(settings, sort_keys=True)
+
+
 def retrain_seeds(args: argparse.Namespace) -> list[int]:
     return [int(v) for v in args.retrain_seeds.split(",") if v.strip()] if args.retrain_seeds else [args.seed]
 
@@ -119,7 +124,7 @@ def retrain_all(name: str, seed: int, genotype: str, args: argparse.Namespace, d
     """The cell's mean test accuracy over the retraining seeds; retrainings already in ``done`` are reused."""
     accs = []
     for rs in retrain_seeds(args):
-        key = (genotype, rs, json.dumps(retrain_settings(args), sort_keys=True))
+        key = done_key(genotype, rs, retrain_settings(args))
         if key not in done:
             done[key] = retrain(genotype, args, rs)
             if args.save:
@@ -139,8 +144,7 @@ def load_done(path: str) -> dict:
                 row = json.loads(line)
                 if "retrain_seed" not in row or any(k not in row for k in SETTINGS):
                     continue  # a row of an older format: its retraining seed is unknown, so it is retrained
-                settings = {k: row[k] for k in SETTINGS}
-                done[(row["genotype"], row["retrain_seed"], json.dumps(settings, sort_keys=True))] = row["test_top1"]
+                done[done_key(row["genotype"], row["retrain_seed"], {k: row[k] for k in SETTINGS})] = row["test_top1"]
     return done
 
 
