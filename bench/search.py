@@ -50,7 +50,7 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
         "data": {
             "dataset": "npz",
             "root": str(DATA / "cifar10-train-10k.npz"),
-            "image_size": args.image_size,
+            "image_size": args.search_image_size or args.image_size,
             "limit_train": args.search_images,
             "batch_size": 64,
         },
@@ -158,6 +158,9 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=5000)
     parser.add_argument("--train-channels", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument(
+        "--search-image-size", type=int, default=0, help="the search's image side, if not --image-size (results: @N)"
+    )
     parser.add_argument("--random", type=int, default=3, help="random cells retrained as the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -184,8 +187,8 @@ def main() -> None:
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; search C={args.search_channels} 5 cells on "
-        f"{args.search_images} images {args.image_size}x{args.image_size}; retrain C={args.train_channels} 5 cells, "
-        f"{args.train_epochs} epochs on {args.train_images} images at seeds {retrain_seeds(args)}; test on "
+        f"{args.search_images} images {args.search_image_size or args.image_size}px; retrain C={args.train_channels} "
+        f"5 cells, {args.train_epochs} epochs on {args.train_images} images at seeds {retrain_seeds(args)}; test on "
         "cifar10-test-2k"
     )
     done = load_done(args.save)
@@ -214,8 +217,11 @@ def main() -> None:
 
 
 def label_of(name: str, args: argparse.Namespace) -> str:
-    """The searcher's name in the results, where DARTS' two orders are told apart."""
-    return f"darts{args.darts_order}" if name == "darts" else name
+    """The searcher's name in the results, where DARTS' two orders are told apart, as are searches at another image
+    size than the retraining's."""
+    label = f"darts{args.darts_order}" if name == "darts" else name
+    size = args.search_image_size
+    return f"{label}@{size}" if size and size != args.image_size else label
 
 
 def print_baseline(randoms: list[float]) -> None:
