@@ -131,6 +131,18 @@ def test_search_split_sizes_and_disjointness() -> None:
     assert not torch.equal(keep, other_keep)
 
 
+def test_arch_batches_are_the_validation_half_augmented_as_training() -> None:
+    """The alphas' batches hold the validation half's images in its order, cropped as the training half's are."""
+    d = build_data(DataConfig(dataset="digits", cutout=3), seed=0, split="search")
+    assert isinstance(d.arch, TensorSource) and isinstance(d.valid, TensorSource) and isinstance(d.train, TensorSource)
+    assert d.arch.augment == d.train.augment and d.valid.augment is None
+    (ax, ay), (vx, vy) = _all(d.arch), _all(d.valid)
+    assert torch.equal(ay, vy) and ax.shape == vx.shape and not torch.equal(ax, vx)
+    plain = build_data(DataConfig(dataset="digits", augment=False), seed=0, split="search")
+    assert plain.arch is not None and torch.equal(_all(plain.arch)[0], _all(plain.valid)[0])
+    assert build_data(DataConfig(dataset="digits"), seed=0).arch is None  # no search split, no alpha batches
+
+
 def test_len_counts_the_batches_and_drops_a_lone_last_example() -> None:
     x, y = torch.zeros(65, 1, 4, 4), torch.zeros(65, dtype=torch.int64)
     shuffled = TensorSource(x, y, 32, scale=1.0, mean=(0.0,), std=(1.0,), shuffle=True)
@@ -265,6 +277,7 @@ def test_imagenet_folders(tmp_path) -> None:
     d = build_data(cfg, seed=0, split="search")
     assert (d.num_classes, d.in_channels, d.image_size) == (2, 3, 24)
     assert d.valid is not None and (d.train.num_examples, d.valid.num_examples, d.test.num_examples) == (5, 5, 4)
+    assert d.arch is not None and d.arch.num_examples == 5
     x, y = next(iter(d.test))
     assert x.shape == (4, 3, 24, 24) and y.tolist() == [0, 0, 1, 1]
     assert x[0, 0].mean() > 1.5 and x[2, 2].mean() > 1.5  # red, then blue, normalised

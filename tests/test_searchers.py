@@ -355,6 +355,19 @@ def test_save_restore_resumes_to_the_same_next_epoch(name: str) -> None:
         assert torch.equal(a, b)
 
 
+def test_alphas_step_on_augmented_validation_batches() -> None:
+    """As in the original code, the architecture steps see the validation half cropped like the training half."""
+    searcher = SEARCHERS.get("darts")(
+        tiny("darts", data={"dataset": "digits", "batch_size": 32, "limit_train": 160}), CPU
+    )
+    assert searcher.data.arch is not None and searcher.data.valid is not None
+    xv, yv = next(searcher._valid_batches())
+    searcher.data.arch.set_epoch(0)
+    searcher.data.valid.set_epoch(0)
+    (xa, _), (xp, yp) = next(iter(searcher.data.arch)), next(iter(searcher.data.valid))
+    assert torch.equal(xv, xa) and torch.equal(yv, yp) and not torch.equal(xv, xp)
+
+
 def test_every_searcher_runs_on_nb201_where_it_applies() -> None:
     for name in SEARCHERS.names():
         cls = SEARCHERS.get(name)

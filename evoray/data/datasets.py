@@ -31,13 +31,16 @@ class DataSplits:
     """The batches of one run and the shape of its inputs."""
 
     train: BatchSource  # batches for weight training (shuffled, augmented)
-    valid: BatchSource | None  # search split only: the rest of the training set (alphas, fitness); shuffled, plain
+    valid: BatchSource | None  # search split only: the rest of the training set (metrics, fitness); shuffled, plain
     test: BatchSource  # held-out test set, in order, plain
     num_classes: int
     in_channels: int
     image_size: int  # side of the square images the sources yield
     mean: Stats  # per-channel normalisation applied to every batch
     std: Stats
+    # Search split only: the images of ``valid`` augmented as ``train`` is, for the architecture steps. The original
+    # DARTS and GDAS code draw both halves from one augmented training set; only their metrics read the rest plain.
+    arch: BatchSource | None = None
 
 
 @dataclass
@@ -58,7 +61,8 @@ def build_data(cfg: DataConfig, seed: int, split: str = "train") -> DataSplits:
     """The batches of a run.
 
     ``split="train"``: train = the whole training set (retraining), valid = None. ``split="search"``: train and
-    valid = a ``train_portion`` split of the training set, drawn with ``seed``. The test set never depends on ``seed``.
+    valid = a ``train_portion`` split of the training set, drawn with ``seed``, and arch = valid's images augmented as
+    train's are. The test set never depends on ``seed``.
 
     Example::
 
@@ -92,14 +96,16 @@ def build_data(cfg: DataConfig, seed: int, split: str = "train") -> DataSplits:
         return TensorSource(x, y, batch_size, scale=data.scale, mean=data.mean, std=data.std, seed=seed, **kw)
 
     test = source(test_x, test_y, cfg.eval_batch_size)
-    valid: TensorSource | None = None
+    valid = arch = None
     if split == "search":
         keep, held = search_split(int(train_x.shape[0]), cfg.train_portion, seed)
-        valid = source(train_x[held], train_y[held], cfg.batch_size, shuffle=True, stream=VALID_STREAM)
+        held_x, held_y = train_x[held], train_y[held]
+        valid = source(held_x, held_y, cfg.batch_size, shuffle=True, stream=VALID_STREAM)
+        arch = source(held_x, held_y, cfg.batch_size, shuffle=True, augment=augment, stream=VALID_STREAM)
         train_x, train_y = train_x[keep], train_y[keep]
     train = source(train_x, train_y, cfg.batch_size, shuffle=True, augment=augment, stream=TRAIN_STREAM)
     channels = int(train_x.shape[1])
-    return DataSplits(train, valid, test, data.num_classes, channels, side, data.mean, data.std)
+    return DataSplits(train, valid, test, data.num_classes, channels, side, data.mean, data.std, arch)
 
 
 def limit(x: Tensor, y: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:

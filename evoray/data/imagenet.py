@@ -131,26 +131,32 @@ def build_imagenet(cfg: DataConfig, seed: int, split: str) -> DataSplits:
         stream=0,
         workers=cfg.num_workers,
     )
-    valid = None
+
+    def training(samples: list[tuple[str, int]], stream: int) -> LoaderSource:
+        return LoaderSource(
+            FolderImages(samples, augmented if cfg.augment else plain, random=cfg.augment),
+            cfg.batch_size,
+            shuffle=True,
+            seed=seed,
+            stream=stream,
+            workers=cfg.num_workers,
+            cutout=cfg.cutout,
+        )
+
+    valid = arch = None
     if split == "search":
         keep, held = search_split(len(train_samples), cfg.train_portion, seed)
+        held_samples = [train_samples[i] for i in held.tolist()]
         valid = LoaderSource(
-            FolderImages([train_samples[i] for i in held.tolist()], plain, random=False),
+            FolderImages(held_samples, plain, random=False),
             cfg.batch_size,
             shuffle=True,
             seed=seed,
             stream=VALID_STREAM,
             workers=cfg.num_workers,
         )
+        arch = training(held_samples, VALID_STREAM)
         train_samples = [train_samples[i] for i in keep.tolist()]
-    train = LoaderSource(
-        FolderImages(train_samples, augmented if cfg.augment else plain, random=cfg.augment),
-        cfg.batch_size,
-        shuffle=True,
-        seed=seed,
-        stream=TRAIN_STREAM,
-        workers=cfg.num_workers,
-        cutout=cfg.cutout,
-    )
+    train = training(train_samples, TRAIN_STREAM)
     classes = len(train_folder.classes)
-    return DataSplits(train, valid, test, classes, 3, size, IMAGENET_MEAN, IMAGENET_STD)
+    return DataSplits(train, valid, test, classes, 3, size, IMAGENET_MEAN, IMAGENET_STD, arch)

@@ -117,11 +117,13 @@ class Searcher:
         return metrics
 
     def _valid_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        assert self.data.valid is not None
+        """The validation half for the architecture steps, augmented as the training half is."""
+        source = self.data.arch or self.data.valid
+        assert source is not None
         k = 0
         while True:  # the validation half is reshuffled each time it runs out
-            self.data.valid.set_epoch(self.epoch * 1000 + k)
-            yield from self.data.valid
+            source.set_epoch(self.epoch * 1000 + k)
+            yield from source
             k += 1
 
     def to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
