@@ -368,6 +368,23 @@ def test_alphas_step_on_augmented_validation_batches() -> None:
     assert torch.equal(xv, xa) and torch.equal(yv, yp) and not torch.equal(xv, xp)
 
 
+def test_best_validation_accuracy_is_kept_across_a_restore(monkeypatch) -> None:
+    """The best epoch's accuracy stays reported when a later epoch falls, also after a save and restore."""
+    accs = iter([60.0, 40.0, 70.0])
+    monkeypatch.setattr(SEARCHERS.get("darts"), "evaluate", lambda self: {"valid_loss": 1.0, "valid_acc": next(accs)})
+    first = SEARCHERS.get("darts")(tiny("darts", darts={"order": 1}), CPU)
+    assert (first.train_epoch()["valid_acc_best"], first.best) == (60.0, (60.0, 1))
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = SEARCHERS.get("darts")(tiny("darts", darts={"order": 1}), CPU)
+    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    m = resumed.train_epoch()
+    assert (m["valid_acc"], m["valid_acc_best"], m["best_epoch"]) == (40.0, 60.0, 1)
+    m = resumed.train_epoch()
+    assert (m["valid_acc_best"], m["best_epoch"]) == (70.0, 3)
+
+
 def test_every_searcher_runs_on_nb201_where_it_applies() -> None:
     for name in SEARCHERS.names():
         cls = SEARCHERS.get(name)

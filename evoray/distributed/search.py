@@ -24,6 +24,7 @@ from evoray.searchers.experiment import ExperimentConfig, expand
 from evoray.searchers.results import format_table, plot_curves, trial_summary, write_population
 
 EXPERIMENT_FILE = "evoray-experiment.yaml"
+JSON_KEYS = ("searcher", "space", "seed", "epochs", "valid_acc", "valid_acc_best", "params_m", "genotype", "status")
 
 
 def _read_experiment(path: str) -> ExperimentConfig:
@@ -108,8 +109,5 @@ def run_search(
     return {
         "experiment": path,
         "population": str(archive),
-        "trials": [
-            {k: s[k] for k in ("searcher", "space", "seed", "epochs", "valid_acc", "params_m", "genotype", "status")}
-            for s in summary
-        ],
+        "trials": [{k: s[k] for k in JSON_KEYS} for s in summary],
     }

@@ -63,6 +63,7 @@ class Searcher:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, cfg.epochs, o.lr_min)
         self.a_optimizer = self.build_arch_optimizer()
         self.epoch = 0
+        self.best: tuple[float, int] | None = None  # the best validation accuracy so far, and its epoch
 
     # -- construction -------------------------------------------------------------------------------------------
     def build_net(self) -> Supernet:
@@ -106,15 +107,19 @@ class Searcher:
             loss_sum, correct, n = loss_sum + loss, correct + right, n + int(y.shape[0])
         self.scheduler.step()
         self.epoch += 1
-        metrics = {
+        scores = self.evaluate()
+        if self.best is None or scores["valid_acc"] > self.best[0]:
+            self.best = (scores["valid_acc"], self.epoch)
+        return {
             "epoch": self.epoch,
             "lr": lr,
             "train_loss": loss_sum / max(n, 1),
             "train_acc": 100.0 * correct / max(n, 1),
-            **self.evaluate(),
+            **scores,
+            "valid_acc_best": self.best[0],  # XNAS' last epoch, single-path after wipeout, can fall far below it
+            "best_epoch": self.best[1],
             **self.describe(),
         }
-        return metrics
 
     def _valid_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The validation half for the architecture steps, augmented as the training half is."""
@@ -219,6 +224,7 @@ class Searcher:
             "w_optimizer": self.w_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "a_optimizer": None if self.a_optimizer is None else self.a_optimizer.state_dict(),
+            "best": self.best,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "extra": self.extra_state(),
@@ -234,6 +240,7 @@ class Searcher:
         if self.a_optimizer is not None and state["a_optimizer"] is not None:
             self.a_optimizer.load_state_dict(state["a_optimizer"])
         self.epoch = int(state["epoch"])
+        self.best = state.get("best")
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])

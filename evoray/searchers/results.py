@@ -19,7 +19,8 @@ from evoray.profiling import genotype_params_m
 
 
 def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per trial: searcher, space, seed, epochs run, validation accuracy, params (M), genotype, status."""
+    """One row per trial: searcher, space, seed, epochs run, validation accuracy (last and best epoch's), params (M),
+    genotype, status."""
     rows = []
     for i, o in enumerate(outcomes):
         cfg, m = o["config"], o["metrics"]
@@ -32,6 +33,7 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seed": cfg.seed,
                 "epochs": int(m.get("epoch", 0)),
                 "valid_acc": m.get("valid_acc"),
+                "valid_acc_best": m.get("valid_acc_best"),
                 "params_m": genotype_params_m(genotype) if genotype else None,
                 "genotype": genotype,
                 "status": "error" if o["error"] else ("done" if m.get("done") else "stopped"),
@@ -62,13 +64,17 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
 
 
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
-    head = f"{'searcher':8} {'space':10} {'seed':>4} {'epochs':>6} {'valid %':>8} {'params M':>8}  genotype"
+    head = (
+        f"{'searcher':8} {'space':10} {'seed':>4} {'epochs':>6} {'valid %':>8} {'best %':>7} {'params M':>8}  genotype"
+    )
     lines = [head, "-" * len(head)]
     for s in summary:
-        acc = "-" if s["valid_acc"] is None else f"{s['valid_acc']:.2f}"
+        acc, best = ("-" if s[k] is None else f"{s[k]:.2f}" for k in ("valid_acc", "valid_acc_best"))
         params = "-" if s["params_m"] is None else f"{s['params_m']:.3f}"
         tail = s["genotype"] or f"({s['status']}: {s['error']})"
-        lines.append(f"{s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {params:>8}  {tail}")
+        lines.append(
+            f"{s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} {params:>8}  {tail}"
+        )
     return "\n".join(lines)
 
 
