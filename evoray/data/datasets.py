@@ -38,8 +38,8 @@ class DataSplits:
     image_size: int  # side of the square images the sources yield
     mean: Stats  # per-channel normalisation applied to every batch
     std: Stats
-    # Search split only: the images of ``valid`` augmented as ``train`` is, for the architecture steps. The original
-    # DARTS and GDAS code draw both halves from one augmented training set; only their metrics read the rest plain.
+    # Search split only: the images of ``valid`` augmented as ``train`` is, for the architecture steps, as the original
+    # DARTS and GDAS code draw both halves from one augmented training set. Metrics and fitness read ``valid`` plain.
     arch: BatchSource | None = None
 
 
