@@ -50,7 +50,7 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
         "data": {
             "dataset": "npz",
             "root": str(DATA / "cifar10-train-10k.npz"),
-            "image_size": args.search_image_size or args.image_size,
+            "image_size": args.search_image_size,
             "limit_train": args.search_images,
             "batch_size": 64,
         },
@@ -182,12 +182,13 @@ def main() -> None:
     )
     parser.add_argument("--cells", default="", help="retrain the cells of a --save file (no search)")
     args = parser.parse_args()
+    args.search_image_size = args.search_image_size or args.image_size
     if not (DATA / "cifar10-train-10k.npz").is_file():
         print(f"skipped: {DATA / 'cifar10-train-10k.npz'} is absent (real data lives in ../shared/data)")
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; search C={args.search_channels} 5 cells on "
-        f"{args.search_images} images {args.search_image_size or args.image_size}px; retrain C={args.train_channels} "
+        f"{args.search_images} images {args.search_image_size}px; retrain C={args.train_channels} "
         f"5 cells, {args.train_epochs} epochs on {args.train_images} images at seeds {retrain_seeds(args)}; test on "
         "cifar10-test-2k"
     )
@@ -221,7 +222,7 @@ def label_of(name: str, args: argparse.Namespace) -> str:
     size than the retraining's."""
     label = f"darts{args.darts_order}" if name == "darts" else name
     size = args.search_image_size
-    return f"{label}@{size}" if size and size != args.image_size else label
+    return f"{label}@{size}" if size != args.image_size else label
 
 
 def print_baseline(randoms: list[float]) -> None:
