@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,13 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from evoray.config import load_config
 from evoray.errors import ConfigError
-from evoray.evolution.runner import EvolveConfig, run_evolve
+from evoray.evolution.runner import EvolveConfig, run_evolve, supernet_fitness_config
+from evoray.evolution.supernet_fitness import SupernetFitnessConfig, SupernetTrainer
 from evoray.evolve import main
+from evoray.spaces import get_space
 from tests.conftest import shared_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,3 +184,38 @@ def test_initial_population_from_published_genotypes_and_archives(tmp_path) -> N
     assert seeded.genotype.tolist() == best_first  # the previous run's last generation, fittest first
     with pytest.raises(ConfigError, match="neither a path nor a published genotype"):
         run_evolve(tiny("initial_population=NOPE"), tmp_path / "third", log=lambda _: None)
+
+
+def test_supernet_fitness_scores_the_validation_half_plain_or_augmented() -> None:
+    cfg = tiny("data.augment=true")
+    space = get_space(cfg.supernet.space)
+    rng = np.random.default_rng(0)
+    population = [{ct: rng.normal(size=space.alpha_shape(ct)) for ct in space.cell_types} for _ in range(3)]
+
+    def scores(augment: bool, swap: bool = False) -> list[float]:
+        fitness_cfg = SupernetFitnessConfig(augment=augment)
+        trainer = SupernetTrainer(cfg.supernet, cfg.optim, fitness_cfg, cfg.data, 1, 0, torch.device("cpu"))
+        if swap:  # the plain and augmented halves trade places: a score must follow the half it reads
+            trainer.data = dataclasses.replace(trainer.data, valid=trainer.data.arch, arch=trainer.data.valid)
+        return trainer.fitness([*population, population[0]], generation=0)
+
+    plain, augmented = scores(False), scores(True)
+    assert plain != augmented
+    assert scores(False, swap=True) == augmented
+    assert scores(True, swap=True) == plain
+    assert augmented[0] == augmented[-1] and plain[0] == plain[-1]  # every individual sees the same batches
+
+
+def test_supernet_fitness_batch_size() -> None:
+    cfg = tiny("fitness.batch_size=40")
+    trainer = SupernetTrainer(
+        cfg.supernet, cfg.optim, supernet_fitness_config(cfg), cfg.data, 1, 0, torch.device("cpu")
+    )
+    space = get_space(cfg.supernet.space)
+    alphas = {ct: np.ones(space.alpha_shape(ct)) for ct in space.cell_types}
+    seen: list[int] = []
+    trainer.net.register_forward_pre_hook(lambda _, args: seen.append(int(args[0].shape[0])))
+    trainer.fitness([alphas], generation=0)
+    assert seen == [40, 40, 16]  # the 96 validation images of 192 (train_portion 0.5)
+    x, _ = next(iter(trainer.batches(0)))
+    assert x.shape[0] == 32  # training keeps data.batch_size

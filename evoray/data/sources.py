@@ -23,6 +23,7 @@ class BatchSource(Protocol):
     """An iterable of (images float32 (B, C, H, W) normalised, labels int64 (B,)); ``len`` is batches per epoch."""
 
     num_examples: int  # examples per epoch, before a lone last one is dropped
+    batch_size: int
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
 

@@ -53,6 +53,8 @@ class FitnessConfig:
     arch_column: str = "arch"  # tabular: the column of NAS-Bench-201 arch strings
     bn_mode: str = field(default="train", metadata={"choices": ("train", "eval")})  # supernet: BN during fitness
     max_batches: int = field(default=0, metadata={"min": 0})  # supernet: validation batches per fitness (0 = all)
+    augment: bool = False  # supernet: score on the validation half augmented as in training (the original EvNAS)
+    batch_size: int = field(default=0, metadata={"min": 0})  # supernet: fitness batch (0 = data.batch_size)
 
 
 @dataclass
@@ -97,7 +99,7 @@ class RaySupernet(FitnessBackend):
             d,
             cfg.supernet,
             cfg.optim,
-            _fitness_cfg(cfg),
+            supernet_fitness_config(cfg),
             cfg.data,
             cfg.evolution.generations,
             cfg.seed,
@@ -125,8 +127,12 @@ class RaySupernet(FitnessBackend):
         self.fleet.shutdown()
 
 
-def _fitness_cfg(cfg: EvolveConfig) -> SupernetFitnessConfig:
-    return SupernetFitnessConfig(bn_mode=cfg.fitness.bn_mode, max_batches=cfg.fitness.max_batches)
+def supernet_fitness_config(cfg: EvolveConfig) -> SupernetFitnessConfig:
+    """The supernet backend's share of ``cfg.fitness``."""
+    f = cfg.fitness
+    return SupernetFitnessConfig(
+        bn_mode=f.bn_mode, max_batches=f.max_batches, eval_batch_size=f.batch_size, augment=f.augment
+    )
 
 
 def make_backend(cfg: EvolveConfig, device: torch.device) -> FitnessBackend:
@@ -137,7 +143,7 @@ def make_backend(cfg: EvolveConfig, device: torch.device) -> FitnessBackend:
         trainer = SupernetTrainer(
             cfg.supernet,
             cfg.optim,
-            _fitness_cfg(cfg),
+            supernet_fitness_config(cfg),
             cfg.data,
             cfg.evolution.generations,
             cfg.seed,

@@ -55,7 +55,12 @@ class SupernetOptimConfig:
 class SupernetFitnessConfig:
     bn_mode: str = field(default="train", metadata={"choices": ("train", "eval")})  # EvNAS: batch statistics
     max_batches: int = field(default=0, metadata={"min": 0})  # validation batches per fitness (0 = all)
-    eval_batch_size: int = field(default=0, metadata={"min": 0})  # fitness batch (0 = data.batch_size)
+    # Fitness batch (0 = data.batch_size). With batch statistics (bn_mode train) it sets the BN estimate's noise; the
+    # original EvNAS code scores batches of 1024.
+    eval_batch_size: int = field(default=0, metadata={"min": 0})
+    # Score on the validation half augmented as the training half is (the original EvNAS code draws its validation
+    # batches from the augmented training set); False scores it plain, a less noisy fitness.
+    augment: bool = False
 
 
 def build_supernet(
@@ -111,6 +116,10 @@ class SupernetTrainer:
         self.shards = shards
         self.fitness_cfg = fitness_cfg
         self.data: DataSplits = build_data(data_cfg, seed=seed, split="search")
+        if fitness_cfg.eval_batch_size:  # the validation half's sources serve only the fitness here
+            for source in (self.data.valid, self.data.arch):
+                assert source is not None
+                source.batch_size = fitness_cfg.eval_batch_size
         torch.manual_seed(seed)  # the same initial weights on every replica
         net = build_supernet(net_cfg, self.data.num_classes, self.data.in_channels).to(device)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -186,18 +195,19 @@ class SupernetTrainer:
 
     # -- fitness ----------------------------------------------------------------------------------------------
     def fitness(self, population: Sequence[Alphas], generation: int) -> list[float]:
-        """Top-1 validation accuracy (%) of every individual on the shared weights."""
-        assert self.data.valid is not None
+        """Top-1 validation accuracy (%) of every individual on the shared weights, each on the same batches."""
+        source = self.data.arch if self.fitness_cfg.augment else self.data.valid
+        assert source is not None
         bn_train = self.fitness_cfg.bn_mode == "train"
         state = {k: v.clone() for k, v in self.net.state_dict().items() if "running_" in k or "num_batches" in k}
         out = []
         for alphas in population:
             weights = self.decode(alphas)
             self.net.train(bn_train)
-            self.data.valid.set_epoch(generation)
+            source.set_epoch(generation)
             correct, total = 0, 0
             with torch.inference_mode():
-                for b, (x, y) in enumerate(self.data.valid):
+                for b, (x, y) in enumerate(source):
                     if self.fitness_cfg.max_batches and b >= self.fitness_cfg.max_batches:
                         break
                     x = x.to(self.device, non_blocking=True).to(memory_format=self.fmt)
