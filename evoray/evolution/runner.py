@@ -131,7 +131,7 @@ def supernet_fitness_config(cfg: EvolveConfig) -> SupernetFitnessConfig:
     """The supernet backend's share of ``cfg.fitness``."""
     f = cfg.fitness
     return SupernetFitnessConfig(
-        bn_mode=f.bn_mode, max_batches=f.max_batches, eval_batch_size=f.batch_size, augment=f.augment
+        bn_mode=f.bn_mode, max_batches=f.max_batches, batch_size=f.batch_size, augment=f.augment
     )
 
 

@@ -57,7 +57,7 @@ class SupernetFitnessConfig:
     max_batches: int = field(default=0, metadata={"min": 0})  # validation batches per fitness (0 = all)
     # Fitness batch (0 = data.batch_size). With batch statistics (bn_mode train) it sets the BN estimate's noise; the
     # original EvNAS code scores batches of 1024.
-    eval_batch_size: int = field(default=0, metadata={"min": 0})
+    batch_size: int = field(default=0, metadata={"min": 0})
     # Score on the validation half augmented as the training half is (the original EvNAS code draws its validation
     # batches from the augmented training set); False scores it plain, a less noisy fitness.
     augment: bool = False
@@ -116,10 +116,10 @@ class SupernetTrainer:
         self.shards = shards
         self.fitness_cfg = fitness_cfg
         self.data: DataSplits = build_data(data_cfg, seed=seed, split="search")
-        if fitness_cfg.eval_batch_size:  # the validation half's sources serve only the fitness here
+        if fitness_cfg.batch_size:  # the validation half's sources serve only the fitness here
             for source in (self.data.valid, self.data.arch):
                 assert source is not None
-                source.batch_size = fitness_cfg.eval_batch_size
+                source.batch_size = fitness_cfg.batch_size
         torch.manual_seed(seed)  # the same initial weights on every replica
         net = build_supernet(net_cfg, self.data.num_classes, self.data.in_channels).to(device)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
