@@ -131,6 +131,16 @@ def test_search_split_sizes_and_disjointness() -> None:
     assert not torch.equal(keep, other_keep)
 
 
+def test_whole_training_set_search_split_validates_on_the_test_set() -> None:
+    """train_portion 1 (single-level SNAS): every training image trains, the test set validates, no alphas' half."""
+    d = build_data(DataConfig(dataset="digits", train_portion=1.0, augment=False), seed=0, split="search")
+    full = build_data(DataConfig(dataset="digits", augment=False), seed=0)
+    assert d.valid is not None and d.arch is None
+    assert _sorted_rows(_all(d.train)[0]) == _sorted_rows(_all(full.train)[0])
+    assert _sorted_rows(_all(d.valid)[0]) == _sorted_rows(_all(full.test)[0])
+    assert d.valid.num_examples == full.test.num_examples == 359
+
+
 def test_arch_batches_are_the_validation_half_augmented_as_training() -> None:
     """The alphas' batches hold the validation half's images in its order, cropped as the training half's are."""
     d = build_data(DataConfig(dataset="digits", cutout=3), seed=0, split="search")
@@ -320,7 +330,8 @@ def test_unknown_dataset_lists_valid_names() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"train_portion": 1.0}, r"data.train_portion = 1.0 must lie strictly between 0 and 1"),
+        ({"train_portion": 1.5}, r"data.train_portion = 1.5 must lie in \(0, 1\]"),
+        ({"train_portion": 0.0}, r"data.train_portion = 0.0 must lie in \(0, 1\]"),
         ({"test_portion": 0.0}, r"data.test_portion = 0.0 must lie strictly between 0 and 1"),
         ({"cutout": -1}, r"data.cutout = -1 must be >= 0"),
         ({"batch_size": 0}, r"data.batch_size = 0 must be >= 1"),

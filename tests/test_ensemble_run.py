@@ -192,6 +192,8 @@ def test_bad_input_is_one_line(capsys, tmp_path) -> None:
     assert "unknown combiner 'median'" in err
     err = _error(capsys, "--out", out, *_sets("members.published=[DARTS_V3]"))
     assert "unknown published genotype 'DARTS_V3'" in err
+    err = _error(capsys, "--out", out, *_sets("data.train_portion=1.0"))
+    assert "data.train_portion = 1.0 leaves the committees' selection no validation half" in err
     assert not (tmp_path / "x").exists()  # nothing is written before the input is known to be good
 
 

@@ -123,7 +123,14 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys) -> None:
         (["--set", "fitness.backend=oracle"], "unknown fitness backend 'oracle'"),
         (["--set", "supernet.space=dartz"], "unknown search space 'dartz'"),
         (
-            ["--config", str(ROOT / "configs/nb201-tabular.yaml"), "--set", "fitness.table=/no/table.csv"],
+            [
+                "--config",
+                str(ROOT / "configs/nb201-tabular.yaml"),
+                "--set",
+                "fitness.table=/no/table.csv",
+                "--out",
+                str(tmp_path / "bad"),
+            ],
             "/no/table.csv",
         ),
         (["--resume", str(run), "--config", str(ROOT / "configs/evnas-cifar10.yaml")], "different config"),
@@ -133,6 +140,7 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys) -> None:
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and message in err, (args, err)
+    assert not (tmp_path / "bad").exists()  # a run refused for its input leaves no directory
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     before["checkpoint.pt"] = _digest(run)["checkpoint.pt"]
     assert main(["--resume", str(run)]) == 2
@@ -184,6 +192,12 @@ def test_initial_population_from_published_genotypes_and_archives(tmp_path) -> N
     assert seeded.genotype.tolist() == best_first  # the previous run's last generation, fittest first
     with pytest.raises(ConfigError, match="neither a path nor a published genotype"):
         run_evolve(tiny("initial_population=NOPE"), tmp_path / "third", log=lambda _: None)
+
+
+def test_supernet_fitness_needs_a_validation_half() -> None:
+    with pytest.raises(ConfigError, match=r"data\.train_portion = 1\.0 leaves the EvNAS fitness no validation half"):
+        tiny("data.train_portion=1.0")
+    tiny("data.train_portion=1.0", "fitness.backend=tabular", "fitness.table=x.parquet")  # a table reads no data
 
 
 def test_supernet_fitness_scores_the_validation_half_plain_or_augmented() -> None:

@@ -131,6 +131,10 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
             "searcher snas cannot run on space nb201",
         ),
         (["--set", "base.supernet.space=dartz"], "unknown search space 'dartz'"),
+        (
+            ["--set", "searchers=[snas,darts]", "--set", "base.data.train_portion=1.0"],
+            "trial darts seed 0: data.train_portion = 1.0 leaves the alphas of darts no validation half",
+        ),
         (["--set", "base.optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
         (["--resume", "/no/such/experiment"], "holds no evoray search experiment"),
     ],

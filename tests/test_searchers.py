@@ -19,6 +19,7 @@ from evoray.searchers import SEARCHERS, SearchConfig
 from evoray.searchers.darts import unrolled_arch_grad
 from evoray.searchers.experiment import ExperimentConfig, expand
 from evoray.searchers.resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
+from evoray.searchers.results import format_table, trial_summary
 from evoray.searchers.xnas import theory_eta, wipeout
 from evoray.spaces import get_space
 
@@ -368,6 +369,58 @@ def test_alphas_step_on_augmented_validation_batches() -> None:
     assert torch.equal(xv, xa) and torch.equal(yv, yp) and not torch.equal(xv, xp)
 
 
+class _Unreadable:
+    """A batch source that fails when read: the alphas' batches of a searcher that must not draw them."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        raise AssertionError("a validation batch was drawn")
+
+
+def test_snas_is_single_level_and_draws_no_validation_batch() -> None:
+    """SNAS steps weights and alphas on the training batch alone; a bilevel searcher reads the alphas' half."""
+    snas = SEARCHERS.get("snas")(tiny("snas"), CPU)
+    snas.data.arch = _Unreadable()  # type: ignore[assignment]
+    before = [a.detach().clone() for a in snas.net.arch_parameters()]
+    snas.train_epoch()
+    assert not all(torch.equal(a, b) for a, b in zip(before, snas.net.arch_parameters()))
+    darts = SEARCHERS.get("darts")(tiny("darts"), CPU)
+    darts.data.arch = _Unreadable()  # type: ignore[assignment]
+    with pytest.raises(AssertionError, match="a validation batch was drawn"):
+        darts.train_epoch()
+
+
+def test_snas_on_the_whole_training_set_validates_on_the_test_set() -> None:
+    """With train_portion 1 (SNAS' paper setting) every training image steps the search and the epoch's validation
+    metrics are the test set's."""
+    s = SEARCHERS.get("snas")(
+        tiny(
+            "snas",
+            data={"dataset": "digits", "batch_size": 32, "limit_train": 160, "limit_test": 64, "train_portion": 1},
+        ),
+        CPU,
+    )
+    assert s.data.arch is None and s.data.train.num_examples == 160
+    assert s.data.valid is not None and s.data.valid.num_examples == s.data.test.num_examples == 64
+    before = [a.detach().clone() for a in s.net.arch_parameters()]
+    m = s.train_epoch()
+    assert not all(torch.equal(a, b) for a, b in zip(before, s.net.arch_parameters()))
+    assert m["valid_acc"] in {100.0 * k / 64 for k in range(65)}  # a share of the 64 test images
+
+
+def test_summary_names_the_set_each_trial_was_validated_on() -> None:
+    whole = {"dataset": "digits", "limit_train": 160, "train_portion": 1.0}
+    outcomes = [
+        {"config": cfg, "metrics": {"epoch": 3, "valid_acc": 50.0}, "error": None, "path": "p"}
+        for cfg in (tiny("darts"), tiny("snas", data=whole))
+    ]
+    summary = trial_summary(outcomes)
+    assert [s["valid_on"] for s in summary] == ["split", "test"]
+    assert [line.split()[6] for line in format_table(summary).splitlines()[2:]] == ["split", "test"]
+
+
 def test_best_validation_accuracy_is_kept_across_a_restore(monkeypatch) -> None:
     """The best epoch's accuracy stays reported when a later epoch falls, also after a save and restore."""
     accs = iter([60.0, 40.0, 70.0])
@@ -423,8 +476,9 @@ def test_trial_configs_layer_paper_defaults_under_the_user() -> None:
     assert len(trials) == 8
     gdas = [t for t in trials if t.searcher == "gdas"]
     assert all(t.optim.nesterov and t.optim.weight_decay == 5e-4 and t.optim.lr == 0.1 for t in gdas)
+    assert all(t.data.train_portion == 0.5 for t in gdas)
     snas = [t for t in trials if t.searcher == "snas"]
-    assert all(t.arch.optimizer == "sgd" and t.snas.penalty == "discrete" for t in snas)
+    assert all(t.arch.optimizer == "sgd" and t.snas.penalty == "discrete" and t.data.train_portion == 1.0 for t in snas)
     assert sorted({(t.seed, t.arch.lr) for t in snas}) == [(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]
 
 
@@ -449,6 +503,11 @@ def test_xnas_child_takes_no_wiped_op() -> None:
         ("xnas", {"xnas": {"reward_bound": 0.0}}, "xnas.reward_bound = 0.0 must be > 0"),
         ("darts", {"supernet": {"space": "darts", "init_channels": 4, "layers": 2}}, "needs >= 3 cells"),
         ("darts", {"runtime": {"precision": "fp16"}}, "use bf16"),
+        (
+            "gdas",
+            {"data": {"dataset": "digits", "train_portion": 1.0}},
+            "data.train_portion = 1.0 leaves the alphas of gdas no validation half; it must be < 1",
+        ),
     ],
 )
 def test_bad_search_options_are_one_line_errors(searcher: str, sections: dict, message: str) -> None:

@@ -31,7 +31,9 @@ class DataSplits:
     """The batches of one run and the shape of its inputs."""
 
     train: BatchSource  # batches for weight training (shuffled, augmented)
-    valid: BatchSource | None  # search split only: the rest of the training set (metrics, fitness); shuffled, plain
+    # search split only: the rest of the training set (metrics, fitness), or the test set where train_portion is 1;
+    # shuffled, plain
+    valid: BatchSource | None
     test: BatchSource  # held-out test set, in order, plain
     num_classes: int
     in_channels: int
@@ -40,6 +42,7 @@ class DataSplits:
     std: Stats
     # Search split only: the images of ``valid`` augmented as ``train`` is, for the architecture steps, as the original
     # DARTS and GDAS code draw both halves from one augmented training set. Metrics and fitness read ``valid`` plain.
+    # None where train_portion is 1 (no validation half: single-level searches).
     arch: BatchSource | None = None
 
 
@@ -62,7 +65,8 @@ def build_data(cfg: DataConfig, seed: int, split: str = "train") -> DataSplits:
 
     ``split="train"``: train = the whole training set (retraining), valid = None. ``split="search"``: train and
     valid = a ``train_portion`` split of the training set, drawn with ``seed``, and arch = valid's images augmented as
-    train's are. The test set never depends on ``seed``.
+    train's are; with ``train_portion`` 1, train = the whole training set, valid = the test set and arch = None. The
+    test set never depends on ``seed``.
 
     Example::
 
@@ -97,7 +101,9 @@ def build_data(cfg: DataConfig, seed: int, split: str = "train") -> DataSplits:
 
     test = source(test_x, test_y, cfg.eval_batch_size)
     valid = arch = None
-    if split == "search":
+    if split == "search" and cfg.train_portion == 1.0:  # single level: every training image steps the weights
+        valid = source(test_x, test_y, cfg.batch_size, shuffle=True, stream=VALID_STREAM)
+    elif split == "search":
         keep, held = search_split(int(train_x.shape[0]), cfg.train_portion, seed)
         held_x, held_y = train_x[held], train_y[held]
         valid = source(held_x, held_y, cfg.batch_size, shuffle=True, stream=VALID_STREAM)

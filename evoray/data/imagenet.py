@@ -143,19 +143,23 @@ def build_imagenet(cfg: DataConfig, seed: int, split: str) -> DataSplits:
             cutout=cfg.cutout,
         )
 
-    valid = arch = None
-    if split == "search":
-        keep, held = search_split(len(train_samples), cfg.train_portion, seed)
-        held_samples = [train_samples[i] for i in held.tolist()]
-        valid = LoaderSource(
-            FolderImages(held_samples, plain, random=False),
+    def validation(samples: list[tuple[str, int]]) -> LoaderSource:
+        return LoaderSource(
+            FolderImages(samples, plain, random=False),
             cfg.batch_size,
             shuffle=True,
             seed=seed,
             stream=VALID_STREAM,
             workers=cfg.num_workers,
         )
-        arch = training(held_samples, VALID_STREAM)
+
+    valid = arch = None
+    if split == "search" and cfg.train_portion == 1.0:  # single level: the validation set validates
+        valid = validation(test_samples)
+    elif split == "search":
+        keep, held = search_split(len(train_samples), cfg.train_portion, seed)
+        held_samples = [train_samples[i] for i in held.tolist()]
+        valid, arch = validation(held_samples), training(held_samples, VALID_STREAM)
         train_samples = [train_samples[i] for i in keep.tolist()]
     train = training(train_samples, TRAIN_STREAM)
     classes = len(train_folder.classes)

@@ -136,6 +136,7 @@ class EnsembleConfig:
     def validate(self) -> None:
         if not self.committees:
             raise ConfigError("committees is empty; give at least one, e.g. [{combiner: prob_mean}]")
+        self.data.require_validation_half("the committees' selection")
         for i, committee in enumerate(self.committees):
             committee.check(f"committees[{i}]")
         for name in self.shift.corruptions:

@@ -131,10 +131,7 @@ def plot_size_curves(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"{report['name']}: committees against their size")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, f"{report['name']}: committees against their size")
 
 
 def plot_reliability(report: dict[str, Any], path: Path) -> None:
@@ -158,9 +155,7 @@ def plot_reliability(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("accuracy")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_shift(report: dict[str, Any], path: Path) -> None:
@@ -176,7 +171,12 @@ def plot_shift(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"{report['name']}: under shift")
+    _save(fig, path, f"{report['name']}: under shift")
+
+
+def _save(fig: Any, path: Path, title: str = "") -> None:
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -77,6 +77,8 @@ class EvolveConfig:
     def validate(self) -> None:
         if self.fitness.backend not in BACKENDS:
             raise ConfigError(f"unknown fitness backend {self.fitness.backend!r}; valid: {', '.join(BACKENDS.names())}")
+        if self.fitness.backend == "supernet":
+            self.data.require_validation_half("the EvNAS fitness")
         if self.fitness.backend == "supernet" and self.distributed.num_actors > 0:
             shards = self.distributed.batch_shards or self.distributed.num_actors
             if shards % self.distributed.num_actors:
@@ -273,7 +275,6 @@ def run_evolve(
     if out_dir is None:
         name = cfg.name or f"{space.name}-{cfg.evolution.strategy}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         out_dir = Path("populations") / name
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     seeds = np.random.SeedSequence(cfg.seed)
@@ -286,6 +287,7 @@ def run_evolve(
     )
     rows: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the input has proved good: a bad run leaves no directory
     if checkpoint is None:
         save_config(cfg, out_dir / "config.yaml")
         population, start = strategy.initial(), 0

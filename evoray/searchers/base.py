@@ -34,6 +34,9 @@ class Searcher:
     name: ClassVar[str]
     weighting: ClassVar[str] = "softmax"  # the supernet's weighting mode (evoray.nn.weighting)
     families: ClassVar[tuple[str, ...]] = ("darts", "nb201")  # search-space families the method applies to
+    # Bilevel searchers step the alphas on validation batches; a single-level one (SNAS) reads none, and its steps
+    # get the training batch in their place.
+    bilevel: ClassVar[bool] = True
     # The paper's settings that differ from SearchConfig's defaults, applied under the user's config.
     paper_defaults: ClassVar[dict[str, Any]] = {}
 
@@ -82,8 +85,9 @@ class Searcher:
         """Per-epoch schedules (temperatures); called before the epoch's first step."""
 
     def step(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[float, int]:
-        """One search step on a training batch ``(x, y)`` and a validation batch ``(xv, yv)``; returns the summed
-        training loss and the number of correct training predictions."""
+        """One search step on a training batch ``(x, y)`` and a validation batch ``(xv, yv)`` (the training batch again
+        where the searcher is not :attr:`bilevel`); returns the summed training loss and the number of correct training
+        predictions."""
         raise NotImplementedError
 
     def steps_per_epoch(self) -> int:
@@ -98,11 +102,10 @@ class Searcher:
         self.net.train()
         self.data.train.set_epoch(self.epoch)
         loss_sum, correct, n = 0.0, 0, 0
-        valid = self._valid_batches()
+        valid = self._valid_batches() if self.bilevel else None
         for x, y in self.data.train:
-            xv, yv = next(valid)
             x, y = self.to_device(x, y)
-            xv, yv = self.to_device(xv, yv)
+            xv, yv = self.to_device(*next(valid)) if valid is not None else (x, y)
             loss, right = self.step(x, y, xv, yv)
             loss_sum, correct, n = loss_sum + loss, correct + right, n + int(y.shape[0])
         self.scheduler.step()

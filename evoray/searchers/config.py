@@ -118,6 +118,8 @@ class SearchConfig:
         from evoray.searchers.registry import SEARCHERS
 
         cls = SEARCHERS.get(self.searcher)
+        if cls.bilevel:
+            self.data.require_validation_half(f"the alphas of {self.searcher}")
         self.supernet.validate()
         cls.check_space(self.supernet.space)
         space = get_space(self.supernet.space)

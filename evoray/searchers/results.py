@@ -19,8 +19,9 @@ from evoray.profiling import genotype_params_m
 
 
 def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per trial: searcher, space, seed, epochs run, validation accuracy (last and best epoch's), params (M),
-    genotype, status."""
+    """One row per trial: searcher, space, seed, epochs run, validation accuracy (last and best epoch's) and the set
+    it was measured on (``valid_on``: the held-out ``split`` of the training set, or the ``test`` set of a
+    single-level search on the whole training set), params (M), genotype, status."""
     rows = []
     for i, o in enumerate(outcomes):
         cfg, m = o["config"], o["metrics"]
@@ -34,6 +35,7 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "epochs": int(m.get("epoch", 0)),
                 "valid_acc": m.get("valid_acc"),
                 "valid_acc_best": m.get("valid_acc_best"),
+                "valid_on": "test" if cfg.data.train_portion >= 1.0 else "split",
                 "params_m": genotype_params_m(genotype) if genotype else None,
                 "genotype": genotype,
                 "status": "error" if o["error"] else ("done" if m.get("done") else "stopped"),
@@ -65,7 +67,8 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
 
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
     head = (
-        f"{'searcher':8} {'space':10} {'seed':>4} {'epochs':>6} {'valid %':>8} {'best %':>7} {'params M':>8}  genotype"
+        f"{'searcher':8} {'space':10} {'seed':>4} {'epochs':>6} {'valid %':>8} {'best %':>7} {'on':>5} {'params M':>8}"
+        "  genotype"
     )
     lines = [head, "-" * len(head)]
     for s in summary:
@@ -73,7 +76,8 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
         params = "-" if s["params_m"] is None else f"{s['params_m']:.3f}"
         tail = s["genotype"] or f"({s['status']}: {s['error']})"
         lines.append(
-            f"{s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} {params:>8}  {tail}"
+            f"{s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} {s['valid_on']:>5} "
+            f"{params:>8}  {tail}"
         )
     return "\n".join(lines)
 

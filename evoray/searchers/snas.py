@@ -2,11 +2,12 @@
 
 Each forward draws one Gumbel-softmax sample ``Z = softmax((log_alpha + G) / tau)`` per cell type and runs every op
 weighted by it. Single level: the weights and the alphas both step on the training loss (plus, optionally, the
-resource penalty of ``evoray.searchers.resources``). The temperature falls linearly from ``tau_max`` to ``tau_min``
-over ``tau_epochs`` (the original code fixes that horizon at 150 epochs). With ``pretrain_epochs`` the search
-first trains the weights alone on uniformly sampled single paths (one op per edge, alphas unchanged), as the
-original's ``--random_sample_pretrain`` does. The child keeps the top-2 edges of each node or, with
-``child: edge_all``, every edge with its argmax op.
+resource penalty of ``evoray.searchers.resources``), and no validation batch is read; the paper's setting
+(``data.train_portion: 1``) trains on every training image and reads the test set for the epoch's validation metrics,
+as the original code does. The temperature falls linearly from ``tau_max`` to ``tau_min`` over ``tau_epochs`` (the
+original code fixes that horizon at 150 epochs). With ``pretrain_epochs`` the search first trains the weights alone on
+uniformly sampled single paths (one op per edge, alphas unchanged), as the original's ``--random_sample_pretrain``
+does. The child keeps the top-2 edges of each node or, with ``child: edge_all``, every edge with its argmax op.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ from evoray.searchers.resources import DEFAULT_LAMBDA, cell_costs, cell_type_pen
 class SNAS(Searcher):
     name = "snas"
     weighting = "gumbel-soft"
+    bilevel = False  # the weights and the alphas step on the same training batch; no validation batch is read
     families = ("darts",)  # its children (top-2, edge_all) and its resource model are DARTS-cell constructs
-    paper_defaults: ClassVar[dict[str, Any]] = {"arch": {"optimizer": "sgd", "weight_decay": 0.0, "grad_clip": 10.0}}
+    # the original trains on the whole training set and validates on the test set
+    paper_defaults: ClassVar[dict[str, Any]] = {
+        "arch": {"optimizer": "sgd", "weight_decay": 0.0, "grad_clip": 10.0},
+        "data": {"train_portion": 1.0},
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
