@@ -393,8 +393,8 @@ def test_snas_is_single_level_and_draws_no_validation_batch() -> None:
 
 
 def test_snas_on_the_whole_training_set_validates_on_the_test_set() -> None:
-    """With train_portion 1 (SNAS' paper setting) every training image steps the search and the epoch's validation
-    metrics are the test set's."""
+    """With train_portion 1 (SNAS' paper setting) every training image steps the search, which validates on the test
+    set and has no alphas' half."""
     s = SEARCHERS.get("snas")(
         tiny(
             "snas",
@@ -405,9 +405,8 @@ def test_snas_on_the_whole_training_set_validates_on_the_test_set() -> None:
     assert s.data.arch is None and s.data.train.num_examples == 160
     assert s.data.valid is not None and s.data.valid.num_examples == s.data.test.num_examples == 64
     before = [a.detach().clone() for a in s.net.arch_parameters()]
-    m = s.train_epoch()
+    s.train_epoch()
     assert not all(torch.equal(a, b) for a, b in zip(before, s.net.arch_parameters()))
-    assert m["valid_acc"] in {100.0 * k / 64 for k in range(65)}  # a share of the 64 test images
 
 
 def test_summary_names_the_set_each_trial_was_validated_on() -> None:
