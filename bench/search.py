@@ -3,13 +3,14 @@ size; its cell and a few random cells of the same space are then retrained the s
 
     OMP_NUM_THREADS=1 python bench/search.py [--seed 0] [--searchers darts,snas,gdas,xnas] [--random 3]
 
-Reads ../shared/data/cifar10-train-10k.npz (search: the first ``--search-images`` of it, half for the weights, half for
-the alphas; retraining: ``--train-images``) and cifar10-test-2k.npz (test). Every searcher's alphas step at ten times
-its paper's CIFAR-10 rate (a few hundred steps instead of tens of thousands). DARTS runs second order, as its published
-cell was searched and as configs/search-cifar10.yaml runs it (``--darts-order 1``: first order; the results name them
-darts2 and darts1). GDAS runs four times the epochs of the others (its epochs compute one op per edge; its paper runs
-240 epochs to DARTS' 50); SNAS keeps its paper's 150-epoch temperature horizon and first warms the weights up on random
-single paths for ``--snas-pretrain-epochs`` (the original's ``--random_sample_pretrain``). Prints per searcher the
+Reads ../shared/data/cifar10-train-10k.npz (search: ``--search-images`` of it, half for the weights, half for the
+alphas, all of them for single-level SNAS as in its original code; retraining: ``--train-images``) and
+cifar10-test-2k.npz (test). Every searcher's alphas step at ten times its paper's CIFAR-10 rate (a few hundred steps
+instead of tens of thousands). DARTS runs second order, as its published cell was searched and as
+configs/search-cifar10.yaml runs it (``--darts-order 1``: first order; the results name them darts2 and darts1).
+GDAS runs four times the epochs of the others (its epochs compute one op per edge; its paper runs 240 epochs to
+DARTS' 50); SNAS keeps its paper's 150-epoch temperature horizon and first warms the weights up on random single
+paths for ``--snas-pretrain-epochs`` (the original's ``--random_sample_pretrain``). Prints per searcher the
 search time, the genotype and its test accuracy against the random cells' mean and best. Two single-thread processes
 (``--searchers`` split, ``--random 0 --baseline`` with the first one's random accuracies) use two cores without
 oversubscribing them.
@@ -53,6 +54,7 @@ def search(name: str, args: argparse.Namespace) -> tuple[str, float]:
             "image_size": args.search_image_size,
             "limit_train": args.search_images,
             "batch_size": 64,
+            "train_portion": 1.0 if name == "snas" else 0.5,  # single-level SNAS: every image; the others: halves
         },
         "arch": {"lr": 3e-3},
         **(
