@@ -54,9 +54,14 @@ class DataConfig:
             what = "the training .npz file" if self.dataset == "npz" else "the folder holding train/ and val/"
             raise ConfigError(f"data.dataset={self.dataset} needs data.root, {what}")
 
+    @property
+    def whole_train(self) -> bool:
+        """Whether a search split keeps every training image for the weights and validates on the test set."""
+        return self.train_portion >= 1.0
+
     def require_validation_half(self, who: str) -> None:
         """Raise ConfigError when ``train_portion`` leaves ``who`` (a reader of the validation half) without one."""
-        if self.train_portion >= 1.0:
+        if self.whole_train:
             raise ConfigError(
                 f"data.train_portion = {self.train_portion} leaves {who} no validation half; it must be < 1 "
                 "(1 is for single-level searches, which validate on the test set)"

@@ -101,7 +101,7 @@ def build_data(cfg: DataConfig, seed: int, split: str = "train") -> DataSplits:
 
     test = source(test_x, test_y, cfg.eval_batch_size)
     valid = arch = None
-    if split == "search" and cfg.train_portion == 1.0:  # single level: every training image steps the weights
+    if split == "search" and cfg.whole_train:  # single level: every training image steps the weights
         valid = source(test_x, test_y, cfg.batch_size, shuffle=True, stream=VALID_STREAM)
     elif split == "search":
         keep, held = search_split(int(train_x.shape[0]), cfg.train_portion, seed)

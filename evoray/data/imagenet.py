@@ -154,7 +154,7 @@ def build_imagenet(cfg: DataConfig, seed: int, split: str) -> DataSplits:
         )
 
     valid = arch = None
-    if split == "search" and cfg.train_portion == 1.0:  # single level: the validation set validates
+    if split == "search" and cfg.whole_train:  # single level: the validation set validates
         valid = validation(test_samples)
     elif split == "search":
         keep, held = search_split(len(train_samples), cfg.train_portion, seed)

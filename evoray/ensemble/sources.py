@@ -257,7 +257,7 @@ def validation_overlap(cfg: EnsembleConfig, info: DataInfo, data: DataConfig, se
     training set; "search": its ``train_portion`` drawn with ``seed``) saw in training; None when not comparable."""
     if not _same_data(data, cfg.data) or (cfg.data.limit_train and seed != cfg.seed):
         return None
-    if split == "train" or data.train_portion >= 1.0:
+    if split == "train" or data.whole_train:
         return 1.0
     _, held = search_split(info.num_train, cfg.data.train_portion, cfg.seed)
     kept, _ = search_split(info.num_train, data.train_portion, seed)

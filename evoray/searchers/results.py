@@ -35,7 +35,7 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "epochs": int(m.get("epoch", 0)),
                 "valid_acc": m.get("valid_acc"),
                 "valid_acc_best": m.get("valid_acc_best"),
-                "valid_on": "test" if cfg.data.train_portion >= 1.0 else "split",
+                "valid_on": "test" if cfg.data.whole_train else "split",
                 "params_m": genotype_params_m(genotype) if genotype else None,
                 "genotype": genotype,
                 "status": "error" if o["error"] else ("done" if m.get("done") else "stopped"),
