@@ -23,6 +23,7 @@ from evoray.data import BatchSource, DataConfig, build_data
 from evoray.errors import ConfigError
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
+from evoray.optim import OptimConfig, build_schedule, build_sgd, step_schedule_first
 from evoray.profiling import profile_model
 from evoray.runtime import RuntimeConfig, apply_runtime, autocast, memory_format, seed_everything
 from evoray.spaces.genotype import Genotype
@@ -40,19 +41,16 @@ class ModelConfig:
     auxiliary: bool = True  # auxiliary head after the second reduction cell
     auxiliary_weight: float = field(default=0.4, metadata={"min": 0.0})  # its loss weight
     drop_path_prob: float = field(default=0.2, metadata={"min": 0.0, "max": 1.0})  # final drop-path probability
+    pool_bn: bool = False  # an affine BatchNorm after each pool (SNAS' evaluation network; DARTS' has none)
 
 
 @dataclass
-class OptimConfig:
-    epochs: int = field(default=600, metadata={"min": 0})  # DARTS: 600 on CIFAR-10
-    lr: float = field(default=0.025, metadata={"min": 0.0})  # initial SGD learning rate
+class TrainOptimConfig(OptimConfig):
+    """The shared SGD config plus what a retraining adds: its length and label smoothing (DARTS' recipe: cosine to 0
+    over 600 epochs)."""
+
     lr_min: float = field(default=0.0, metadata={"min": 0.0})  # cosine schedule's final learning rate
-    schedule: str = field(default="cosine", metadata={"choices": ("cosine", "exponential")})  # per-epoch decay
-    lr_gamma: float = field(default=0.97, metadata={"min": 0.0, "max": 1.0})  # exponential: factor per epoch
-    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    nesterov: bool = False
-    weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
-    grad_clip: float = field(default=5.0, metadata={"min": 0.0})  # max gradient norm (0 = no clipping)
+    epochs: int = field(default=600, metadata={"min": 0})  # DARTS: 600 on CIFAR-10
     label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # DARTS ImageNet: 0.1
 
 
@@ -64,16 +62,24 @@ class ProfileConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Retrain a genotype from scratch. Defaults are the DARTS CIFAR-10 evaluation recipe."""
+class Recipe:
+    """How a genotype is trained: its network, the optimiser and the runtime (a committee trains every genotype
+    member with one recipe)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: TrainOptimConfig = field(default_factory=TrainOptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    log_every: int = field(default=0, metadata={"min": 0})  # log every N steps within an epoch (0 = per epoch only)
+
+
+@dataclass
+class TrainConfig(Recipe):
+    """Retrain a genotype from scratch: a recipe, its data and seed. Defaults are the DARTS CIFAR-10 evaluation
+    recipe."""
 
     seed: int = 0  # seeds weights, data order and augmentation
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", batch_size=96, cutout=16))
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
-    log_every: int = field(default=0, metadata={"min": 0})  # log every N steps within an epoch (0 = per epoch only)
 
 
 # (classes, input channels, image side) of each dataset, for building a network without loading its data.
@@ -114,6 +120,7 @@ def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int, in_chann
         num_classes=num_classes,
         in_channels=in_channels,
         auxiliary=m.auxiliary and m.network != "nb201",
+        pool_bn=m.pool_bn,
     )
 
 
@@ -170,25 +177,21 @@ def evaluate(
 
 
 def fit_model(
-    cfg: TrainConfig, model: nn.Module, train: BatchSource, device: torch.device, log: Log = print
+    cfg: Recipe, model: nn.Module, train: BatchSource, device: torch.device, log: Log = print
 ) -> list[dict[str, Any]]:
     """Train ``model`` (already on ``device``) for ``cfg.optim.epochs`` epochs over ``train`` with the recipe of
     ``cfg``; returns the per-epoch history."""
     o = cfg.optim
     fmt = memory_format(cfg.runtime)
     model.to(memory_format=fmt)
-    optimizer = torch.optim.SGD(
-        model.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-    )
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    if o.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(o.epochs, 1), eta_min=o.lr_min)
-    else:
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, o.lr_gamma)
+    optimizer = build_sgd(model.parameters(), o)
+    scheduler = build_schedule(optimizer, o, o.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.runtime.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
     history = []
     for epoch in range(o.epochs):
+        if o.lr_step_at_start:
+            step_schedule_first(scheduler)
         model.train()
         drop = cfg.model.drop_path_prob * epoch / o.epochs
         for module in model.modules():
@@ -198,7 +201,7 @@ def fit_model(
         loss_m, top1_m = AverageMeter(), AverageMeter()
         for step, (x, y) in enumerate(train):
             x, y = x.to(device, non_blocking=True).to(memory_format=fmt), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=not o.keep_zero_grads)
             with autocast(device, cfg.runtime.precision):
                 logits, aux = model_outputs(model, x)
                 loss = criterion(logits.float(), y)
@@ -218,7 +221,8 @@ def fit_model(
             if cfg.log_every and step % cfg.log_every == 0:
                 log(f"  epoch {epoch} step {step}/{len(train)} loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f}")
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        if not o.lr_step_at_start:
+            scheduler.step()
         history.append({"epoch": epoch, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
         log(f"epoch {epoch + 1}/{o.epochs} lr {lr:.5f} loss {loss_m.avg:.4f} train top1 {top1_m.avg:.2f}%")
     return history

@@ -217,7 +217,32 @@ def test_supernet_fitness_scores_the_validation_half_plain_or_augmented() -> Non
     assert plain != augmented
     assert scores(False, swap=True) == augmented
     assert scores(True, swap=True) == plain
-    assert augmented[0] == augmented[-1] and plain[0] == plain[-1]  # every individual sees the same batches
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_each_individual_reads_its_own_pass_over_the_validation_half(augment: bool) -> None:
+    """As the original's SubsetRandomSampler: every individual gets a fresh shuffle (and, augmented, fresh crops) of
+    the validation half, chosen by (generation, id), so a shard of the population scores as the whole does."""
+    cfg = tiny("data.augment=true")
+    space = get_space(cfg.supernet.space)
+    alphas = {ct: np.ones(space.alpha_shape(ct)) for ct in space.cell_types}
+    trainer = SupernetTrainer(
+        cfg.supernet, cfg.optim, SupernetFitnessConfig(augment=augment), cfg.data, 1, 0, torch.device("cpu")
+    )
+    seen: list[torch.Tensor] = []
+    trainer.net.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    scores = trainer.fitness([alphas, alphas, alphas], generation=0, keys=[0, 1, 0])
+    per = len(seen) // 3
+    first, second, again = seen[:per], seen[per : 2 * per], seen[2 * per :]
+    assert not torch.equal(first[0], second[0])  # two individuals: two batch orders
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and scores[0] == scores[2]  # same key, same pass
+    images = sorted(float(x.sum()) for batch in first for x in batch)
+    if not augment:  # a reshuffle of the same images ...
+        assert images == pytest.approx(sorted(float(x.sum()) for batch in second for x in batch))
+    assert trainer.fitness([alphas], generation=0, keys=[1]) == [scores[1]]  # ... and a shard scores the same
+    seen.clear()
+    trainer.fitness([alphas], generation=1, keys=[0])
+    assert not torch.equal(seen[0], first[0])  # the next generation: new passes
 
 
 def test_supernet_fitness_batch_size() -> None:

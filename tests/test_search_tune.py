@@ -121,7 +121,7 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "searchers=[darts,enas]"], "unknown searcher 'enas'; valid: darts, gdas, snas, xnas"),
+        (["--set", "searchers=[darts,enas]"], "unknown searcher 'enas'; valid: darts, gdas, rsps, snas, xnas"),
         (
             ["--set", "searchers=[gdas]", "--set", "base.snas.penalty=reparametrization"],
             "option snas.penalty does not apply to searcher gdas",

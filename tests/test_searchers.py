@@ -16,11 +16,11 @@ from evoray.config import config_from_dict
 from evoray.errors import ConfigError
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell
 from evoray.searchers import SEARCHERS, SearchConfig
-from evoray.searchers.darts import unrolled_arch_grad
 from evoray.searchers.experiment import ExperimentConfig, expand
-from evoray.searchers.resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
+from evoray.searchers.methods.darts import unrolled_arch_grad
+from evoray.searchers.methods.snas_resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
+from evoray.searchers.methods.xnas import theory_eta, wipeout
 from evoray.searchers.results import format_table, trial_summary
-from evoray.searchers.xnas import theory_eta, wipeout
 from evoray.spaces import get_space
 
 CPU = torch.device("cpu")
@@ -38,8 +38,8 @@ def tiny(searcher: str, **sections: dict) -> SearchConfig:
     return config_from_dict(SearchConfig, data)
 
 
-def test_registry_is_the_four_methods() -> None:
-    assert sorted(SEARCHERS.names()) == ["darts", "gdas", "snas", "xnas"]
+def test_registry_is_the_five_methods() -> None:
+    assert sorted(SEARCHERS.names()) == ["darts", "gdas", "rsps", "snas", "xnas"]
 
 
 # -- DARTS ------------------------------------------------------------------------------------------------------
@@ -456,7 +456,7 @@ def test_options_of_another_searcher_are_refused() -> None:
     exp = config_from_dict(ExperimentConfig, {"searchers": ["darts", "gdas"], "base": {"xnas": {"wipeout": False}}})
     with pytest.raises(ConfigError, match=r"trial darts seed 0: option xnas\.wipeout does not apply"):
         expand(exp)
-    with pytest.raises(ConfigError, match="unknown searcher 'enas'; valid: darts, gdas, snas, xnas"):
+    with pytest.raises(ConfigError, match="unknown searcher 'enas'; valid: darts, gdas, rsps, snas, xnas"):
         config_from_dict(ExperimentConfig, {"searchers": ["enas"]})
 
 

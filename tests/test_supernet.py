@@ -146,6 +146,8 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
     first = space.cell_types[0]
     with torch.no_grad():
         net.alphas[first][0, space.edge_ops(first, 0).index("none")] = 30.0  # edge 0 samples `none`
+        if space.family == "nb201":  # the other edges pool: a 1x1 conv and BN would cancel the zero terms' constant
+            net.alphas[first][1:, space.edge_ops(first, 1).index("avg_pool_3x3")] = 30.0
     weights = net.edge_weights()
     assert weights[first].active is not None and weights[first].active[0] == [0]
     runs, handles = _count_op_runs(net)

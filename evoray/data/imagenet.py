@@ -31,7 +31,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FolderImages(Dataset):
-    """(image tensor, label) of files ``samples``; ``rng_key`` (seed, stream, epoch) seeds random transforms."""
+    """(image tensor, label) of files ``samples``; ``rng_key`` (seed, stream, *epoch) seeds random transforms."""
 
     def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Any], Tensor], random: bool) -> None:
         self.samples, self.transform, self.random = samples, transform, random
@@ -70,17 +70,17 @@ class LoaderSource:
         self.images, self.batch_size, self.shuffle = images, batch_size, shuffle
         self.seed, self.stream, self.workers, self.cutout = seed, stream, workers, cutout
         self.num_examples = len(images)
-        self.epoch = 0
+        self.epoch: tuple[int, ...] = (0,)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, *key: int) -> None:
+        self.epoch = tuple(int(k) for k in key) or (0,)
 
     def __len__(self) -> int:
         return num_batches(self.num_examples, self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        gen = seeded_generator(self.seed, self.stream, self.epoch) if self.shuffle else None
-        self.images.rng_key = (self.seed, self.stream, self.epoch)  # workers get a copy made below
+        gen = seeded_generator(self.seed, self.stream, *self.epoch) if self.shuffle else None
+        self.images.rng_key = (self.seed, self.stream, *self.epoch)  # workers get a copy made below
         batches = [b.tolist() for b in batch_indices(self.num_examples, self.batch_size, gen)]
         loader = DataLoader(
             self.images, batch_sampler=batches, num_workers=self.workers, pin_memory=torch.cuda.is_available()

@@ -1,12 +1,15 @@
 """Batch sources: what training and evaluation loops iterate, one epoch at a time.
 
 A shuffled source draws the order and augmentation of epoch ``e`` from a generator seeded by (seed, stream, e), so
-the same seed gives the same batches in a fresh process and after resuming at any epoch. Unshuffled sources
+the same seed gives the same batches in a fresh process and after resuming at any epoch. The epoch key may be several
+ints, ``set_epoch(generation, individual)``, for passes that need an order of their own (each EvNAS individual reads
+its own shuffle of the validation half). Unshuffled sources
 (evaluation) give the examples in stored order, unaugmented.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -29,7 +32,14 @@ class BatchSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, *key: int) -> None: ...
+
+
+def with_batch_size(source: BatchSource, batch_size: int) -> BatchSource:
+    """The same examples, order and augmentation in batches of ``batch_size`` (a shallow copy: nothing is copied)."""
+    out = copy.copy(source)
+    out.batch_size = batch_size
+    return out
 
 
 def derive_seed(*key: int) -> int:
@@ -98,16 +108,17 @@ class TensorSource:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.shuffle, self.augment, self.seed, self.stream = shuffle, augment, seed, stream
         self.num_examples = int(images.shape[0])
-        self.epoch = 0
+        self.epoch: tuple[int, ...] = (0,)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, *key: int) -> None:
+        """Choose the pass: its order and augmentation follow (seed, stream, *key)."""
+        self.epoch = tuple(int(k) for k in key) or (0,)
 
     def __len__(self) -> int:
         return num_batches(self.num_examples, self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        gen = seeded_generator(self.seed, self.stream, self.epoch) if self.shuffle else None
+        gen = seeded_generator(self.seed, self.stream, *self.epoch) if self.shuffle else None
         aug = self.augment
         for idx in batch_indices(self.num_examples, self.batch_size, gen):
             x = self.images[idx].float() / self.scale  # (B, C, H, W) in [0, 1]

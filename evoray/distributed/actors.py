@@ -23,12 +23,9 @@ from torch import nn
 
 from evoray.data import DataConfig
 from evoray.distributed.config import DistributedConfig
-from evoray.evolution.supernet_fitness import (
-    SupernetConfig,
-    SupernetFitnessConfig,
-    SupernetOptimConfig,
-    SupernetTrainer,
-)
+from evoray.evolution.supernet_fitness import SupernetFitnessConfig, SupernetTrainer
+from evoray.nn.supernet import SupernetConfig
+from evoray.optim import OptimConfig
 
 Alphas = dict[str, np.ndarray]
 
@@ -72,8 +69,8 @@ class SupernetActor:
     def train_generation(self, population: Sequence[Alphas], generation: int) -> dict[str, float]:
         return self.trainer.train_generation(population, generation)
 
-    def fitness(self, population: Sequence[Alphas], generation: int) -> list[float]:
-        return self.trainer.fitness(population, generation)
+    def fitness(self, population: Sequence[Alphas], generation: int, keys: Sequence[int]) -> list[float]:
+        return self.trainer.fitness(population, generation, keys)
 
     def state_dict(self) -> dict[str, Any]:
         return _to_cpu(self.trainer.state_dict())
@@ -120,7 +117,7 @@ class SupernetFleet:
         self,
         fleet: DistributedConfig,
         net_cfg: SupernetConfig,
-        optim_cfg: SupernetOptimConfig,
+        optim_cfg: OptimConfig,
         fitness_cfg: SupernetFitnessConfig,
         data_cfg: DataConfig,
         generations: int,
@@ -188,8 +185,11 @@ class SupernetFleet:
         self._state = state
         ray.get([a.load_state_dict.remote(state) for a in self.actors])
 
-    def generation(self, population: Sequence[Alphas], generation: int) -> tuple[dict[str, float], list[float]]:
-        """Train on one pass of the data, then measure every individual's fitness; retried after a failure."""
+    def generation(
+        self, population: Sequence[Alphas], generation: int, keys: Sequence[int]
+    ) -> tuple[dict[str, float], list[float]]:
+        """Train on one pass of the data, then measure every individual's fitness (``keys``: the individuals' ids,
+        which choose their validation batches); retried after a failure."""
         if self._state is None:
             self.state_dict()  # the state to rebuild from if this generation fails
         while True:
@@ -197,7 +197,7 @@ class SupernetFleet:
                 start = time.perf_counter()
                 stats = _get_all([a.train_generation.remote(population, generation) for a in self.actors])
                 mid = time.perf_counter()
-                fitness = self._fitness(population, generation)
+                fitness = self._fitness(population, generation, keys)
                 end = time.perf_counter()
                 loss = float(np.mean([s["train_loss"] for s in stats]))
                 self.state_dict()
@@ -207,11 +207,13 @@ class SupernetFleet:
                     raise
                 self._rebuild(err)
 
-    def _fitness(self, population: Sequence[Alphas], generation: int) -> list[float]:
+    def _fitness(self, population: Sequence[Alphas], generation: int, keys: Sequence[int]) -> list[float]:
         k = len(self.actors)
         chunks = [list(range(i, len(population), k)) for i in range(k)]
         refs = [
-            a.fitness.remote([population[j] for j in idx], generation) for a, idx in zip(self.actors, chunks) if idx
+            a.fitness.remote([population[j] for j in idx], generation, [keys[j] for j in idx])
+            for a, idx in zip(self.actors, chunks)
+            if idx
         ]
         results = _get_all(refs)
         out = [0.0] * len(population)

@@ -22,7 +22,7 @@ from ray import tune
 from evoray.config import config_from_dict, config_to_dict
 from evoray.errors import ConfigError
 from evoray.runtime import apply_runtime
-from evoray.searchers import SEARCHERS, SearchConfig, Searcher
+from evoray.searchers import SEARCHERS, SearchConfig, Searcher, SearchSettings
 from evoray.searchers.experiment import ExperimentConfig, trial_label
 
 Log = Callable[[str], None]
@@ -128,7 +128,7 @@ def storage_uri(storage: str) -> str:
 
 
 def run_trials(
-    exp: ExperimentConfig, trials: list[SearchConfig], name: str, log: Log, quiet_stdout: bool = False
+    exp: ExperimentConfig, trials: list[SearchSettings], name: str, log: Log, quiet_stdout: bool = False
 ) -> Any:
     """Run every trial as a Tune experiment ``name`` under ``exp.storage``; returns Tune's ResultGrid."""
     from ray.tune.schedulers import ASHAScheduler

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from evoray.data import DataConfig
 from evoray.errors import ConfigError
-from evoray.runtime import RuntimeConfig
-from evoray.training import ModelConfig, OptimConfig
+from evoray.training import Recipe
 
 METRICS = ("nll", "accuracy")
 CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
@@ -35,19 +34,6 @@ class MembersConfig:
     supernets: list[str] = field(default_factory=list)  # evolve run dirs: supernet + its best individual's decoding
     seeds: int = field(default=1, metadata={"min": 1})  # trained copies of each genotype, seeds seed, seed + 1, ...
     populations_dir: str = "populations"  # where latest_run and latest_supernet look
-
-
-@dataclass
-class RecipeConfig:
-    """How genotype members are trained: the model and optimiser sections of ``python -m evoray.train``.
-
-    ``model.genotype`` is ignored: every member sets its own. Defaults are the DARTS CIFAR-10 evaluation recipe.
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    log_every: int = field(default=0, metadata={"min": 0})  # log every N steps within an epoch (0 = per epoch only)
 
 
 @dataclass
@@ -126,7 +112,7 @@ class EnsembleConfig:
         )
     )
     members: MembersConfig = field(default_factory=MembersConfig)
-    train: RecipeConfig = field(default_factory=RecipeConfig)
+    train: Recipe = field(default_factory=Recipe)  # how genotype members are trained (model.genotype: their own)
     supernet: SupernetEvalConfig = field(default_factory=SupernetEvalConfig)
     committees: list[CommitteeConfig] = field(default_factory=_default_committees)
     shift: ShiftConfig = field(default_factory=ShiftConfig)

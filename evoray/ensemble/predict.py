@@ -155,7 +155,7 @@ def _supernet_model(
     cfg: EnsembleConfig, member: MemberSpec, splits: DataSplits, device: torch.device, log: Log
 ) -> nn.Module:
     from evoray.evolution.runner import EvolveConfig
-    from evoray.evolution.supernet_fitness import build_supernet
+    from evoray.nn.supernet import build_supernet
 
     evolve_cfg = config_from_dict(EvolveConfig, member.config)
     net = build_supernet(evolve_cfg.supernet, splits.num_classes, splits.in_channels)

@@ -28,13 +28,9 @@ from evoray.errors import ConfigError
 from evoray.evolution.fitness import BACKENDS, FitnessBackend
 from evoray.evolution.individual import Alphas, Individual
 from evoray.evolution.strategies import STRATEGIES, EvolutionConfig
-from evoray.evolution.supernet_fitness import (
-    SupernetBackend,
-    SupernetConfig,
-    SupernetFitnessConfig,
-    SupernetOptimConfig,
-    SupernetTrainer,
-)
+from evoray.evolution.supernet_fitness import SupernetBackend, SupernetFitnessConfig, SupernetTrainer
+from evoray.nn.supernet import SupernetConfig
+from evoray.optim import OptimConfig
 from evoray.profiling import genotype_params_m
 from evoray.report import draw_genotype, plot_fitness
 from evoray.runtime import RuntimeConfig, apply_runtime, seed_everything
@@ -65,7 +61,7 @@ class EvolveConfig:
     name: str = ""  # run name: the output goes to populations/<name> unless --out is given
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
-    optim: SupernetOptimConfig = field(default_factory=SupernetOptimConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", root="data/cifar10"))
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
@@ -112,7 +108,9 @@ class RaySupernet(FitnessBackend):
         self._fitness: list[float] = []
 
     def train_generation(self, individuals: list[Individual], generation: int) -> dict[str, float]:
-        stats, self._fitness = self.fleet.generation([i.alphas for i in individuals], generation)
+        stats, self._fitness = self.fleet.generation(
+            [i.alphas for i in individuals], generation, [i.id for i in individuals]
+        )
         return stats
 
     def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:

@@ -9,7 +9,6 @@ No Ray here: :class:`SupernetTrainer` is the whole algorithm on one device, and 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,32 +22,13 @@ from evoray.data import DataConfig, DataSplits, build_data
 from evoray.errors import ConfigError
 from evoray.evolution.fitness import BACKENDS, FitnessBackend
 from evoray.evolution.individual import Individual
-from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
+from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights, decode_one_hot
+from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients
 from evoray.runtime import autocast
-from evoray.spaces import SPACES, get_space
+from evoray.spaces import get_space
 
 Alphas = dict[str, np.ndarray]
-
-
-@dataclass
-class SupernetConfig:
-    space: str = "darts"  # a registered search space
-    init_channels: int = field(default=16, metadata={"min": 2})  # C of the first cells (EvNAS: 16)
-    layers: int = field(default=8, metadata={"min": 1})  # cells (DARTS family); cells per stage N (nb201, 5)
-
-    def validate(self) -> None:
-        if self.space not in SPACES:
-            raise ConfigError(f"unknown search space {self.space!r}; valid: {', '.join(SPACES.names())}")
-
-
-@dataclass
-class SupernetOptimConfig:
-    lr: float = field(default=0.025, metadata={"min": 0.0})  # SGD learning rate of the shared weights
-    lr_min: float = field(default=0.001, metadata={"min": 0.0})  # cosine schedule's end, over the generations
-    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
-    grad_clip: float = field(default=5.0, metadata={"min": 0.0})  # max gradient norm (0 = off)
 
 
 @dataclass
@@ -63,27 +43,6 @@ class SupernetFitnessConfig:
     augment: bool = False
 
 
-def build_supernet(
-    cfg: SupernetConfig,
-    num_classes: int,
-    in_channels: int,
-    weighting: str = "decoded",
-    alpha_init_std: float = 1e-3,
-) -> Supernet:
-    """The supernet of ``cfg``'s space (DARTS family or NB201) with the weighting mode of its searcher."""
-    space = get_space(cfg.space)
-    cls = NB201Supernet if space.family == "nb201" else DartsSupernet
-    return cls(
-        space,
-        cfg.init_channels,
-        cfg.layers,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        weighting=weighting,
-        alpha_init_std=alpha_init_std,
-    )
-
-
 class SupernetTrainer:
     """One supernet replica on one device: trains the shared weights and measures the fitness of individuals.
 
@@ -96,7 +55,7 @@ class SupernetTrainer:
     def __init__(
         self,
         net_cfg: SupernetConfig,
-        optim_cfg: SupernetOptimConfig,
+        optim_cfg: OptimConfig,
         fitness_cfg: SupernetFitnessConfig,
         data_cfg: DataConfig,
         generations: int,
@@ -129,8 +88,8 @@ class SupernetTrainer:
         self.params = list(self.net.weight_parameters())
         o = optim_cfg
         self.optim_cfg = o
-        self.optimizer = torch.optim.SGD(self.params, o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(generations, 1), o.lr_min)
+        self.optimizer = build_sgd(self.params, o)
+        self.scheduler = build_schedule(self.optimizer, o, generations)
         self.generation = 0
         # Sums gradients over the replicas (set by the distributed layer); None for a single replica.
         self.grad_reducer: Callable[[list[nn.Parameter]], None] | None = None
@@ -154,7 +113,7 @@ class SupernetTrainer:
         that summing them over the replicas gives the gradient of the global batch's mean loss. Returns the summed
         loss of this replica's shards."""
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not self.optim_cfg.keep_zero_grads)
         total = 0.0
         for s in self.my_shards:
             xs = x[s :: self.shards].to(self.device, non_blocking=True).to(memory_format=self.fmt)
@@ -167,8 +126,7 @@ class SupernetTrainer:
         return total
 
     def apply_grads(self) -> None:
-        if self.optim_cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.params, self.optim_cfg.grad_clip)
+        clip_gradients(self.params, self.optim_cfg.grad_clip)
         self.optimizer.step()
 
     def batches(self, generation: int) -> Any:
@@ -194,17 +152,19 @@ class SupernetTrainer:
         self.generation += 1
 
     # -- fitness ----------------------------------------------------------------------------------------------
-    def fitness(self, population: Sequence[Alphas], generation: int) -> list[float]:
-        """Top-1 validation accuracy (%) of every individual on the shared weights, each on the same batches."""
+    def fitness(self, population: Sequence[Alphas], generation: int, keys: Sequence[int] | None = None) -> list[float]:
+        """Top-1 validation accuracy (%) of every individual on the shared weights. As the original's sampler does,
+        each individual reads its own shuffle (and, with ``augment``, its own augmentation) of the validation half,
+        drawn from (generation, its key): the individuals' ids (default: 0, 1, ... in order)."""
         source = self.data.arch if self.fitness_cfg.augment else self.data.valid
         assert source is not None
         bn_train = self.fitness_cfg.bn_mode == "train"
         state = {k: v.clone() for k, v in self.net.state_dict().items() if "running_" in k or "num_batches" in k}
         out = []
-        for alphas in population:
+        for alphas, key in zip(population, keys or range(len(population)), strict=True):
             weights = self.decode(alphas)
             self.net.train(bn_train)
-            source.set_epoch(generation)
+            source.set_epoch(generation, key)
             correct, total = 0, 0
             with torch.inference_mode():
                 for b, (x, y) in enumerate(source):
@@ -240,12 +200,6 @@ class SupernetTrainer:
         torch.set_rng_state(state["torch_rng"])
 
 
-def lr_at(optim_cfg: SupernetOptimConfig, generation: int, generations: int) -> float:
-    """The cosine learning rate of ``generation`` (for display)."""
-    t = generation / max(generations, 1)
-    return optim_cfg.lr_min + 0.5 * (optim_cfg.lr - optim_cfg.lr_min) * (1 + math.cos(math.pi * t))
-
-
 @BACKENDS.register("supernet")
 class SupernetBackend(FitnessBackend):
     """EvNAS fitness on a shared supernet in this process (the Ray fleet is the distributed form)."""
@@ -257,7 +211,7 @@ class SupernetBackend(FitnessBackend):
         return self.trainer.train_generation([i.alphas for i in individuals], generation)
 
     def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
-        return self.trainer.fitness([i.alphas for i in individuals], generation)
+        return self.trainer.fitness([i.alphas for i in individuals], generation, [i.id for i in individuals])
 
     def state_dict(self) -> dict[str, Any]:
         return self.trainer.state_dict()

@@ -58,6 +58,17 @@ def _pw_param(rows: int, c_in: int, k: int = 1) -> nn.Parameter:
     return nn.Parameter(nn.Conv2d(c_in, rows, k, bias=False).weight.detach())
 
 
+def _bias_param(rows: int, c_in: int, k: int = 1) -> nn.Parameter:
+    """The bias of ``rows`` convolutions of ``c_in`` inputs (PyTorch's default initialisation)."""
+    conv = nn.Conv2d(c_in, rows, k, bias=True)
+    assert conv.bias is not None
+    return nn.Parameter(conv.bias.detach())
+
+
+def _take_bias(b: nn.Parameter | None, slots: Slots, width: int) -> Tensor | None:
+    return None if b is None else take(b, slots, width)
+
+
 class GroupOp(nn.Module):
     """Base: ``m`` edges of ``C`` channels.
 
@@ -134,43 +145,49 @@ class SharedPool(GroupOp):
 
 
 class GroupSepConv(GroupOp):
-    """``m`` SepConvs: twice [ReLU, depthwise kxk, 1x1, BN]; the input arrives activated."""
+    """``m`` SepConvs: twice [ReLU, depthwise kxk, 1x1, BN]; the input arrives activated. ``bias``: the 1x1 convs
+    have a bias (AutoDL's ops, where BN is not affine)."""
 
     relu_first = True
 
-    def __init__(self, C: int, m: int, k: int, stride: int) -> None:
+    def __init__(self, C: int, m: int, k: int, stride: int, bias: bool = False) -> None:
         super().__init__(C, m)
         self.k, self.stride, self.pad = k, stride, k // 2
         self.dw1, self.pw1 = _dw_param(m * C, k), _pw_param(m * C, C)
         self.bn1 = nn.BatchNorm2d(m * C, affine=False)
         self.dw2, self.pw2 = _dw_param(m * C, k), _pw_param(m * C, C)
         self.bn2 = nn.BatchNorm2d(m * C, affine=False)
+        self.pw1_bias = _bias_param(m * C, C) if bias else None
+        self.pw2_bias = _bias_param(m * C, C) if bias else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
         h = x.repeat(1, n, 1, 1) if n > 1 else x  # (B, nC, H, W), edge-major
         h = depthwise_conv(h, take(self.dw1, slots, C), self.stride, self.pad)
-        h = stacked_bn(F.conv2d(h, take(self.pw1, slots, C), groups=n), self.bn1, slots, C)
-        h = depthwise_conv(F.relu(h), take(self.dw2, slots, C), 1, self.pad)
-        return stacked_bn(F.conv2d(h, take(self.pw2, slots, C), groups=n), self.bn2, slots, C)
+        h = F.conv2d(h, take(self.pw1, slots, C), _take_bias(self.pw1_bias, slots, C), groups=n)
+        h = depthwise_conv(F.relu(stacked_bn(h, self.bn1, slots, C)), take(self.dw2, slots, C), 1, self.pad)
+        h = F.conv2d(h, take(self.pw2, slots, C), _take_bias(self.pw2_bias, slots, C), groups=n)
+        return stacked_bn(h, self.bn2, slots, C)
 
 
 class GroupDilConv(GroupOp):
-    """``m`` DilConvs: ReLU, depthwise kxk dilation 2, 1x1, BN."""
+    """``m`` DilConvs: ReLU, depthwise kxk dilation 2, 1x1 (with a bias if ``bias``), BN."""
 
     relu_first = True
 
-    def __init__(self, C: int, m: int, k: int, stride: int) -> None:
+    def __init__(self, C: int, m: int, k: int, stride: int, bias: bool = False) -> None:
         super().__init__(C, m)
         self.stride, self.pad = stride, k - 1
         self.dw, self.pw = _dw_param(m * C, k), _pw_param(m * C, C)
         self.bn = nn.BatchNorm2d(m * C, affine=False)
+        self.pw_bias = _bias_param(m * C, C) if bias else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
         h = x.repeat(1, n, 1, 1) if n > 1 else x
         h = depthwise_conv(h, take(self.dw, slots, C), self.stride, self.pad, dilation=2)
-        return stacked_bn(F.conv2d(h, take(self.pw, slots, C), groups=n), self.bn, slots, C)
+        h = F.conv2d(h, take(self.pw, slots, C), _take_bias(self.pw_bias, slots, C), groups=n)
+        return stacked_bn(h, self.bn, slots, C)
 
 
 class GroupFactorizedReduce(GroupOp):
@@ -178,35 +195,42 @@ class GroupFactorizedReduce(GroupOp):
 
     relu_first = True
 
-    def __init__(self, C: int, m: int) -> None:
+    def __init__(self, C: int, m: int, bias: bool = False) -> None:
         super().__init__(C, m)
         assert C % 2 == 0, f"FactorizedReduce needs an even C, got {C}"
         self.conv_1, self.conv_2 = _pw_param(m * C // 2, C), _pw_param(m * C // 2, C)
         self.bn = nn.BatchNorm2d(m * C, affine=False)
+        self.conv_1_bias = _bias_param(m * C // 2, C) if bias else None
+        self.conv_2_bias = _bias_param(m * C // 2, C) if bias else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
-        a = F.conv2d(x, take(self.conv_1, slots, C // 2), stride=2)  # (B, nC/2, H/2, W/2)
-        b = F.conv2d(x[:, :, 1:, 1:], take(self.conv_2, slots, C // 2), stride=2)
-        B, _, H, W = a.shape
-        h = torch.cat([a.reshape(B, n, C // 2, H, W), b.reshape(B, n, C // 2, H, W)], dim=2).reshape(B, n * C, H, W)
+        half = C // 2
+        a = F.conv2d(x, take(self.conv_1, slots, half), _take_bias(self.conv_1_bias, slots, half), stride=2)
+        b = F.conv2d(
+            x[:, :, 1:, 1:], take(self.conv_2, slots, half), _take_bias(self.conv_2_bias, slots, half), stride=2
+        )
+        B, _, H, W = a.shape  # (B, nC/2, H/2, W/2)
+        h = torch.cat([a.reshape(B, n, half, H, W), b.reshape(B, n, half, H, W)], dim=2).reshape(B, n * C, H, W)
         return stacked_bn(h, self.bn, slots, C)
 
 
 class GroupReLUConvBN(GroupOp):
-    """``m`` NAS-Bench-201 ``nor_conv_kxk``: ReLU, conv, BN (one dense conv over the shared input)."""
+    """``m`` NAS-Bench-201 ``nor_conv_kxk``: ReLU, conv (with a bias if ``bias``), BN (one dense conv over the
+    shared input)."""
 
     relu_first = True
 
-    def __init__(self, C: int, m: int, k: int, stride: int) -> None:
+    def __init__(self, C: int, m: int, k: int, stride: int, bias: bool = False) -> None:
         super().__init__(C, m)
         self.stride, self.pad = stride, k // 2
         self.weight = _pw_param(m * C, C, k)
         self.bn = nn.BatchNorm2d(m * C, affine=False)
+        self.bias = _bias_param(m * C, C, k) if bias else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
-        h = F.conv2d(x, take(self.weight, slots, self.C), stride=self.stride, padding=self.pad)
-        return stacked_bn(h, self.bn, slots, self.C)
+        weight, bias = take(self.weight, slots, self.C), _take_bias(self.bias, slots, self.C)
+        return stacked_bn(F.conv2d(x, weight, bias, stride=self.stride, padding=self.pad), self.bn, slots, self.C)
 
 
 class GroupNoise(GroupOp):
@@ -222,20 +246,21 @@ class GroupNoise(GroupOp):
         return torch.randn(B, _n(slots, self.m) * self.C, H, W, device=x.device, dtype=x.dtype)
 
 
-def build_group_op(name: str, C: int, m: int, stride: int, pool_bn: bool) -> GroupOp:
-    """The grouped form of op ``name`` for ``m`` edges of ``C`` channels."""
+def build_group_op(name: str, C: int, m: int, stride: int, pool_bn: bool, bias: bool = False) -> GroupOp:
+    """The grouped form of op ``name`` for ``m`` edges of ``C`` channels; ``pool_bn``: a BN after each pool (DARTS'
+    search ops); ``bias``: convolutions followed by a (non-affine) BN get a bias (AutoDL's search ops)."""
     if name == "none":
         return SharedZero(C, m, stride)
     if name == "skip_connect":
-        return SharedIdentity(C, m) if stride == 1 else GroupFactorizedReduce(C, m)
+        return SharedIdentity(C, m) if stride == 1 else GroupFactorizedReduce(C, m, bias)
     if name in ("max_pool_3x3", "avg_pool_3x3"):
         return SharedPool(C, m, name[:3], stride, pool_bn)
     if name.startswith("sep_conv_"):
-        return GroupSepConv(C, m, int(name[-1]), stride)
+        return GroupSepConv(C, m, int(name[-1]), stride, bias)
     if name.startswith("dil_conv_"):
-        return GroupDilConv(C, m, int(name[-1]), stride)
+        return GroupDilConv(C, m, int(name[-1]), stride, bias)
     if name.startswith("nor_conv_"):
-        return GroupReLUConvBN(C, m, int(name[-1]), stride)
+        return GroupReLUConvBN(C, m, int(name[-1]), stride, bias)
     if name == "noise":
         return GroupNoise(C, m, stride)
     from evoray.nn.ops import OPS  # the registry's error lists every valid op name

@@ -22,28 +22,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evoray.errors import ConfigError
-from evoray.nn.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
+from evoray.nn.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
 from evoray.nn.supernet import ResNetBasicBlock
 from evoray.spaces.genotype import CellGenotype, Genotype
 
 FAMILIES = ("cifar", "imagenet", "nb201")
 
 
-def drop_path(x: Tensor, drop_prob: float) -> Tensor:
-    """Zero whole samples with probability ``drop_prob`` and scale the kept ones by ``1 / (1 - drop_prob)``."""
-    keep = 1.0 - drop_prob
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
-    return x / keep * mask
-
-
 class EvalCell(nn.Module):
     """A discrete DARTS cell: two preprocessed inputs, each node the sum of its edges, output the concat.
 
-    Edges whose op is ``none`` are not built (they would add zeros); a node left without edges is zeros.
+    Edges whose op is ``none`` are not built (they would add zeros); a node left without edges is zeros. ``pool_bn``
+    puts an affine BatchNorm after each pool, as SNAS' evaluation network does (DARTS' has none).
     """
 
     def __init__(
-        self, cell: CellGenotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool
+        self,
+        cell: CellGenotype,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        pool_bn: bool = False,
     ) -> None:
         super().__init__()
         self.reduction = reduction
@@ -59,7 +60,10 @@ class EvalCell(nn.Module):
                 if name == "none":
                     continue
                 stride = 2 if reduction and j < 2 else 1
-                self.ops.append(build_op(name, C, stride, affine=True))
+                op = build_op(name, C, stride, affine=True)
+                if pool_bn and name.endswith("pool_3x3"):  # SNAS' evaluation ops: a BN after each pool
+                    op = nn.Sequential(op, nn.BatchNorm2d(C))
+                self.ops.append(op)
                 inputs.append(j)
             self.node_inputs.append(inputs)
         self.concat = tuple(cell.concat)
@@ -132,7 +136,7 @@ def _require_darts(genotype: Genotype, who: str) -> None:
 
 
 def _darts_cells(
-    genotype: Genotype, layers: int, C: int, C_stem: int, reduction_prev: bool
+    genotype: Genotype, layers: int, C: int, C_stem: int, reduction_prev: bool, pool_bn: bool = False
 ) -> tuple[nn.ModuleList, int, int]:
     """The cell stack, its output channels, and the channels entering the auxiliary head (after cell 2L//3)."""
     cells = nn.ModuleList()
@@ -142,7 +146,13 @@ def _darts_cells(
         if reduction:
             C_curr *= 2
         cell = EvalCell(
-            genotype.cell("reduce" if reduction else "normal"), C_prev_prev, C_prev, C_curr, reduction, reduction_prev
+            genotype.cell("reduce" if reduction else "normal"),
+            C_prev_prev,
+            C_prev,
+            C_curr,
+            reduction,
+            reduction_prev,
+            pool_bn,
         )
         cells.append(cell)
         reduction_prev = reduction
@@ -168,6 +178,7 @@ class NetworkCIFAR(nn.Module):
         genotype: Genotype,
         in_channels: int = 3,
         stem_multiplier: int = 3,
+        pool_bn: bool = False,
     ) -> None:
         super().__init__()
         _require_darts(genotype, "NetworkCIFAR")
@@ -175,7 +186,7 @@ class NetworkCIFAR(nn.Module):
         self.aux_index = 2 * layers // 3
         C_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
-        self.cells, C_prev, C_aux = _darts_cells(genotype, layers, C, C_stem, reduction_prev=False)
+        self.cells, C_prev, C_aux = _darts_cells(genotype, layers, C, C_stem, reduction_prev=False, pool_bn=pool_bn)
         self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if auxiliary else None
         self.classifier = nn.Linear(C_prev, num_classes)
 
@@ -196,7 +207,14 @@ class NetworkImageNet(nn.Module):
     """
 
     def __init__(
-        self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype, in_channels: int = 3
+        self,
+        C: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool,
+        genotype: Genotype,
+        in_channels: int = 3,
+        pool_bn: bool = False,
     ) -> None:
         super().__init__()
         _require_darts(genotype, "NetworkImageNet")
@@ -210,7 +228,7 @@ class NetworkImageNet(nn.Module):
             nn.BatchNorm2d(C),
         )
         self.stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells, C_prev, C_aux = _darts_cells(genotype, layers, C, C, reduction_prev=True)
+        self.cells, C_prev, C_aux = _darts_cells(genotype, layers, C, C, reduction_prev=True, pool_bn=pool_bn)
         self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes) if auxiliary else None
         self.classifier = nn.Linear(C_prev, num_classes)
 
@@ -292,10 +310,12 @@ def build_network(
     in_channels: int = 3,
     auxiliary: bool = False,
     N: int = 5,
+    pool_bn: bool = False,
 ) -> nn.Module:
     """Build the evaluation network of ``family`` ("cifar", "imagenet" or "nb201") for ``genotype``.
 
-    ``layers`` is the number of cells of the DARTS networks; ``N`` the cells per stage of the NB201 network.
+    ``layers`` is the number of cells of the DARTS networks; ``N`` the cells per stage of the NB201 network;
+    ``pool_bn`` puts a BatchNorm after each pool of a DARTS network (SNAS' evaluation network).
     """
     if family not in FAMILIES:
         raise ConfigError(f"unknown network family {family!r}; valid: {', '.join(FAMILIES)}")
@@ -310,5 +330,5 @@ def build_network(
     if C < 1 or (family == "imagenet" and C % 2):
         raise ConfigError(f"C (initial channels) must be >= 1, and even for family 'imagenet'; got {C}")
     if family == "cifar":
-        return NetworkCIFAR(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels)
-    return NetworkImageNet(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels)
+        return NetworkCIFAR(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels, pool_bn=pool_bn)
+    return NetworkImageNet(C, num_classes, layers, auxiliary, genotype, in_channels=in_channels, pool_bn=pool_bn)

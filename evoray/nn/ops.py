@@ -72,9 +72,13 @@ class _ReLUFirst(nn.Module):
 
 
 class ReLUConvBN(_ReLUFirst):
-    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True) -> None:
+    """ReLU, conv, BN. ``bias`` gives the conv a bias, as AutoDL's search ops do where BN is not affine."""
+
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True, bias: bool = False
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False)
+        self.conv = nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=bias)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def body(self, x: Tensor) -> Tensor:
@@ -154,15 +158,22 @@ class SepConv(_ReLUFirst):
 class FactorizedReduce(_ReLUFirst):
     """Halve the resolution: ReLU, two 1x1 stride-2 convs (the second shifted by one pixel), concat, BN."""
 
-    def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
+    def __init__(self, C_in: int, C_out: int, affine: bool = True, bias: bool = False) -> None:
         super().__init__()
         assert C_out % 2 == 0, f"FactorizedReduce needs an even C_out, got {C_out}"
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=bias)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=bias)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def body(self, x: Tensor) -> Tensor:
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+def drop_path(x: Tensor, drop_prob: float) -> Tensor:
+    """Zero whole samples with probability ``drop_prob`` and scale the kept ones by ``1 / (1 - drop_prob)``."""
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
+    return x / keep * mask
 
 
 _COUNT_CACHE: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}

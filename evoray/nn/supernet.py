@@ -3,22 +3,36 @@
 The supernet owns its architecture parameters (``alphas``, one (E, K) matrix per cell type, shared by every cell of
 that type) and turns them into edge weights with the mode named by ``weighting`` (see ``evoray.nn.weighting``).
 Weights may also be passed to ``forward`` explicitly.
+
+Two styles of search ops and cells, as the originals build them:
+
+- ``darts`` (quark0/darts, SNAS, EvNAS): a BatchNorm (not affine) after each pool, bias-free convolutions, the
+  classifier straight after the global pool;
+- ``autodl`` (AutoDL-Projects: GDAS, its NAS-Bench-201 baselines, EvNAS on NAS-Bench-201): no BatchNorm after the
+  pools, a bias in every convolution whose BatchNorm is not affine, and BN-ReLU before the global pool.
+
+``drop_path_prob`` (SNAS' search) drops each edge's output per sample while training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from evoray.errors import ConfigError
 from evoray.nn.grouped import build_group_op
-from evoray.nn.ops import FactorizedReduce, ReLUConvBN
+from evoray.nn.ops import FactorizedReduce, ReLUConvBN, drop_path
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, WeightingContext
+from evoray.spaces.catalog import SPACES, get_space
 from evoray.spaces.derive import derive_genotype
 from evoray.spaces.genotype import Genotype
 from evoray.spaces.space import SearchSpace
+
+STYLES = ("darts", "autodl")
 
 
 class EdgeGroup(nn.Module):
@@ -28,7 +42,9 @@ class EdgeGroup(nn.Module):
     alpha columns are ``cols[name]``. The output of edge ``e`` is ``sum_k w[e, k] * op_k(x)`` over its active ops.
     """
 
-    def __init__(self, space: SearchSpace, cell_type: str, source: int, C: int, stride: int, pool_bn: bool) -> None:
+    def __init__(
+        self, space: SearchSpace, cell_type: str, source: int, C: int, stride: int, pool_bn: bool, bias: bool = False
+    ) -> None:
         super().__init__()
         self.C, self.stride = C, stride
         self.edge_ids = [e for e, (_, j) in enumerate(space.edges) if j == source]  # alpha rows, by target
@@ -42,7 +58,7 @@ class EdgeGroup(nn.Module):
             members = [s for s, e in enumerate(self.edge_ids) if name in space.edge_ops(cell_type, e)]
             self.members[name] = members
             self.cols[name] = [space.edge_ops(cell_type, self.edge_ids[s]).index(name) for s in members]
-            self.ops[name] = build_group_op(name, C, len(members), stride, pool_bn)
+            self.ops[name] = build_group_op(name, C, len(members), stride, pool_bn, bias)
         self.needs_relu = any(op.relu_first for op in self.ops.values())
 
     def forward(self, x: Tensor, x_relu: Tensor | None, ew: EdgeWeights) -> list[Tensor]:
@@ -85,7 +101,7 @@ class EdgeGroup(nn.Module):
 
 
 class SearchCell(nn.Module):
-    """A supernet cell: DARTS (two inputs, preprocessed) or NAS-Bench-201 (one input)."""
+    """A supernet cell: DARTS (two inputs, preprocessed) or NAS-Bench-201 (one input). ``style``: see the module."""
 
     def __init__(
         self,
@@ -96,37 +112,44 @@ class SearchCell(nn.Module):
         C: int,
         reduction: bool,
         reduction_prev: bool,
+        style: str = "darts",
     ) -> None:
         super().__init__()
         self.cell_type = cell_type
         self.reduction = reduction
         self.darts = space.family == "darts"
         self.steps, self.num_inputs = space.steps, space.num_inputs
+        bias = style == "autodl"
         if self.darts:
             if reduction_prev:
-                self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=False)
+                self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=False, bias=bias)
             else:
-                self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
-            self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+                self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False, bias=bias)
+            self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False, bias=bias)
         last = space.num_inputs + space.steps - 1  # the last node feeds no edge
+        pool_bn = self.darts and style == "darts"
         self.groups = nn.ModuleList(
-            EdgeGroup(space, cell_type, j, C, 2 if reduction and j < space.num_inputs else 1, self.darts)
+            EdgeGroup(space, cell_type, j, C, 2 if reduction and j < space.num_inputs else 1, pool_bn, bias)
             for j in range(last)
         )
         self.incoming = [[e for e, (t, _) in enumerate(space.edges) if t == target] for target in range(last + 1)]
 
-    def forward(self, inputs: list[Tensor], ew: EdgeWeights) -> Tensor:
+    def forward(self, inputs: list[Tensor], ew: EdgeWeights, drop_prob: float = 0.0) -> Tensor:
         if self.darts:
             states = [self.preprocess0(inputs[0]), self.preprocess1(inputs[1])]
         else:
             states = [inputs[0]]
         edge_out: dict[int, Tensor] = {}
+        drop = self.training and drop_prob > 0.0
 
         def run(j: int) -> None:
             group = self.groups[j]
             assert isinstance(group, EdgeGroup)
             x_relu = F.relu(states[j]) if group.needs_relu else None
-            edge_out.update(zip(group.edge_ids, group(states[j], x_relu, ew)))
+            outs = group(states[j], x_relu, ew)
+            if drop:  # SNAS' search: every edge's output, one mask per edge and sample
+                outs = [drop_path(out, drop_prob) for out in outs]
+            edge_out.update(zip(group.edge_ids, outs))
 
         for j in range(self.num_inputs):
             run(j)
@@ -150,6 +173,7 @@ class Supernet(nn.Module):
     weighting: str  # a name of evoray.nn.weighting.WEIGHTINGS
     tau: float  # temperature of the Gumbel modes
     cells: nn.ModuleList
+    drop_path_prob: float = 0.0  # per-sample drop of every edge's output while training (SNAS: 0.3)
 
     def _init_alphas(self, init_std: float) -> None:
         self.alphas = nn.ParameterDict(
@@ -208,11 +232,13 @@ class DartsSupernet(Supernet):
         stem_multiplier: int = 3,
         weighting: str = "softmax",
         alpha_init_std: float = 1e-3,
+        style: str = "darts",
     ) -> None:
         super().__init__()
         assert space.family == "darts", f"DartsSupernet needs a darts-family space, got {space.name}"
+        assert style in STYLES, f"style {style!r} is not one of {STYLES}"
         WEIGHTINGS.get(weighting)
-        self.space, self.weighting, self.tau = space, weighting, 1.0
+        self.space, self.weighting, self.tau, self.style = space, weighting, 1.0, style
         multiplier = space.steps
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
@@ -224,9 +250,13 @@ class DartsSupernet(Supernet):
             if reduction:
                 C_curr *= 2
             ct = "reduce" if reduction else "normal"
-            self.cells.append(SearchCell(space, ct, C_prev_prev, C_prev, C_curr, reduction, reduction_prev))
+            self.cells.append(SearchCell(space, ct, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, style))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        # AutoDL's NASNet-space supernet (GDAS) ends in BN-ReLU before the pool; DARTS' pools the last cell directly
+        self.lastact: nn.Module = (
+            nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU()) if style == "autodl" else nn.Identity()
+        )
         self.classifier = nn.Linear(C_prev, num_classes)
         self._init_alphas(alpha_init_std)
 
@@ -235,8 +265,8 @@ class DartsSupernet(Supernet):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             assert isinstance(cell, SearchCell)
-            s0, s1 = s1, cell([s0, s1], weights[cell.cell_type])
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1))
+            s0, s1 = s1, cell([s0, s1], weights[cell.cell_type], self.drop_path_prob)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.lastact(s1), 1), 1))
 
 
 class ResNetBasicBlock(nn.Module):
@@ -267,18 +297,20 @@ class NB201Supernet(Supernet):
         in_channels: int = 3,
         weighting: str = "softmax",
         alpha_init_std: float = 1e-3,
+        style: str = "autodl",
     ) -> None:
         super().__init__()
         assert space.family == "nb201", f"NB201Supernet needs the nb201 space, got {space.name}"
+        assert style in STYLES, f"style {style!r} is not one of {STYLES}"
         WEIGHTINGS.get(weighting)
-        self.space, self.weighting, self.tau = space, weighting, 1.0
+        self.space, self.weighting, self.tau, self.style = space, weighting, 1.0, style
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         layers: list[nn.Module] = []
         C_prev = C
         for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
             if stage > 0:
                 layers.append(ResNetBasicBlock(C_prev, C_curr))
-            layers.extend(SearchCell(space, "cell", 0, C_curr, C_curr, False, False) for _ in range(N))
+            layers.extend(SearchCell(space, "cell", 0, C_curr, C_curr, False, False, style) for _ in range(N))
             C_prev = C_curr
         self.cells = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
@@ -289,6 +321,48 @@ class NB201Supernet(Supernet):
         weights = weights or self.edge_weights()
         h = self.stem(x)
         for layer in self.cells:
-            h = layer([h], weights["cell"]) if isinstance(layer, SearchCell) else layer(h)
+            h = layer([h], weights["cell"], self.drop_path_prob) if isinstance(layer, SearchCell) else layer(h)
         h = self.lastact(h)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
+@dataclass
+class SupernetConfig:
+    """The one-shot supernet of a search: its space, size and op style."""
+
+    space: str = "darts"  # a registered search space
+    init_channels: int = field(default=16, metadata={"min": 2})  # C of the first cells (EvNAS: 16)
+    layers: int = field(default=8, metadata={"min": 1})  # cells (DARTS family); cells per stage N (nb201, 5)
+    # search ops and cells: darts (BN after pools, no conv bias) or autodl (AutoDL-Projects: no BN after pools, conv
+    # bias where BN is not affine, BN-ReLU before the pool); "" = the space's original: darts for the DARTS family,
+    # autodl for nb201
+    style: str = field(default="", metadata={"choices": ("", *STYLES)})
+
+    def validate(self) -> None:
+        if self.space not in SPACES:
+            raise ConfigError(f"unknown search space {self.space!r}; valid: {', '.join(SPACES.names())}")
+
+    def resolved_style(self) -> str:
+        return self.style or ("autodl" if get_space(self.space).family == "nb201" else "darts")
+
+
+def build_supernet(
+    cfg: SupernetConfig,
+    num_classes: int,
+    in_channels: int,
+    weighting: str = "decoded",
+    alpha_init_std: float = 1e-3,
+) -> Supernet:
+    """The supernet of ``cfg``'s space (DARTS family or NB201) with the weighting mode of its searcher."""
+    space = get_space(cfg.space)
+    cls = NB201Supernet if space.family == "nb201" else DartsSupernet
+    return cls(
+        space,
+        cfg.init_channels,
+        cfg.layers,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        weighting=weighting,
+        alpha_init_std=alpha_init_std,
+        style=cfg.resolved_style(),
+    )

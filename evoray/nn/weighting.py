@@ -13,6 +13,9 @@ One function per searcher family, registered by name:
 - ``decoded`` (EvNAS): the alphas are decoded to the one-hot matrix of their derived genotype, and ``w =
   softmax(one_hot)``: e/(e+7) on a chosen op, 1/(e+7) on the others of a chosen edge, 1/8 on unchosen edges.
 - ``expert`` (XNAS): ``w = softmax(alpha)`` over the experts not yet wiped out; wiped-out experts never run.
+
+Besides the modes, single paths: :func:`path_weights` runs exactly the ops of a given cell with weight 1 (how a
+supernet scores one architecture) and :func:`random_path` draws one op per edge uniformly (RSPS, SNAS' warm-up).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor
 
 from evoray.registry import Registry
 from evoray.spaces.derive import default_method, derive_cell, one_hot_cell
+from evoray.spaces.genotype import CellGenotype
 from evoray.spaces.space import SearchSpace
 
 
@@ -105,3 +109,21 @@ def expert_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
         names = ctx.space.edge_ops(ctx.cell_type, e)
         active.append([k for k, kept in enumerate(row) if kept and names[k] != "none"])
     return EdgeWeights(weights, active=active)
+
+
+def path_weights(
+    space: SearchSpace, cell_type: str, cell: CellGenotype, device: torch.device | str = "cpu"
+) -> EdgeWeights:
+    """The single path of ``cell``: weight 1 on each (edge, op) it uses, and only those ops run; an edge it does not
+    use outputs zeros."""
+    weights = torch.from_numpy(one_hot_cell(space, cell_type, cell)).to(device)  # (E, K)
+    active = [[int(k) for k in torch.nonzero(row).flatten().tolist()] for row in weights]
+    return EdgeWeights(weights, active=active)
+
+
+def random_path(space: SearchSpace, cell_type: str, device: torch.device | str = "cpu") -> EdgeWeights:
+    """One op per edge drawn uniformly from the edge's ops (torch's generator), with weight 1: a random single path."""
+    index = [int(torch.randint(len(space.edge_ops(cell_type, e)), ())) for e in range(space.num_edges)]
+    weights = torch.zeros(space.alpha_shape(cell_type), device=device)
+    weights[range(len(index)), index] = 1.0
+    return EdgeWeights(weights, active=[[k] for k in index])

@@ -3,12 +3,13 @@ epoch metrics, the genotype and the state.
 
 A searcher is plain PyTorch (no Ray): ``train_epoch()`` runs one epoch and returns its metrics, ``genotype()`` derives
 the current cell, ``state_dict()``/``load_state_dict()`` save and restore everything needed to continue to the same
-results. Subclasses set the supernet's weighting mode and implement :meth:`Searcher.step`.
+results. Subclasses set the supernet's weighting mode and implement :meth:`Searcher.arch_update` (bilevel searchers)
+or :meth:`Searcher.step` (single-level ones).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,27 +19,29 @@ from torch import Tensor, nn
 
 from evoray.data import build_data
 from evoray.errors import ConfigError
-from evoray.evolution.supernet_fitness import build_supernet
-from evoray.nn.supernet import Supernet
-from evoray.nn.weighting import EdgeWeights
+from evoray.nn.supernet import Supernet, build_supernet
+from evoray.nn.weighting import EdgeWeights, path_weights
+from evoray.optim import build_schedule, build_sgd, clip_gradients, step_schedule_first
 from evoray.runtime import autocast
-from evoray.searchers.config import SearchConfig
+from evoray.searchers.settings import SearchSettings
 from evoray.spaces import SPACES, Genotype, format_genotype, get_space
 
 Alphas = dict[str, np.ndarray]
 
 
 class Searcher:
-    """One gradient search on one device. Subclasses: DARTS, SNAS, GDAS, XNAS."""
+    """One gradient search on one device. Subclasses: DARTS, SNAS, GDAS, XNAS, RSPS."""
 
     name: ClassVar[str]
     weighting: ClassVar[str] = "softmax"  # the supernet's weighting mode (evoray.nn.weighting)
     families: ClassVar[tuple[str, ...]] = ("darts", "nb201")  # search-space families the method applies to
-    # Bilevel searchers step the alphas on validation batches; a single-level one (SNAS) reads none, and its steps
-    # get the training batch in their place.
+    # Bilevel searchers step the alphas on validation batches; a single-level one (SNAS, RSPS) reads none, and its
+    # steps get the training batch in their place.
     bilevel: ClassVar[bool] = True
-    # The paper's settings that differ from SearchConfig's defaults, applied under the user's config.
-    paper_defaults: ClassVar[dict[str, Any]] = {}
+    step_order: ClassVar[str] = "arch_first"  # bilevel: the original's order of the two halves of a step
+    Options: ClassVar[type | None] = None  # the dataclass of this searcher's options (its config section)
+    # The paper's settings that differ from SearchSettings' defaults, per space family, applied under the user's.
+    paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @classmethod
     def check_space(cls, space_name: str) -> None:
@@ -50,7 +53,13 @@ class Searcher:
                 f"it runs on: {', '.join(valid)}"
             )
 
-    def __init__(self, cfg: SearchConfig, device: torch.device) -> None:
+    @classmethod
+    def check(cls, cfg: SearchSettings) -> None:
+        """Checks of this searcher's settings that need the whole config (called by ``SearchSettings.validate``)."""
+        if cls.bilevel:
+            cfg.data.require_validation_half(f"the alphas of {cls.name}")
+
+    def __init__(self, cfg: SearchSettings, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.space = get_space(cfg.supernet.space)
         self.data = build_data(cfg.data, seed=cfg.seed, split="search")
@@ -58,12 +67,9 @@ class Searcher:
         self.net = self.build_net().to(device)
         self.fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.fmt)
-        o = cfg.optim
         self.weights = list(self.net.weight_parameters())
-        self.w_optimizer = torch.optim.SGD(
-            self.weights, o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, cfg.epochs, o.lr_min)
+        self.w_optimizer = build_sgd(self.weights, cfg.optim)
+        self.scheduler = build_schedule(self.w_optimizer, cfg.optim, cfg.epochs)
         self.a_optimizer = self.build_arch_optimizer()
         self.epoch = 0
         self.best: tuple[float, int] | None = None  # the best validation accuracy so far, and its epoch
@@ -84,10 +90,23 @@ class Searcher:
     def begin_epoch(self) -> None:
         """Per-epoch schedules (temperatures); called before the epoch's first step."""
 
+    def order(self) -> str:
+        """The order of a bilevel step's halves: the config's, else the searcher's original."""
+        return self.cfg.step_order or self.step_order
+
     def step(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[float, int]:
         """One search step on a training batch ``(x, y)`` and a validation batch ``(xv, yv)`` (the training batch again
         where the searcher is not :attr:`bilevel`); returns the summed training loss and the number of correct training
-        predictions."""
+        predictions. Bilevel: the architecture update and the weight step, in :meth:`order`."""
+        if self.order() == "arch_first":
+            self.arch_update(x, y, xv, yv)
+            return self.weight_step(x, y)
+        out = self.weight_step(x, y)
+        self.arch_update(x, y, xv, yv)
+        return out
+
+    def arch_update(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> None:
+        """Update the architecture with the validation batch ``(xv, yv)`` (and the training batch, if needed)."""
         raise NotImplementedError
 
     def steps_per_epoch(self) -> int:
@@ -98,6 +117,8 @@ class Searcher:
         if self.epoch >= self.cfg.epochs:
             raise ConfigError(f"search already ran its {self.cfg.epochs} epochs")
         self.begin_epoch()
+        if self.cfg.optim.lr_step_at_start:
+            step_schedule_first(self.scheduler)
         lr = self.scheduler.get_last_lr()[0]
         self.net.train()
         self.data.train.set_epoch(self.epoch)
@@ -108,8 +129,10 @@ class Searcher:
             xv, yv = self.to_device(*next(valid)) if valid is not None else (x, y)
             loss, right = self.step(x, y, xv, yv)
             loss_sum, correct, n = loss_sum + loss, correct + right, n + int(y.shape[0])
-        self.scheduler.step()
+        if not self.cfg.optim.lr_step_at_start:
+            self.scheduler.step()
         self.epoch += 1
+        self.end_epoch()
         scores = self.evaluate()
         if self.best is None or scores["valid_acc"] > self.best[0]:
             self.best = (scores["valid_acc"], self.epoch)
@@ -123,6 +146,9 @@ class Searcher:
             "best_epoch": self.best[1],
             **self.describe(),
         }
+
+    def end_epoch(self) -> None:
+        """Work after an epoch's steps and before its metrics (RSPS: choose the best sampled cell)."""
 
     def _valid_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The validation half for the architecture steps, augmented as the training half is."""
@@ -143,14 +169,22 @@ class Searcher:
         with autocast(self.device, self.cfg.runtime.precision):
             return self.net(x, weights).float()
 
+    def zero_weight_grads(self) -> None:
+        """Free the weights' gradients, or zero them (``optim.keep_zero_grads``, PyTorch 1.x's zero_grad)."""
+        self.w_optimizer.zero_grad(set_to_none=not self.cfg.optim.keep_zero_grads)
+
+    def clip_weight_grads(self) -> None:
+        """Clip the weights' gradient norm (with ``optim.clip_all``, the alphas' gradients count in it too)."""
+        params = self.weights + self.net.arch_parameters() if self.cfg.optim.clip_all else self.weights
+        clip_gradients([p for p in params if p.grad is not None], self.cfg.optim.grad_clip)
+
     def weight_step(self, x: Tensor, y: Tensor, weights: dict[str, EdgeWeights] | None = None) -> tuple[float, int]:
         """One SGD step of the supernet weights on the training loss."""
-        self.w_optimizer.zero_grad(set_to_none=True)
+        self.zero_weight_grads()
         logits = self.forward(x, weights)
         loss = F.cross_entropy(logits, y)
         loss.backward()
-        if self.cfg.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weights, self.cfg.optim.grad_clip)
+        self.clip_weight_grads()
         self.w_optimizer.step()
         return float(loss.item()) * int(y.shape[0]), int((logits.argmax(1) == y).sum())
 
@@ -166,37 +200,68 @@ class Searcher:
         self.a_optimizer.step()
 
     # -- metrics ------------------------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
-        """Loss and accuracy of the supernet (under this searcher's weighting) on the validation half, with BatchNorm
-        on batch or running statistics (``eval_bn``)."""
-        assert self.data.valid is not None
+    def accuracy(
+        self, weights: dict[str, EdgeWeights] | None = None, batches: Iterable[tuple[Tensor, Tensor]] | None = None
+    ) -> dict[str, float]:
+        """Loss and accuracy of the supernet under ``weights`` (default: this searcher's weighting) on ``batches``
+        (default: the validation half, at most ``eval_batches``), with BatchNorm on batch or running statistics
+        (``eval_bn``); the running statistics are left as training accumulated them."""
         batch_stats = self.cfg.eval_bn == "train"
         saved = {k: v.clone() for k, v in self.net.state_dict().items() if "running_" in k or "num_batches" in k}
         self.net.train(batch_stats)
-        self.data.valid.set_epoch(0)
+        drop, self.net.drop_path_prob = self.net.drop_path_prob, 0.0  # measuring drops no path
         loss_sum, correct, n = 0.0, 0, 0
         with torch.inference_mode():
-            for b, (x, y) in enumerate(self.data.valid):
-                if self.cfg.eval_batches and b >= self.cfg.eval_batches:
-                    break
+            for x, y in batches if batches is not None else self.validation_batches():
                 x, y = self.to_device(x, y)
-                logits = self.forward(x)
+                logits = self.forward(x, weights)
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
                 n += int(y.shape[0])
-        if batch_stats:  # measuring must not move the running statistics that training accumulated
+        if batch_stats:
             self.net.load_state_dict(saved, strict=False)
         self.net.train()
+        self.net.drop_path_prob = drop
         return {"valid_loss": loss_sum / max(n, 1), "valid_acc": 100.0 * correct / max(n, 1)}
+
+    def validation_batches(self, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The validation half's batches in the order of pass 0 (at most ``limit``, default ``eval_batches``)."""
+        assert self.data.valid is not None
+        limit = self.cfg.eval_batches if limit is None else limit
+        self.data.valid.set_epoch(0)
+        for b, batch in enumerate(self.data.valid):
+            if limit and b >= limit:
+                return
+            yield batch
+
+    def evaluate(self) -> dict[str, float]:
+        """The epoch's validation loss and accuracy under this searcher's weighting."""
+        return self.accuracy()
+
+    def score_cells(self, cells: Sequence[Genotype], batches: Sequence[tuple[Tensor, Tensor]]) -> list[float]:
+        """Accuracy (%) of each cell on ``batches`` with the shared weights: the cell's single path (its ops run with
+        weight 1, every other op and edge is off), BatchNorm as in :meth:`accuracy`. This is how the shared weights
+        rank architectures (Kendall tau against a benchmark; RSPS' choice)."""
+        out = []
+        for cell in cells:
+            weights = {ct: path_weights(self.space, ct, cell.cell(ct), self.device) for ct in self.space.cell_types}
+            out.append(self.accuracy(weights, batches)["valid_acc"])
+        return out
 
     def describe(self) -> dict[str, Any]:
         """The architecture's state: genotype, entropy of each cell type's op distribution, method specifics."""
         out: dict[str, Any] = {"genotype": format_genotype(self.genotype())}
-        for ct, alpha in self.net.alphas.items():
-            a = alpha.detach().float().masked_fill(self.net.wiped(ct), float("-inf"))
-            p = F.softmax(a, dim=-1)
+        for ct, p in self.op_distributions().items():
             logp = torch.where(p > 0, p.clamp_min(1e-30).log(), torch.zeros_like(p))
             out[f"entropy_{ct}"] = float(-(p * logp).sum(-1).mean())
+        return out
+
+    def op_distributions(self) -> dict[str, Tensor]:
+        """Per cell type, the (E, K) distribution over each edge's ops that the alphas stand for."""
+        out = {}
+        for ct, alpha in self.net.alphas.items():
+            a = alpha.detach().float().masked_fill(self.net.wiped(ct), float("-inf"))
+            out[ct] = F.softmax(a, dim=-1).cpu()
         return out
 
     # -- results ------------------------------------------------------------------------------------------------
@@ -243,7 +308,8 @@ class Searcher:
         if self.a_optimizer is not None and state["a_optimizer"] is not None:
             self.a_optimizer.load_state_dict(state["a_optimizer"])
         self.epoch = int(state["epoch"])
-        self.best = state.get("best")
+        best = state.get("best")
+        self.best = None if best is None else (float(best[0]), int(best[1]))
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -18,6 +18,8 @@ from evoray.config import config_from_dict, config_to_dict
 from evoray.errors import ConfigError
 from evoray.searchers.config import SearchConfig
 from evoray.searchers.registry import SEARCHERS
+from evoray.searchers.settings import SearchSettings
+from evoray.spaces import get_space
 
 
 @dataclass
@@ -84,19 +86,24 @@ def _dotted(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def trial_config(exp: ExperimentConfig, searcher: str, seed: int, point: Mapping[str, Any]) -> SearchConfig:
-    """The resolved config of one trial."""
-    data = config_to_dict(SearchConfig())
-    _merge(data, SEARCHERS.get(searcher).paper_defaults)
-    _merge(data, exp.base)
-    _merge(data, exp.per_searcher.get(searcher, {}))
+def trial_config(exp: ExperimentConfig, searcher: str, seed: int, point: Mapping[str, Any]) -> SearchSettings:
+    """The resolved config of one trial: defaults, the searcher's paper settings for the trial's space family, then
+    the user's layers (base, per_searcher, the grid point)."""
+    user: dict[str, Any] = {}
+    _merge(user, exp.base)
+    _merge(user, exp.per_searcher.get(searcher, {}))
     for key, value in point.items():
-        _merge(data, _dotted(key, value))
+        _merge(user, _dotted(key, value))
+    data = config_to_dict(SearchConfig())
+    section = user.get("supernet")
+    space = section.get("space") if isinstance(section, Mapping) and "space" in section else data["supernet"]["space"]
+    _merge(data, SEARCHERS.get(searcher).paper_defaults.get(get_space(str(space)).family, {}))
+    _merge(data, user)
     data["searcher"], data["seed"] = searcher, seed
     return config_from_dict(SearchConfig, data)
 
 
-def expand(exp: ExperimentConfig) -> list[SearchConfig]:
+def expand(exp: ExperimentConfig) -> list[SearchSettings]:
     """Every trial of the experiment, in a stable order: searcher, then grid point, then seed."""
     keys = list(exp.grid)
     points = [dict(zip(keys, combo)) for combo in itertools.product(*(exp.grid[k] for k in keys))] or [{}]
@@ -117,6 +124,6 @@ def expand(exp: ExperimentConfig) -> list[SearchConfig]:
     return trials
 
 
-def trial_label(cfg: SearchConfig, point: Mapping[str, Any] | None = None) -> str:
+def trial_label(cfg: SearchSettings, point: Mapping[str, Any] | None = None) -> str:
     extra = "".join(f"-{k.rsplit('.', 1)[-1]}={v}" for k, v in (point or {}).items())
     return f"{cfg.searcher}-{cfg.supernet.space}-s{cfg.seed}{extra}"

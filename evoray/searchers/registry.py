@@ -1,4 +1,4 @@
-"""The registry of gradient searchers, filled by the modules that define them."""
+"""The registry of gradient searchers, filled by the modules of :mod:`evoray.searchers.methods` that define them."""
 
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ Rules (ALGORITHMS.md): DARTS keeps, per node, the two incoming edges whose best 
 with its best non-``none`` op (``top2``); NAS-Bench-201 takes the argmax of every edge, ``none`` included
 (``argmax``); SNAS ``edge_all`` keeps every edge with its argmax op, ``none`` included (a ``none`` edge adds nothing);
 GDAS keeps, per node, the two strongest (op, input) pairs over the non-``none`` ops of every incoming edge, so two ops
-may share an input (``top2_pairs``). Ties go to the lower index, as in the original code.
+may share an input (``top2_pairs``); SNAS' own ``genotype()`` keeps the two edges whose strongest op, ``none``
+included, weighs most, each with its argmax op, ``none`` included (``top2_with_none``). Ties go to the lower index, as
+in the original code.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from evoray.errors import ConfigError
 from evoray.spaces.genotype import CellGenotype, Edge, Genotype
 from evoray.spaces.space import SearchSpace
 
-METHODS = ("top2", "argmax", "edge_all", "top2_pairs")
+METHODS = ("top2", "argmax", "edge_all", "top2_pairs", "top2_with_none")
 
 
 def default_method(space: SearchSpace) -> str:
@@ -68,6 +70,10 @@ def derive_cell(
             ]
             chosen = sorted(range(n_in), key=lambda j: -strength[j])[:k]
             node = tuple((ops[j][_top2_op(weights[start + j], ops[j])], j) for j in chosen)
+        elif method == "top2_with_none":
+            strength = [max(weights[e]) for e in rows]
+            chosen = sorted(range(n_in), key=lambda j: -strength[j])[:k]
+            node = tuple((ops[j][_best_op(weights[start + j], ops[j], False)], j) for j in chosen)
         elif method == "top2_pairs":
             pairs = [(j, c) for j in range(n_in) for c, name in enumerate(ops[j]) if name != "none"]
             best = sorted(pairs, key=lambda p: -weights[start + p[0]][p[1]])[:k]  # stable: ties to the lower index
@@ -107,3 +113,25 @@ def one_hot_cell(space: SearchSpace, cell_type: str, cell: CellGenotype) -> np.n
 def one_hot(space: SearchSpace, genotype: Genotype) -> dict[str, np.ndarray]:
     """Per cell type, the one-hot matrix of the genotype: the EvNAS decoding of an individual."""
     return {ct: one_hot_cell(space, ct, genotype.cell(ct)) for ct in space.cell_types}
+
+
+def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
+    """A cell drawn uniformly from the space: NAS-Bench-201, any op on every edge; the DARTS family, per node two
+    distinct inputs, each with an op other than ``none`` (random search's cells)."""
+    cells = []
+    for ct in space.cell_types:
+        nodes: list[tuple[Edge, ...]] = []
+        for i in range(space.steps):
+            target = space.num_inputs + i
+            if space.family == "nb201":
+                inputs = list(range(target))
+            else:
+                inputs = sorted(int(j) for j in rng.choice(target, 2, replace=False))
+            node = []
+            for j in inputs:
+                ops = space.edge_ops(ct, space.edge_index(target, j))
+                names = ops if space.family == "nb201" else tuple(o for o in ops if o != "none")
+                node.append((names[int(rng.integers(len(names)))], j))
+            nodes.append(tuple(node))
+        cells.append((ct, CellGenotype(tuple(nodes), space.default_concat)))
+    return Genotype(tuple(cells))

@@ -1,7 +1,9 @@
 """DARTS: differentiable architecture search (Liu et al., 2019, https://arxiv.org/abs/1806.09055).
 
 Bilevel: before each SGD step of the weights ``w`` on a training batch, one Adam step of the alphas ``a`` on a
-validation batch. First order: the gradient of ``L_val(w, a)``. Second order: the gradient of the unrolled objective
+validation batch (on NAS-Bench-201, first order, after it: AutoDL's DARTS-V1 baseline, which also uses Nesterov,
+weight decay 5e-4 and clips the gradient norm over every parameter). First order: the gradient of ``L_val(w, a)``.
+Second order: the gradient of the unrolled objective
 ``L_val(w', a)`` with ``w' = w - xi (m buf + grad_w L_train(w, a) + wd w)`` (the weight optimiser's next step, ``xi``
 its current learning rate):
 
@@ -12,6 +14,8 @@ its current learning rate):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -75,16 +79,34 @@ def unrolled_arch_grad(
     return [da - xi * (p - m) / (2 * eps) for da, p, m in zip(d_alpha, plus, minus)]
 
 
+@dataclass
+class DartsOptions:
+    order: int = field(default=1, metadata={"choices": (1, 2)})  # 2: the unrolled (second-order) gradient
+
+
 @SEARCHERS.register("darts")
 class DARTS(Searcher):
     """DARTS, first or second order (``darts.order``)."""
 
     name = "darts"
     weighting = "softmax"
+    Options = DartsOptions
+    paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "darts": {"optim": {"lr_step_at_start": True}},  # quark0/darts steps its scheduler before each epoch
+        "nb201": {"optim": {"nesterov": True, "weight_decay": 5e-4, "clip_all": True}},  # AutoDL's DARTS baselines
+    }
 
-    def step(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[float, int]:
+    def order(self) -> str:
+        """The alphas first (quark0/darts; AutoDL's DARTS-V2), except first order on NAS-Bench-201, where AutoDL's
+        DARTS-V1 steps the weights first."""
+        if self.cfg.step_order:
+            return self.cfg.step_order
+        nb201_v1 = self.space.family == "nb201" and self.cfg.section("darts").order == 1
+        return "weights_first" if nb201_v1 else "arch_first"
+
+    def arch_update(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> None:
         arch = self.net.arch_parameters()
-        if self.cfg.darts.order == 2:
+        if self.cfg.section("darts").order == 2:
             state = self.w_optimizer.state
             buffers = {
                 name: state[p]["momentum_buffer"]
@@ -98,4 +120,3 @@ class DARTS(Searcher):
         else:
             grads = list(torch.autograd.grad(F.cross_entropy(self.forward(xv), yv), arch))
         self.arch_step(grads)
-        return self.weight_step(x, y)
