@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRAIN, TABLE = DATA / "cifar10-train-10k.npz", DATA / "nb201-12epoch.csv"
+TRAIN, TEST, TABLE = DATA / "cifar10-train-10k.npz", DATA / "cifar10-test-2k.npz", DATA / "nb201-12epoch.csv"
 VALID_COLUMN, TEST_COLUMN = "cifar10_valid_12ep", "cifar10_test_12ep"
 # CIFAR-10 test accuracy after 200 epochs that each method's paper reports on NAS-Bench-201 (mean, sd)
 PUBLISHED = {
@@ -80,6 +80,7 @@ def data_section(size: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset": "npz",
         "root": str(TRAIN),
+        "test_root": str(TEST),  # unused by the search; keeps every image of TRAIN for the halves
         "image_size": size["side"],
         "limit_train": size["images"],
         "batch_size": 64,
@@ -160,8 +161,9 @@ def run_gradient(name: str, seed: int, size: dict[str, Any], log: Any) -> dict[s
 
 
 def run_evnas(seed: int, size: dict[str, Any], log: Any) -> dict[str, Any]:
-    from evoray.config import config_from_dict
     from evoray.evolution.runner import EvolveConfig, alphas_for, supernet_fitness_config
+
+    from evoray.config import config_from_dict
     from evoray.evolution.search import run_evolution
     from evoray.evolution.strategies import build_strategy
     from evoray.evolution.supernet_fitness import SupernetBackend, SupernetTrainer
@@ -306,9 +308,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def write_archive(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     """Every found cell as one individual of generation 0 (fitness: its 12-epoch validation accuracy)."""
-    from evoray.archive import individual_row
-    from evoray.archive import write_archive as write
     from evoray.profiling import genotype_params_m
+    from evoray.runs.archive import individual_row
+    from evoray.runs.archive import write_archive as write
     from evoray.spaces import get_space, one_hot, parse_genotype
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,7 +339,7 @@ def main() -> int:
     parser.add_argument("--save", type=Path, help="append results here (JSON lines); searches it holds are skipped")
     parser.add_argument("--archive", type=Path, help="write every found cell as an evoray archive in this directory")
     args = parser.parse_args()
-    for path in (TRAIN, TABLE):
+    for path in (TRAIN, TEST, TABLE):
         if not path.is_file():
             print(f"skipped: {path} is absent (the real data lives in ../shared/data)")
             return 0

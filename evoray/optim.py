@@ -66,5 +66,5 @@ def step_schedule_first(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None
     """Step ``scheduler`` before the epoch's optimiser steps, on purpose (``lr_step_at_start``: PyTorch 0.3-1.0's
     order, which PyTorch now warns about)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
         scheduler.step()

@@ -21,6 +21,21 @@ class RuntimeConfig:
     deterministic: bool = False  # ask cuDNN/PyTorch for deterministic kernels (slower on a GPU)
 
 
+@dataclass
+class ResourcesConfig:
+    """What each worker of a run reserves on a Ray cluster: an evolve run's supernet actors, a search's trials, a
+    committee's member tasks. The one rule: ``gpus: -1`` gives each worker a GPU when the cluster has GPUs, none
+    otherwise; a CPU worker runs ``cpus`` torch threads."""
+
+    cpus: float = field(default=1.0, metadata={"min": 0.0})  # CPUs each worker reserves; its torch threads
+    gpus: float = -1.0  # GPUs each worker reserves (fractions share one); -1: one when the cluster has GPUs, else 0
+    address: str = ""  # Ray cluster to join ("auto", "host:port", "ray://..."); "" starts a local Ray
+
+    def validate(self) -> None:
+        if self.gpus < 0 and self.gpus != -1:
+            raise ConfigError(f"resources.gpus = {self.gpus}: give a count >= 0, or -1 for one per worker on GPUs")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks ``cuda`` when available; a CUDA device that does not exist is a one-line error."""
     if name == "auto":

@@ -6,25 +6,28 @@ clipping, an auxiliary head weighted 0.4, drop path ramped linearly from 0 to it
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evoray.config import save_config
+from evoray.config import config_to_dict
 from evoray.data import BatchSource, DataConfig, build_data
 from evoray.errors import ConfigError
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
 from evoray.optim import OptimConfig, build_schedule, build_sgd, step_schedule_first
 from evoray.profiling import profile_model
+from evoray.runs import RunDir
+from evoray.runs.curves import write_curves
+from evoray.runs.directory import atomic_write
+from evoray.runs.reader import CURVES
 from evoray.runtime import RuntimeConfig, apply_runtime, autocast, memory_format, seed_everything
 from evoray.spaces.genotype import Genotype
 from evoray.spaces.resolve import resolve_genotype
@@ -78,6 +81,7 @@ class TrainConfig(Recipe):
     recipe."""
 
     seed: int = 0  # seeds weights, data order and augmentation
+    name: str = ""  # run name: the run goes to runs/train/<name> unless --out is given
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", batch_size=96, cutout=16))
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
@@ -176,11 +180,22 @@ def evaluate(
     return {"loss": loss_m.avg, "top1": top1_m.avg, "top5": top5_m.avg}
 
 
+OnEpoch = Callable[[int, list[dict[str, Any]], Callable[[], dict[str, Any]]], None]
+
+
 def fit_model(
-    cfg: Recipe, model: nn.Module, train: BatchSource, device: torch.device, log: Log = print
+    cfg: Recipe,
+    model: nn.Module,
+    train: BatchSource,
+    device: torch.device,
+    log: Log = print,
+    resume: dict[str, Any] | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (already on ``device``) for ``cfg.optim.epochs`` epochs over ``train`` with the recipe of
-    ``cfg``; returns the per-epoch history."""
+    ``cfg``; returns the per-epoch history. After each epoch, ``on_epoch(epoch, history, state)`` may checkpoint
+    ``state()`` (tensors and plain containers); ``resume`` takes such a state back and continues after its epoch, to
+    the results of an uninterrupted run."""
     o = cfg.optim
     fmt = memory_format(cfg.runtime)
     model.to(memory_format=fmt)
@@ -188,8 +203,28 @@ def fit_model(
     scheduler = build_schedule(optimizer, o, o.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.runtime.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
-    history = []
-    for epoch in range(o.epochs):
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        torch.set_rng_state(resume["torch_rng"])
+        history = [dict(h) for h in resume["history"]]
+        start = len(history)
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+        }
+
+    for epoch in range(start, o.epochs):
         if o.lr_step_at_start:
             step_schedule_first(scheduler)
         model.train()
@@ -225,11 +260,15 @@ def fit_model(
             scheduler.step()
         history.append({"epoch": epoch, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
         log(f"epoch {epoch + 1}/{o.epochs} lr {lr:.5f} loss {loss_m.avg:.4f} train top1 {top1_m.avg:.2f}%")
+        if on_epoch is not None:
+            on_epoch(epoch, history, state)
     return history
 
 
-def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = print) -> dict[str, Any]:
-    """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency."""
+def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print) -> dict[str, Any]:
+    """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency. With a run
+    directory: its config, a checkpoint and the curves after every epoch (a resumed run continues from the last),
+    then ``results.json``, ``history.json`` and ``weights.pt``."""
     device = apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     genotype = resolve_genotype(cfg.model.genotype)
@@ -237,13 +276,27 @@ def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = pri
     data = build_data(cfg.data, seed=cfg.seed, split="train")
     model = build_model(cfg, genotype, data.num_classes, data.in_channels).to(device)
     o = cfg.optim
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
+    resume = None
+    if run is not None:
+        checkpoint = run.load_checkpoint()
+        resume = None if checkpoint is None else checkpoint[1]
+        run.start(
+            config_to_dict(cfg), cfg.seed, {"space": "nb201" if genotype.is_nb201 else "darts", "method": "train"}
+        )
+        if resume is not None:
+            log(f"resuming {run.path} after epoch {len(resume['history'])}")
     n_train = data.train.num_examples
     log(f"training {genotype} on {cfg.data.dataset} ({n_train} images) for {o.epochs} epochs on {device}")
+
+    def on_epoch(epoch: int, history: list[dict[str, Any]], state: Callable[[], dict[str, Any]]) -> None:
+        if run is None:
+            return
+        run.save_checkpoint({"epoch": epoch}, state())
+        write_curves(run.path / CURVES, history)
+        run.update(progress={"epoch": epoch + 1, "of": o.epochs})
+
     start = time.perf_counter()
-    history = fit_model(cfg, model, data.train, device, log)
+    history = fit_model(cfg, model, data.train, device, log, resume, on_epoch)
     train_time = time.perf_counter() - start
     test = evaluate(model, data.test, device, cfg.runtime.precision, cfg.runtime.channels_last)
     log(f"test top1 {test['top1']:.2f}% top5 {test['top5']:.2f}% loss {test['loss']:.4f} ({train_time:.0f} s)")
@@ -265,8 +318,11 @@ def train_genotype(cfg: TrainConfig, out_dir: Path | None = None, log: Log = pri
         "epochs": o.epochs,
         **stats,
     }
-    if out_dir is not None:
-        torch.save(model.state_dict(), out_dir / "weights.pt")
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-        (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    if run is not None:
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        atomic_write(run.path / "weights.pt", buf.getvalue())
+        run.write_json("history.json", history)
+        run.write_json("results.json", result)
+        run.finish({k: result[k] for k in ("genotype", "test_top1", "params_m", "flops_m", "epochs")})
     return result

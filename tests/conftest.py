@@ -27,12 +27,9 @@ def shared_file(name: str) -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (2 CPUs, no GPU, no dashboard)."""
-    import os
-
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # with Ray's default authentication (a token for local clusters)
         ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

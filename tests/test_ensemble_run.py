@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evoray.commands.ensemble import ensemble, main
+from evoray.commands.evolve import evolve
 from evoray.config import load_config
-from evoray.ensemble.__main__ import main
+from evoray.distributed.members import run_members_on_ray
 from evoray.ensemble.committees import LogitPool
 from evoray.ensemble.config import EnsembleConfig
-from evoray.ensemble.members import run_members
-from evoray.ensemble.runner import plan, run_ensemble
+from evoray.ensemble.runner import plan
 from evoray.errors import ConfigError
-from evoray.evolution.runner import EvolveConfig, run_evolve
+from evoray.evolution.config import EvolveConfig
 from evoray.runtime import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ TINY = [
     "train.model.auxiliary=false",
     "train.optim.epochs=1",
     "shift.severities=[1,3]",
-    "resources.executor=local",
+    "executor=local",
     f"committees={COMMITTEES}",
 ]
 QUIET = lambda _: None  # noqa: E731
@@ -54,18 +55,18 @@ def _sets(*extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("ens") / "run"
-    return out, run_ensemble(tiny(), out, "tiny", log=QUIET)
+    return out, ensemble(tiny(), out, spec_name="tiny", log=QUIET)
 
 
 def test_run_writes_every_result(tiny_run) -> None:
     out, summary = tiny_run
-    for name in ("spec.yaml", "logits.npz", "report.json", "report.md", "size_curve.png", "reliability.png"):
+    for name in ("config.yaml", "run.json", "logits.npz", "report.json", "report.md", "size_curve.png", "reliability.png"):
         assert (out / name).is_file(), name
     assert (out / "shift.png").is_file()
     for member in ("DARTS_V2", "GDAS_V1"):
-        for name in ("config.yaml", "weights.pt", "member.json", "history.json"):
+        for name in ("config.yaml", "weights.pt", "member.json", "history.json", "logits.npz"):
             assert (out / "members" / member / name).is_file()
-    assert load_config(EnsembleConfig, out / "spec.yaml") == tiny()
+    assert load_config(EnsembleConfig, out / "config.yaml") == tiny()
     pool = LogitPool.load(out / "logits.npz")
     assert pool.names == ["DARTS_V2", "GDAS_V1"]
     assert pool.valid.shape == (2, 48, 10) and pool.test.shape == (2, 359, 10)
@@ -85,8 +86,8 @@ def test_run_writes_every_result(tiny_run) -> None:
 
 def test_results_are_never_overwritten(tiny_run) -> None:
     out, _ = tiny_run
-    with pytest.raises(ConfigError, match="already holds results"):
-        run_ensemble(tiny(), out, "tiny", log=QUIET)
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+        ensemble(tiny(), out, spec_name="tiny", log=QUIET)
 
 
 def test_cli_in_a_fresh_process_reproduces_the_logits_and_the_report(tiny_run, tmp_path) -> None:
@@ -113,9 +114,9 @@ def test_cli_in_a_fresh_process_reproduces_the_logits_and_the_report(tiny_run, t
 
 def test_ray_tasks_give_the_logits_of_in_process_members(tiny_run, ray_session) -> None:
     out, _ = tiny_run
-    cfg = tiny("resources.executor=ray")
+    cfg = tiny("executor=ray")
     _, pool, _ = plan(cfg, QUIET)
-    results = run_members(cfg, pool, QUIET)
+    results = run_members_on_ray(cfg, pool, QUIET)
     local = LogitPool.load(out / "logits.npz")
     assert [r.name for r in results] == local.names
     for i, r in enumerate(results):
@@ -130,7 +131,7 @@ def test_a_saved_member_serves_as_a_checkpoint_member_with_the_same_logits(tiny_
         f"members.checkpoints=[{out / 'members' / 'DARTS_V2'}]",
         "committees=[{combiner: prob_mean}]",
     )
-    run_ensemble(cfg, tmp_path / "ckpt", log=QUIET)
+    ensemble(cfg, tmp_path / "ckpt", log=QUIET)
     again, first = LogitPool.load(tmp_path / "ckpt" / "logits.npz"), LogitPool.load(out / "logits.npz")
     assert again.names == ["DARTS_V2"]
     assert np.allclose(again.test[0], first.test[0], atol=1e-5)
@@ -139,7 +140,7 @@ def test_a_saved_member_serves_as_a_checkpoint_member_with_the_same_logits(tiny_
 
 
 def test_supernet_committee_of_an_evolve_run(tmp_path) -> None:
-    evolve = load_config(
+    evolve_cfg = load_config(
         EvolveConfig,
         ROOT / "configs/evolve-default.yaml",
         [
@@ -154,17 +155,17 @@ def test_supernet_committee_of_an_evolve_run(tmp_path) -> None:
         ],
     )
     with torch_threads(1):  # as the members: one thread each
-        run_evolve(evolve, tmp_path / "pops" / "evo", log=QUIET)
+        evolve(evolve_cfg, tmp_path / "runs" / "evo", log=QUIET)
     cfg = tiny(
         "members.published=[DARTS_V2]",
-        f"members.populations_dir={tmp_path / 'pops'}",
+        f"members.runs_dir={tmp_path / 'runs'}",
         "members.latest_run=true",
         "members.top_k=1",
         "members.latest_supernet=true",
         "committees=[{combiner: logit_sum}]",
         "shift.corruptions=[]",
     )
-    summary = run_ensemble(cfg, tmp_path / "ens", log=QUIET)
+    summary = ensemble(cfg, tmp_path / "ens", log=QUIET)
     report = json.loads((tmp_path / "ens" / "report.json").read_text())
     kinds = {m["name"]: m["kind"] for m in report["members"]}
     assert kinds["supernet-evo"] == "supernet" and kinds["DARTS_V2"] == "genotype"

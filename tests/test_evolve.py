@@ -19,9 +19,10 @@ import torch
 
 from evoray.config import load_config
 from evoray.errors import ConfigError
-from evoray.evolution.runner import EvolveConfig, run_evolve, supernet_fitness_config
-from evoray.evolution.supernet_fitness import SupernetFitnessConfig, SupernetTrainer
-from evoray.evolve import main
+from evoray.commands.evolve import evolve, main
+from evoray.evolution.config import EvolveConfig
+from evoray.evolution.fitness import FitnessConfig
+from evoray.evolution.supernet_fitness import SupernetTrainer
 from evoray.spaces import get_space
 from tests.conftest import shared_file
 
@@ -35,7 +36,7 @@ TINY = [
     "data.limit_train=192",
     "data.batch_size=32",
     "distributed.num_actors=0",
-    "distributed.threads_per_actor=1",
+    "resources.cpus=1",
     "runtime.threads=1",
 ]
 
@@ -60,7 +61,7 @@ def _sets(*extra: str) -> list[str]:
 
 
 def test_run_writes_every_result(tmp_path) -> None:
-    result = run_evolve(tiny(), tmp_path, log=lambda _: None)
+    result = evolve(tiny(), tmp_path, log=lambda _: None)
     df = pd.read_parquet(tmp_path / "archive.parquet")
     assert len(df) == 4 * 3 and sorted(df.generation.unique()) == [0, 1, 2]
     assert {"generation", "id", "parents", "genotype", "fitness", "params_m", "alphas"} <= set(df.columns)
@@ -69,15 +70,19 @@ def test_run_writes_every_result(tmp_path) -> None:
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["genotype"] == result["genotype"] and best["out_dir"] == str(tmp_path)
     assert best["fitness"] == df[df.generation == 2].fitness.max()
-    for name in ("config.yaml", "checkpoint.pt", "fitness.png", "best_normal_cell.png", "best_reduce_cell.png"):
+    for name in ("config.yaml", "run.json", "curves.parquet", "supernet.pt", "fitness.png", "best_normal_cell.png"):
         assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "checkpoints" / "last.pt").is_file() and (tmp_path / "checkpoints" / "last.json").is_file()
+    manifest = json.loads((tmp_path / "run.json").read_text())
+    assert manifest["command"] == "evolve" and manifest["status"] == "done" and manifest["seed"] == 0
+    assert manifest["result"]["genotype"] == result["genotype"] and set(manifest["versions"]) >= {"evoray", "torch"}
     assert any((tmp_path / "tensorboard").iterdir())
     assert (df[df.generation == 1].origin == "elite").sum() == 1
 
 
 def test_fresh_process_and_sigkill_resume_give_the_same_archive(tmp_path) -> None:
     ref = tmp_path / "ref"
-    run_evolve(tiny("evolution.generations=4"), ref, log=lambda _: None)
+    evolve(tiny("evolution.generations=4"), ref, log=lambda _: None)
     fresh = tmp_path / "fresh"
     proc = subprocess.run(
         _cli("--out", str(fresh), *_sets("evolution.generations=4")),
@@ -111,12 +116,14 @@ def test_fresh_process_and_sigkill_resume_give_the_same_archive(tmp_path) -> Non
 
 
 def _digest(d: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir()) if p.is_file()}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
+    }
 
 
 def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    run_evolve(tiny("evolution.generations=2"), run, log=lambda _: None)
+    evolve(tiny("evolution.generations=2"), run, log=lambda _: None)
     before = _digest(run)
     cases = [
         (["--set", "evolution.strategy=cmaes"], "unknown strategy 'cmaes'"),
@@ -133,16 +140,17 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys) -> None:
             ],
             "/no/table.csv",
         ),
-        (["--resume", str(run), "--config", str(ROOT / "configs/evnas-cifar10.yaml")], "different config"),
-        (["--resume", str(tmp_path / "nothing")], "not an evolve run directory"),
+        (["--resume", str(run), "--config", str(ROOT / "configs/evnas-cifar10.yaml")], "would change"),
+        (["--resume", str(run), "--set", "evolution.population=5"], "would change evolution.population"),
+        (["--resume", str(tmp_path / "nothing")], "no evoray run there"),
     ]
     for args, message in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and message in err, (args, err)
     assert not (tmp_path / "bad").exists()  # a run refused for its input leaves no directory
-    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    before["checkpoint.pt"] = _digest(run)["checkpoint.pt"]
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    before = _digest(run)
     assert main(["--resume", str(run)]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert _digest(run) == before  # nothing written was touched
@@ -153,7 +161,7 @@ def test_table_without_the_column(tmp_path) -> None:
     table.write_text("arch,acc\n|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10.0\n")
     cfg = load_config(EvolveConfig, ROOT / "configs/nb201-tabular.yaml", [f"fitness.table={table}"])
     with pytest.raises(ConfigError, match=r"no (metric )?column 'cifar10_valid_12ep'.*columns: arch, acc"):
-        run_evolve(cfg, tmp_path / "out", log=lambda _: None)
+        evolve(cfg, tmp_path / "out", log=lambda _: None)
 
 
 @pytest.mark.parametrize("strategy", ["ga", "regularized"])
@@ -169,7 +177,7 @@ def test_tabular_search_respects_the_budget_and_improves(strategy: str, tmp_path
             "evolution.sample_size=5",
         ],
     )
-    result = run_evolve(cfg, tmp_path, log=lambda _: None)
+    result = evolve(cfg, tmp_path, log=lambda _: None)
     df = pd.read_parquet(tmp_path / "archive.parquet")
     assert df.genotype.nunique() <= 100 + cfg.evolution.population
     assert result["fitness"] >= df[df.generation == 0].fitness.max()
@@ -180,18 +188,18 @@ def test_initial_population_from_published_genotypes_and_archives(tmp_path) -> N
     from evoray.spaces.published import published_genotype
 
     first = tmp_path / "first"
-    run_evolve(tiny("evolution.generations=1", "initial_population=DARTS_V2,EvNAS_A"), first, log=lambda _: None)
+    evolve(tiny("evolution.generations=1", "initial_population=DARTS_V2,EvNAS_A"), first, log=lambda _: None)
     df = pd.read_parquet(first / "archive.parquet")
     assert df.origin.tolist()[:2] == ["seed", "seed"] and df.origin.tolist()[2:] == ["random", "random"]
     assert df.genotype.iloc[0] == str(published_genotype("DARTS_V2"))
     assert df.genotype.iloc[1] == str(published_genotype("EvNAS_A"))
     second = tmp_path / "second"
-    run_evolve(tiny("evolution.generations=1", f"initial_population={first}"), second, log=lambda _: None)
+    evolve(tiny("evolution.generations=1", f"initial_population={first}"), second, log=lambda _: None)
     seeded = pd.read_parquet(second / "archive.parquet")
     best_first = df.sort_values("fitness", ascending=False, kind="stable").genotype.tolist()
     assert seeded.genotype.tolist() == best_first  # the previous run's last generation, fittest first
     with pytest.raises(ConfigError, match="neither a path nor a published genotype"):
-        run_evolve(tiny("initial_population=NOPE"), tmp_path / "third", log=lambda _: None)
+        evolve(tiny("initial_population=NOPE"), tmp_path / "third", log=lambda _: None)
 
 
 def test_supernet_fitness_needs_a_validation_half() -> None:
@@ -207,7 +215,7 @@ def test_supernet_fitness_scores_the_validation_half_plain_or_augmented() -> Non
     population = [{ct: rng.normal(size=space.alpha_shape(ct)) for ct in space.cell_types} for _ in range(3)]
 
     def scores(augment: bool, swap: bool = False) -> list[float]:
-        fitness_cfg = SupernetFitnessConfig(augment=augment)
+        fitness_cfg = FitnessConfig(augment=augment)
         trainer = SupernetTrainer(cfg.supernet, cfg.optim, fitness_cfg, cfg.data, 1, 0, torch.device("cpu"))
         if swap:  # the plain and augmented halves trade places: a score must follow the half it reads
             trainer.data = dataclasses.replace(trainer.data, valid=trainer.data.arch, arch=trainer.data.valid)
@@ -227,7 +235,7 @@ def test_each_individual_reads_its_own_pass_over_the_validation_half(augment: bo
     space = get_space(cfg.supernet.space)
     alphas = {ct: np.ones(space.alpha_shape(ct)) for ct in space.cell_types}
     trainer = SupernetTrainer(
-        cfg.supernet, cfg.optim, SupernetFitnessConfig(augment=augment), cfg.data, 1, 0, torch.device("cpu")
+        cfg.supernet, cfg.optim, FitnessConfig(augment=augment), cfg.data, 1, 0, torch.device("cpu")
     )
     seen: list[torch.Tensor] = []
     trainer.net.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
@@ -247,9 +255,7 @@ def test_each_individual_reads_its_own_pass_over_the_validation_half(augment: bo
 
 def test_supernet_fitness_batch_size() -> None:
     cfg = tiny("fitness.batch_size=40")
-    trainer = SupernetTrainer(
-        cfg.supernet, cfg.optim, supernet_fitness_config(cfg), cfg.data, 1, 0, torch.device("cpu")
-    )
+    trainer = SupernetTrainer(cfg.supernet, cfg.optim, cfg.fitness, cfg.data, 1, 0, torch.device("cpu"))
     space = get_space(cfg.supernet.space)
     alphas = {ct: np.ones(space.alpha_shape(ct)) for ct in space.cell_types}
     seen: list[int] = []

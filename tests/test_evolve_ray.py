@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evoray.evolution.runner import run_evolve
+from evoray.commands.evolve import evolve
 from tests.test_evolve import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_actors_match_in_process(tmp_path, ray_session) -> None:
     local = tmp_path / "local"
-    run_evolve(tiny("distributed.batch_shards=2"), local, log=lambda _: None)
+    evolve(tiny("distributed.batch_shards=2"), local, log=lambda _: None)
     one = tmp_path / "one"
-    run_evolve(tiny("distributed.num_actors=1", "distributed.batch_shards=2"), one, log=lambda _: None)
+    evolve(tiny("distributed.num_actors=1", "distributed.batch_shards=2"), one, log=lambda _: None)
     two = tmp_path / "two"
-    run_evolve(tiny("distributed.num_actors=2", "distributed.batch_shards=2"), two, log=lambda _: None)
+    evolve(tiny("distributed.num_actors=2", "distributed.batch_shards=2"), two, log=lambda _: None)
     a, b, c = (pd.read_parquet(p / "archive.parquet") for p in (local, one, two))
     pd.testing.assert_frame_equal(a, b)  # one actor: bit-identical to in-process
     assert (a.genotype == c.genotype).all()
@@ -32,11 +32,10 @@ def test_actors_match_in_process(tmp_path, ray_session) -> None:
 CLUSTER_SCRIPT = textwrap.dedent(
     """
     import os, sys, threading, time
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from pathlib import Path
     import pandas as pd, ray
     from ray.cluster_utils import Cluster
-    from evoray.evolution.runner import run_evolve
+    from evoray.commands.evolve import evolve
     from tests.test_evolve import tiny
 
     out = Path(sys.argv[1])
@@ -54,8 +53,8 @@ CLUSTER_SCRIPT = textwrap.dedent(
         cluster.remove_node(worker)
         removed["at"] = time.time()
 
-    from evoray.distributed import actors
-    original = actors.SupernetFleet._start
+    from evoray.distributed import fleet
+    original = fleet.SupernetFleet._start
     nodes, starts = set(), []
 
     def spy(self):
@@ -63,9 +62,9 @@ CLUSTER_SCRIPT = textwrap.dedent(
         starts.append(1)
         nodes.update(p["node"] for p in self.placements())
 
-    actors.SupernetFleet._start = spy
+    fleet.SupernetFleet._start = spy
     threading.Thread(target=remove_worker, daemon=True).start()
-    run_evolve(cfg, out, log=lambda m: None)
+    evolve(cfg, out, log=lambda m: None)
     ray.shutdown()
     cluster.shutdown()
     print("NODES", len(nodes), "REMOVED", "at" in removed, "STARTS", len(starts))
@@ -75,7 +74,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
 
 def test_lost_worker_node_does_not_change_the_archive(tmp_path) -> None:
     ref = tmp_path / "ref"
-    run_evolve(tiny("distributed.batch_shards=2", "evolution.generations=3"), ref, log=lambda _: None)
+    evolve(tiny("distributed.batch_shards=2", "evolution.generations=3"), ref, log=lambda _: None)
     out = tmp_path / "cluster"
     proc = subprocess.run(
         [sys.executable, "-c", CLUSTER_SCRIPT, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evoray.archive import read_archive, row_alphas
+from evoray.commands.search import main, search
 from evoray.config import config_from_dict
-from evoray.distributed.search import run_search
-from evoray.evolution.runner import initial_alphas
+from evoray.evolution.run import initial_alphas
 from evoray.nn.supernet import DartsSupernet
-from evoray.search import main
+from evoray.runs import open_run
+from evoray.runs.archive import read_archive, row_alphas
 from evoray.searchers.experiment import ExperimentConfig
 from evoray.spaces import format_genotype, get_space
 from evoray.spaces.derive import derive_genotype, softmax
@@ -42,20 +42,26 @@ def test_search_trials_checkpoints_and_population(tmp_path, ray_session) -> None
     exp = _exp(
         "tune-run", scheduler={"kind": "asha", "grace_period": 1}, per_searcher={"darts": {"darts": {"order": 2}}}
     )
-    result = run_search(exp, storage=str(tmp_path / "storage"), log=lambda _: None, populations=tmp_path / "pops")
+    pop = tmp_path / "run"
+    result = search(exp, pop, log=lambda _: None)
     trials = result["trials"]
     assert [t["searcher"] for t in trials] == ["darts", "xnas"]
     assert all(t["status"] in ("done", "stopped") and t["genotype"] for t in trials)
     experiment = Path(result["experiment"])
+    assert experiment == (pop / "tune").resolve()  # everything the run writes is under its directory
     for trial_dir in [d for d in experiment.iterdir() if d.is_dir() and d.name.startswith(("darts", "xnas"))]:
         assert list(trial_dir.glob("checkpoint_*/searcher.pt")), f"{trial_dir} has no checkpoint"
         assert list(trial_dir.glob("events.out.tfevents*")), f"{trial_dir} has no TensorBoard log"
         rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
         assert {"train_acc", "valid_acc", "genotype", "entropy_normal"} <= set(rows[-1])
-    pop = tmp_path / "pops" / "tune-run"
     archive = read_archive(pop)
     assert [r["genotype"] for r in archive] == [t["genotype"] for t in trials]
     assert all(r["space"] == "darts" for r in archive)
+    assert [(r["searcher"], r["seed"]) for r in archive] == [("darts", 0), ("xnas", 0)]
+    assert all(r["trial"] and (experiment / r["trial"]).is_dir() for r in archive)
+    run = open_run(pop)
+    assert run.command == "search" and run.status == "done" and (pop / "config.yaml").is_file()
+    assert {row["trial"] for row in run.curves()} == {r["trial"] for r in archive}
     for row in archive:  # the archived alphas derive the archived genotype (XNAS: before wipe-outs)
         if row["origin"].startswith("search:darts"):
             weights = {ct: softmax(a) for ct, a in row_alphas(row).items()}
@@ -75,20 +81,20 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> None:
-    storage = tmp_path / "storage"
+    run = tmp_path / "run"
     config = tmp_path / "exp.yaml"
     base = {**TINY_BASE, "epochs": 6, "data": {**TINY_BASE["data"], "limit_train": 256}}
     config.write_text(json.dumps({"name": "killed", "searchers": ["darts"], "seeds": [0, 1], "base": base}))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = dict(os.environ)  # Ray's default authentication
     p = subprocess.Popen(
-        _cli("--config", str(config), "--out", str(storage)),
+        _cli("--config", str(config), "--out", str(run)),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    experiment = storage / "killed"
+    experiment = run / "tune"
     deadline = time.time() + 300
     trial_dirs: list[Path] = []
     while time.time() < deadline:
@@ -103,7 +109,7 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
     progress = {d.name: max(int(c.name.split("_")[1]) + 1 for c in d.glob("checkpoint_*")) for d in trial_dirs}
     assert max(progress.values()) < 6, f"killed too late to test resume: {progress}"
     proc = subprocess.run(
-        _cli("--resume", str(experiment), "--json"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        _cli("--resume", str(run), "--json"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -115,7 +121,7 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
         resumed = [r["resumed_from"] for r in rows if r["resumed_from"] > 0]
         assert resumed and epochs[-1] == 6, (d.name, epochs)
         assert epochs.count(resumed[0] + 1) >= 1 and epochs[: resumed[0]] == list(range(1, resumed[0] + 1))
-    assert len(read_archive(tmp_path / "populations" / "killed")) == 2
+    assert len(read_archive(run)) == 2 and open_run(run).status == "done"
 
 
 @pytest.mark.parametrize(
@@ -136,7 +142,7 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
             "trial darts seed 0: data.train_portion = 1.0 leaves the alphas of darts no validation half",
         ),
         (["--set", "base.optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
-        (["--resume", "/no/such/experiment"], "holds no evoray search experiment"),
+        (["--resume", "/no/such/experiment"], "no evoray run there"),
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path, capsys) -> None:

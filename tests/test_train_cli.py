@@ -9,24 +9,24 @@ from pathlib import Path
 
 import pytest
 
+from evoray.commands.train import main, train
 from evoray.config import load_config
 from evoray.errors import ConfigError
-from evoray.train import main
 from evoray.training import TrainConfig, train_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "evoray.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "evoray.train", *args], cwd=cwd, capture_output=True, text=True, timeout=600
     )
 
 
 def test_profile_json_reports_darts_v2_params() -> None:
     proc = _run(
         "--config",
-        "configs/darts-cifar10.yaml",
+        "darts-cifar10",  # a shipped config, by name
         "--genotype",
         "DARTS_V2",
         "--profile",
@@ -51,15 +51,16 @@ def test_short_training_run_learns_digits(tmp_path) -> None:
         ROOT / "configs/train-default.yaml",
         ["optim.epochs=3", "model.init_channels=8", "profile.repeats=2", "profile.warmup=1"],
     )
-    result = train_genotype(cfg, tmp_path, log=lambda _: None)
+    result = train(cfg, tmp_path, log=lambda _: None)
     assert result["test_top1"] > 60.0  # chance is 10%
-    for name in ("results.json", "config.yaml", "weights.pt", "history.json"):
+    for name in ("results.json", "config.yaml", "weights.pt", "history.json", "run.json", "curves.parquet"):
         assert (tmp_path / name).is_file()
     saved = load_config(TrainConfig, tmp_path / "config.yaml")
     assert saved == cfg
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"
 
 
-def test_same_seed_same_result_in_fresh_processes() -> None:
+def test_same_seed_same_result_in_fresh_processes(tmp_path) -> None:
     args = (
         "--json",
         "--set",
@@ -75,7 +76,8 @@ def test_same_seed_same_result_in_fresh_processes() -> None:
         "--set",
         "seed=7",
     )
-    runs = [json.loads(_run(*args).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    runs = [json.loads(_run(*args, cwd=tmp_path).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert len(list((tmp_path / "runs" / "train").iterdir())) == 2  # each run in runs/train/<name> by default
     assert runs[0]["test_loss"] == runs[1]["test_loss"]
     assert runs[0]["test_top1"] == runs[1]["test_top1"]
 

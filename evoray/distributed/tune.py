@@ -8,6 +8,7 @@ the temperature and the wiped-out experts, and saves a checkpoint (the searcher'
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -20,7 +21,9 @@ import torch
 from ray import tune
 
 from evoray.config import config_from_dict, config_to_dict
+from evoray.distributed.cluster import placement, worker_device
 from evoray.errors import ConfigError
+from evoray.runs.directory import atomic_write, load_tensors
 from evoray.runtime import apply_runtime
 from evoray.searchers import SEARCHERS, SearchConfig, Searcher, SearchSettings
 from evoray.searchers.experiment import ExperimentConfig, trial_label
@@ -35,14 +38,12 @@ class SearchTrainable(tune.Trainable):
     """One searcher as a class trainable: ``config = {"search": <SearchConfig as a dict>, "threads": int}``."""
 
     def setup(self, config: dict[str, Any]) -> None:
-        import ray
-
         cfg = config_from_dict(SearchConfig, config["search"])
         threads = int(config.get("threads", 0))
         if threads > 0:
             torch.set_num_threads(threads)
         if cfg.runtime.device == "auto":
-            cfg.runtime.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+            cfg.runtime.device = str(worker_device())
         device = apply_runtime(cfg.runtime)
         self.searcher: Searcher = SEARCHERS.get(cfg.searcher)(cfg, device)
         self.resumed_from = 0
@@ -55,20 +56,15 @@ class SearchTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         d = Path(checkpoint_dir)
-        tmp = d / (CHECKPOINT_FILE + ".tmp")
-        torch.save(self.searcher.state_dict(), tmp)
-        os.replace(tmp, d / CHECKPOINT_FILE)
+        buf = io.BytesIO()
+        torch.save(self.searcher.state_dict(), buf)  # tensors and plain containers: read with weights_only
+        atomic_write(d / CHECKPOINT_FILE, buf.getvalue())
         np.savez(d / "alphas.npz", **self.searcher.alphas())  # type: ignore[arg-type]
         info = {"epoch": self.searcher.epoch, "genotype": str(self.searcher.genotype())}
         (d / "genotype.json").write_text(json.dumps(info))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
-        path = Path(checkpoint_dir) / CHECKPOINT_FILE
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
-        except Exception as err:
-            raise ConfigError(f"checkpoint {str(path)!r} is corrupt or unreadable ({type(err).__name__})") from None
-        self.searcher.load_state_dict(state)
+        self.searcher.load_state_dict(load_tensors(Path(checkpoint_dir) / CHECKPOINT_FILE, "search checkpoint"))
         self.resumed_from = self.searcher.epoch
 
 
@@ -95,31 +91,14 @@ class EpochLog(tune.Callback):
         print(" ".join(parts), file=sys.stderr if self.to_stderr else sys.stdout, flush=True)
 
 
-def ensure_ray(address: str | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        # "local" starts a fresh Ray even when a cluster started earlier left its address behind
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
-
-
 def _trial_name(trial: Any) -> str:
     cfg = trial.config["search"]
     return f"{cfg['searcher']}-{cfg['supernet']['space']}-s{cfg['seed']}-{trial.trial_id}"
 
 
 def _trainable(exp: ExperimentConfig) -> Any:
-    import ray
-
-    gpu = exp.resources.gpu
-    if gpu < 0:
-        gpu = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return tune.with_resources(SearchTrainable, {"cpu": exp.resources.cpu, "gpu": gpu})
-
-
-def experiment_path(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}"
+    res = placement(exp.resources)
+    return tune.with_resources(SearchTrainable, {"cpu": res["num_cpus"], "gpu": res["num_gpus"]})
 
 
 def storage_uri(storage: str) -> str:
@@ -128,9 +107,14 @@ def storage_uri(storage: str) -> str:
 
 
 def run_trials(
-    exp: ExperimentConfig, trials: list[SearchSettings], name: str, log: Log, quiet_stdout: bool = False
+    exp: ExperimentConfig,
+    trials: list[SearchSettings],
+    storage: str,
+    name: str,
+    log: Log,
+    quiet_stdout: bool = False,
 ) -> Any:
-    """Run every trial as a Tune experiment ``name`` under ``exp.storage``; returns Tune's ResultGrid."""
+    """Run every trial as the Tune experiment ``storage/name``; returns Tune's ResultGrid."""
     from ray.tune.schedulers import ASHAScheduler
 
     scheduler = None
@@ -144,7 +128,7 @@ def run_trials(
     # Snapshot the experiment state at least every second (Tune's default waits 10 s or more), so that a run killed
     # at any moment resumes each trial from its newest checkpoint; the state file is small.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    threads = max(1, int(exp.resources.cpu))
+    threads = max(1, int(exp.resources.cpus))
     tuner = tune.Tuner(
         _trainable(exp),
         param_space={"search": tune.grid_search([config_to_dict(t) for t in trials]), "threads": threads},
@@ -156,16 +140,16 @@ def run_trials(
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
-        run_config=_run_config(exp, name, quiet_stdout),
+        run_config=_run_config(exp, storage, name, quiet_stdout),
     )
     log(f"search: {len(trials)} trials ({', '.join(trial_label(t) for t in trials)})")
     return tuner.fit()
 
 
-def _run_config(exp: ExperimentConfig, name: str, quiet_stdout: bool) -> Any:
+def _run_config(exp: ExperimentConfig, storage: str, name: str, quiet_stdout: bool) -> Any:
     return tune.RunConfig(
         name=name,
-        storage_path=storage_uri(exp.storage),
+        storage_path=storage_uri(storage),
         failure_config=tune.FailureConfig(max_failures=exp.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
         verbose=0,
@@ -178,6 +162,22 @@ def can_restore(path: str) -> bool:
         return bool(tune.Tuner.can_restore(path))
     except Exception:
         return False
+
+
+def check_checkpoints(path: str) -> int:
+    """Read every trial's newest checkpoint of the local experiment ``path`` (weights_only) before Tune restores
+    them: a corrupt or unsafe file is a one-line ``ConfigError`` here, not a failed trial later. Returns how many
+    were read."""
+    root = Path(path)
+    if "://" in path or not root.is_dir():
+        return 0
+    count = 0
+    for trial in sorted(d for d in root.iterdir() if d.is_dir()):
+        checkpoints = sorted(trial.glob("checkpoint_*"), key=lambda c: int(c.name.split("_")[-1]))
+        if checkpoints:
+            load_tensors(checkpoints[-1] / CHECKPOINT_FILE, f"trial {trial.name}'s checkpoint")
+            count += 1
+    return count
 
 
 def restore_trials(exp: ExperimentConfig, path: str, log: Log) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from evoray.data import DataConfig
 from evoray.errors import ConfigError
+from evoray.runtime import ResourcesConfig
 from evoray.training import Recipe
 
 METRICS = ("nll", "accuracy")
@@ -28,12 +29,12 @@ class MembersConfig:
     archives: list[str] = field(default_factory=list)  # population archives or run directories (evolve, search)
     top_k: int = field(default=3, metadata={"min": 1})  # genotypes taken from each archive: fittest, deduplicated
     archive_scope: str = field(default="last", metadata={"choices": ("last", "all")})  # last generation | every one
-    latest_run: bool = False  # also the top_k of the newest run under populations_dir whose genotypes fit the network
+    latest_run: bool = False  # also the top_k of the newest run under runs_dir whose genotypes fit the network
     latest_supernet: bool = False  # also the supernet of the newest evolve run that has one
-    checkpoints: list[str] = field(default_factory=list)  # trained networks: dirs with config.yaml and weights.pt
+    checkpoints: list[str] = field(default_factory=list)  # trained networks: train runs or committee member dirs
     supernets: list[str] = field(default_factory=list)  # evolve run dirs: supernet + its best individual's decoding
     seeds: int = field(default=1, metadata={"min": 1})  # trained copies of each genotype, seeds seed, seed + 1, ...
-    populations_dir: str = "populations"  # where latest_run and latest_supernet look
+    runs_dir: str = "runs"  # where latest_run and latest_supernet look
 
 
 @dataclass
@@ -81,14 +82,6 @@ class ShiftConfig:
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={"min": 1, "max": 5})
 
 
-@dataclass
-class ResourcesConfig:
-    executor: str = field(default="ray", metadata={"choices": ("ray", "local")})  # local: one member at a time here
-    cpus_per_member: int = field(default=1, metadata={"min": 1})  # CPUs a member task reserves (and torch threads)
-    gpus_per_member: float = -1.0  # -1: one GPU per member when the cluster has GPUs, else none
-    address: str = ""  # Ray cluster to join ("auto", "host:port", "ray://..."); "" starts a local Ray
-
-
 def _default_committees() -> list[CommitteeConfig]:
     return [
         CommitteeConfig(combiner="logit_sum", size=3),
@@ -104,7 +97,7 @@ class EnsembleConfig:
     """A committee run. ``data.train_portion`` of the training set trains the members; the rest is the validation
     set from which committees are selected (the same for every member). The test set only measures."""
 
-    name: str = ""  # output under ensembles/<name> ("" = the spec's file name and a time stamp)
+    name: str = ""  # run name: the run goes to runs/ensemble/<name> unless --out is given ("" = spec and time)
     seed: int = field(default=0, metadata={"min": 0})  # validation split, member seeds, corruption noise
     data: DataConfig = field(
         default_factory=lambda: DataConfig(
@@ -116,7 +109,8 @@ class EnsembleConfig:
     supernet: SupernetEvalConfig = field(default_factory=SupernetEvalConfig)
     committees: list[CommitteeConfig] = field(default_factory=_default_committees)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    executor: str = field(default="ray", metadata={"choices": ("ray", "local")})  # local: one member at a time here
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what each member task reserves
     ece_bins: int = field(default=15, metadata={"min": 1})  # equal-width confidence bins of ECE and the diagram
 
     def validate(self) -> None:

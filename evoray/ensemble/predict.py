@@ -22,6 +22,7 @@ from evoray.data.datasets import TRAIN_STREAM
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.shift import corrupted, shift_key
 from evoray.ensemble.sources import MemberSpec, member_train_config
+from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights
 from evoray.profiling import count_parameters
 from evoray.runtime import apply_runtime, autocast, seed_everything
@@ -154,14 +155,11 @@ def _checkpoint_model(member: MemberSpec, splits: DataSplits, device: torch.devi
 def _supernet_model(
     cfg: EnsembleConfig, member: MemberSpec, splits: DataSplits, device: torch.device, log: Log
 ) -> nn.Module:
-    from evoray.evolution.runner import EvolveConfig
-    from evoray.nn.supernet import build_supernet
-
-    evolve_cfg = config_from_dict(EvolveConfig, member.config)
-    net = build_supernet(evolve_cfg.supernet, splits.num_classes, splits.in_channels)
+    net_cfg = config_from_dict(SupernetConfig, member.config)
+    net = build_supernet(net_cfg, splits.num_classes, splits.in_channels)
     assert member.state is not None, f"supernet member {member.name} carries no weights"
     net.load_state_dict(member.state)
-    space = get_space(evolve_cfg.supernet.space)
+    space = get_space(net_cfg.space)
     decoded = one_hot(space, parse_genotype(member.genotype))  # the EvNAS decoding: softmax of the one-hot
     weights = {ct: EdgeWeights(F.softmax(torch.from_numpy(a), dim=-1).to(device)) for ct, a in decoded.items()}
     model = DecodedSupernet(net, weights).to(device)

@@ -1,24 +1,21 @@
-"""A committee run: resolve the member pool, check the committees, train the members in parallel, select the
-committees on validation logits, measure everything, write the results.
-
-Output in ``ensembles/<name>/`` (or ``--out``), never over results already there:
-``spec.yaml`` (the resolved spec), ``members/<member>/`` (config.yaml, weights.pt, member.json, history.json,
-train.log of each member trained here), ``logits.npz`` (every member's validation, test and shifted test logits),
-``report.json``, ``report.md`` and the plots.
+"""A committee run: resolve the member pool, check the committees, train the members (an executor: in this process,
+or Ray tasks from ``evoray.distributed``), select the committees on validation logits, measure everything, write the
+results into the run directory: ``config.yaml`` (the resolved spec), ``members/<member>/`` (logits.npz, member.json
+and, for members trained here, config.yaml, weights.pt, history.json, train.log), ``logits.npz`` (every member's
+validation, test and shifted test logits), ``report.json``, ``report.md`` and the plots. A resumed run reuses every
+member an earlier attempt finished.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from evoray.config import save_config
+from evoray.config import config_to_dict
 from evoray.ensemble.committees import (
     Committee,
     LogitPool,
@@ -28,23 +25,14 @@ from evoray.ensemble.committees import (
     select_committee,
 )
 from evoray.ensemble.config import EnsembleConfig
-from evoray.ensemble.members import run_members
-from evoray.ensemble.predict import MemberLogits
+from evoray.ensemble.members import Executor, run_members, run_members_locally
 from evoray.ensemble.report import shift_by_severity, write_report
-from evoray.ensemble.sources import MEMBER_FILE, DataInfo, MemberSpec, describe_data, member_train_config, resolve_pool
-from evoray.errors import ConfigError
+from evoray.ensemble.sources import DataInfo, MemberSpec, describe_data, resolve_pool
+from evoray.runs import RunDir
+from evoray.spaces import parse_genotype
 
 Log = Callable[[str], None]
 METRIC_KEYS = ("accuracy", "nll", "ece")
-
-
-def output_dir(cfg: EnsembleConfig, out_dir: Path | None, spec_name: str) -> Path:
-    """``out_dir``, or ``ensembles/<name>`` (``<spec>-<time stamp>`` without a name); it must not hold results."""
-    if out_dir is None:
-        out_dir = Path("ensembles") / (cfg.name or f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"output directory {str(out_dir)!r} already holds results; give another --out or name")
-    return out_dir
 
 
 def plan(cfg: EnsembleConfig, log: Log = print) -> tuple[DataInfo, list[MemberSpec], list[str]]:
@@ -56,24 +44,6 @@ def plan(cfg: EnsembleConfig, log: Log = print) -> tuple[DataInfo, list[MemberSp
     for i, c in enumerate(cfg.committees):
         check_committee(c, names, f"committees[{i}]")
     return info, pool, labels
-
-
-def save_member(cfg: EnsembleConfig, spec: MemberSpec, result: MemberLogits, root: Path) -> None:
-    """A trained member's directory: the train command's config.yaml and weights.pt (so it can serve again as a
-    checkpoint member), member.json (what it is, how it fared, its validation split), history and log."""
-    d = root / spec.name
-    d.mkdir(parents=True, exist_ok=True)
-    info = {k: v for k, v in result.info.items() if k not in ("history", "log")}
-    meta = {"name": spec.name, **info, "split_seed": cfg.seed, "train_portion": cfg.data.train_portion}
-    if spec.kind == "genotype" and result.state is not None:
-        save_config(member_train_config(cfg, spec.genotype, spec.seed), d / "config.yaml")
-        torch.save(result.state, d / "weights.pt")
-        (d / "history.json").write_text(json.dumps(result.info.get("history", []), indent=1))
-    else:
-        meta["source"] = spec.path
-    (d / MEMBER_FILE).write_text(json.dumps(meta, indent=1, default=str))
-    if result.info.get("log"):
-        (d / "train.log").write_text("\n".join(result.info["log"]) + "\n")
 
 
 def _shift_mean(metrics: dict[str, Any], keys: Sequence[str]) -> dict[str, float]:
@@ -169,30 +139,29 @@ def summary_line(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 
 def run_ensemble(
-    cfg: EnsembleConfig,
-    out_dir: Path | None = None,
-    spec_name: str = "ensemble",
-    address: str | None = None,
-    log: Log = print,
+    cfg: EnsembleConfig, run: RunDir, executor: Executor = run_members_locally, log: Log = print
 ) -> dict[str, Any]:
-    """Run the committee spec ``cfg``; returns the --json summary (report.json holds everything)."""
-    if address:
-        cfg.resources.address = address
+    """Run the committee spec ``cfg`` in ``run`` (a resumed run reuses its finished members); returns the --json
+    summary (report.json holds everything)."""
     info, pool_specs, labels = plan(cfg, log)
-    out = output_dir(cfg, out_dir, spec_name)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "spec.yaml")
+    run.start(
+        config_to_dict(cfg),
+        cfg.seed,
+        {
+            "space": _space_of(pool_specs),
+            "method": ",".join(c.combiner for c in cfg.committees),
+            "members": len(pool_specs),
+        },
+    )
     log(
         f"ensemble: {len(pool_specs)} members ({', '.join(m.name for m in pool_specs)}), "
-        f"{len(labels)} committees, on {cfg.data.dataset} -> {out}"
+        f"{len(labels)} committees, on {cfg.data.dataset} -> {run.path}"
     )
     start = time.perf_counter()
-    results = run_members(cfg, pool_specs, log)
+    results = run_members(cfg, pool_specs, run.path / "members", executor, log)
     log(f"members done in {time.perf_counter() - start:.0f} s")
-    for spec, result in zip(pool_specs, results):
-        save_member(cfg, spec, result, out / "members")
     pool = LogitPool.from_members(results)
-    pool.save(out / "logits.npz")
+    pool.save(run.path / "logits.npz")
     committees: list[Committee] = [
         select_committee(c, label, pool.names, pool.valid, pool.valid_labels)
         for c, label in zip(cfg.committees, labels)
@@ -200,14 +169,30 @@ def run_ensemble(
     measured = measure(pool, committees, cfg.ece_bins)
     for r in results:
         measured["members"][r.name]["params_m"] = r.info.get("params_m")
-    report = build_report(cfg, out.name, info, pool_specs, pool, measured)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    write_report(report, out)
+    report = build_report(cfg, run.path.name, info, pool_specs, pool, measured)
+    run.write_json("report.json", report)
+    write_report(report, run.path)
     s = report["summary"]
     bm, bc = s["best_member"], s["best_committee"]
     log(
         f"best member {bm['name']}: test top1 {bm['test']['accuracy']:.2f}% NLL {bm['test']['nll']:.4f}; "
         f"best committee {bc['name']}: test top1 {bc['test']['accuracy']:.2f}% NLL {bc['test']['nll']:.4f} "
-        f"-> {out / 'report.md'}"
+        f"-> {run.path / 'report.md'}"
     )
-    return summary_line(report, out)
+    summary = summary_line(report, run.path)
+    run.finish(
+        {
+            "best_member": bm["name"],
+            "best_member_accuracy": bm["test"]["accuracy"],
+            "best_committee": bc["name"],
+            "best_committee_accuracy": bc["test"]["accuracy"],
+            "accuracy_gain": s["accuracy_gain"],
+            "nll_gain": s["nll_gain"],
+        }
+    )
+    return summary
+
+
+def _space_of(pool: list[MemberSpec]) -> str:
+    kinds = {"nb201" if parse_genotype(m.genotype).is_nb201 else "darts" for m in pool}
+    return kinds.pop() if len(kinds) == 1 else "mixed"

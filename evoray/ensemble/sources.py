@@ -1,6 +1,7 @@
 """Where members come from: published genotypes, population archives (the fittest genotypes of evolve or search
-runs), trained checkpoints, and the supernets of evolve runs. Everything here runs in the driver, before any training,
-so bad input fails in a second with one line rather than after an hour.
+runs), trained checkpoints, and the supernets of evolve runs, all read through the public run reader
+(:mod:`evoray.runs`). Everything here runs in the driver, before any training, so bad input fails in a second with
+one line rather than after an hour.
 
 Example::
 
@@ -20,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoray.archive import read_archive
-from evoray.config import config_to_dict, load_config
+from evoray.config import config_from_dict, config_to_dict, load_config
 from evoray.data import DataConfig, build_data
 from evoray.data.datasets import search_split
 from evoray.ensemble.config import EnsembleConfig
 from evoray.errors import ConfigError
+from evoray.runs import list_runs, open_run, read_archive
+from evoray.runs.directory import load_tensors
 from evoray.spaces.genotype import parse_genotype
 from evoray.spaces.published import published_genotype
 from evoray.spaces.resolve import resolve_genotype
@@ -46,7 +48,7 @@ class MemberSpec:
     genotype: str  # canonical genotype text
     seed: int = 0  # genotype members: the training seed
     path: str = ""  # checkpoint or run directory
-    config: dict[str, Any] = field(default_factory=dict)  # checkpoint: its TrainConfig; supernet: its EvolveConfig
+    config: dict[str, Any] = field(default_factory=dict)  # checkpoint: its TrainConfig; supernet: its supernet section
     state: dict[str, Any] | None = field(default=None, repr=False)  # checkpoint / supernet weights (CPU tensors)
     valid_overlap: float | None = 0.0  # share of the validation set this member was trained on (None: unknown)
 
@@ -98,9 +100,9 @@ def resolve_pool(cfg: EnsembleConfig, info: DataInfo, log: Log = print) -> list[
         genotypes.append((name, str(published_genotype(name)), f"published {name}"))
     archives = list(m.archives)
     if m.latest_run:
-        latest = latest_run(Path(m.populations_dir), cfg.train.model.network == "nb201")
+        latest = latest_run(Path(m.runs_dir), cfg.train.model.network == "nb201")
         if latest is None:
-            log(f"members.latest_run: no run with an archive under {m.populations_dir}/ fits; none added")
+            log(f"members.latest_run: no run with an archive under {m.runs_dir}/ fits; none added")
         else:
             log(f"members.latest_run: {latest}")
             archives.append(str(latest))
@@ -127,7 +129,7 @@ def resolve_pool(cfg: EnsembleConfig, info: DataInfo, log: Log = print) -> list[
     if m.latest_supernet:
         supernet = latest_supernet_member(cfg, info, pool, log)
         if supernet is None:
-            log(f"members.latest_supernet: no evolve run under {m.populations_dir}/ has a supernet that fits the data")
+            log(f"members.latest_supernet: no evolve run under {m.runs_dir}/ has a supernet that fits the data")
         else:
             log(f"members.latest_supernet: {supernet.path}")
             pool.append(supernet)
@@ -179,47 +181,45 @@ def archive_genotypes(path: str, top_k: int, scope: str, where: str) -> list[tup
     return out
 
 
+def _runs(root: Path) -> list[Any]:
+    """Finished runs under ``root``, newest first (none when the folder does not exist)."""
+    if not root.is_dir():
+        return []
+    return [r for r in list_runs(root) if r.problem is None and r.status == "done"]
+
+
 def latest_run(root: Path, nb201: bool) -> Path | None:
-    """The run directory under ``root`` with the newest archive whose genotypes are NB201 cells iff ``nb201``."""
-    runs = sorted(root.glob("*/archive.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for archive in runs:
+    """The newest finished run under ``root`` with an archive whose genotypes are NB201 cells iff ``nb201``."""
+    for run in _runs(root):
+        if not run.has_archive():
+            continue
         try:
-            rows = read_archive(archive)
+            rows = run.archive()
         except ConfigError:
             continue
         if rows and parse_genotype(rows[0]["genotype"]).is_nb201 == nb201:
-            return archive.parent
+            return run.path
     return None
 
 
 def latest_supernet_member(cfg: EnsembleConfig, info: DataInfo, pool: list[MemberSpec], log: Log) -> MemberSpec | None:
-    """The supernet of the newest evolve run under ``members.populations_dir`` whose supernet takes the ensemble's
-    images and classes (runs on other data are passed over)."""
-    root = Path(cfg.members.populations_dir)
-    runs = sorted(root.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for ckpt in runs:
-        run = ckpt.parent
-        if not (run / "best.json").is_file() or _evolve_config(run) is None:
+    """The supernet of the newest evolve run under ``members.runs_dir`` whose supernet takes the ensemble's images and
+    classes (runs on other data are passed over)."""
+    for run in _runs(Path(cfg.members.runs_dir)):
+        if run.command != "evolve" or not (run.path / "supernet.pt").is_file():
             continue
         try:
-            return load_supernet_member(str(run), cfg, info, pool)
+            return load_supernet_member(str(run.path), cfg, info, pool)
         except ConfigError as err:
-            log(f"members.latest_supernet: passing over {run}: {err}")
+            log(f"members.latest_supernet: passing over {run.path}: {err}")
     return None
 
 
-def _evolve_config(run: Path) -> Any:
-    from evoray.evolution.runner import EvolveConfig
-
-    try:
-        cfg = load_config(EvolveConfig, run / "config.yaml")
-    except ConfigError:
-        return None
-    return cfg if cfg.fitness.backend == "supernet" else None
-
-
 def _check_shape(name: str, state: dict[str, Any], info: DataInfo, cfg: EnsembleConfig) -> None:
-    classes = int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else None
+    head = state.get("classifier.weight")
+    if not isinstance(head, torch.Tensor) or head.dim() != 2:
+        raise ConfigError(f"member {name!r} holds no trained evoray network (its weights have no classifier)")
+    classes = int(head.shape[0])
     if classes != info.num_classes:
         raise ConfigError(
             f"member {name!r} has {classes} classes but the ensemble's data ({cfg.data.dataset}) has "
@@ -231,13 +231,6 @@ def _check_shape(name: str, state: dict[str, Any], info: DataInfo, cfg: Ensemble
             f"member {name!r} takes {int(stem.shape[1])}-channel images but the ensemble's data has "
             f"{info.in_channels} channels"
         )
-
-
-def _torch_load(path: Path, what: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"{what} {str(path)!r} is unreadable ({type(err).__name__})") from None
 
 
 def _same_data(a: DataConfig, b: DataConfig) -> bool:
@@ -271,7 +264,7 @@ def load_checkpoint_member(path: str, cfg: EnsembleConfig, info: DataInfo, pool:
     if not (d / "config.yaml").is_file() or not (d / "weights.pt").is_file():
         raise ConfigError(f"members.checkpoints: {path!r} is not a directory holding config.yaml and weights.pt")
     train_cfg = load_config(TrainConfig, d / "config.yaml")
-    state = _torch_load(d / "weights.pt", "weights file")
+    state = load_tensors(d / "weights.pt", "weights file")
     name = _unique(d.name, pool)
     _check_shape(name, state, info, cfg)
     split, seed = "train", train_cfg.seed
@@ -302,34 +295,29 @@ def _read_json(path: Path, where: str) -> dict:
 
 
 def load_supernet_member(path: str, cfg: EnsembleConfig, info: DataInfo, pool: list[MemberSpec]) -> MemberSpec:
-    """The supernet of an evolve run, with the edge weights of its best individual's genotype (from best.json)."""
-    run = Path(path)
-    missing = [f for f in ("config.yaml", "checkpoint.pt", "best.json") if not (run / f).is_file()]
-    if missing:
-        raise ConfigError(f"members.supernets: {path!r} is not an evolve run directory (lacks {', '.join(missing)})")
-    evolve_cfg = _evolve_config(run)
-    if evolve_cfg is None:
-        raise ConfigError(f"members.supernets: {path!r} is not an evolve run with a supernet fitness backend")
-    checkpoint = _torch_load(run / "checkpoint.pt", "checkpoint")
+    """The supernet of an evolve run, with the edge weights of its best individual's genotype (its headline)."""
     try:
-        state = checkpoint["backend"]["net"]
-    except (KeyError, TypeError):
-        raise ConfigError(f"members.supernets: {path!r} has a checkpoint without supernet weights") from None
-    name = _unique(f"supernet-{run.name}", pool)
+        run = open_run(path)
+        supernet, state = run.supernet()
+        run_cfg = run.config()
+    except ConfigError as err:
+        raise ConfigError(f"members.supernets: {err}") from None
+    name = _unique(f"supernet-{run.path.name}", pool)
     _check_shape(name, state, info, cfg)
-    best = _read_json(run / "best.json", "members.supernets")
-    if "genotype" not in best:
-        raise ConfigError(f"members.supernets: {str(run / 'best.json')!r} names no genotype")
-    origin = f"supernet of {path} ({evolve_cfg.supernet.space}), best individual {best.get('id')}"
-    overlap = validation_overlap(cfg, info, evolve_cfg.data, evolve_cfg.seed, "search")
+    genotype = run.result.get("genotype")
+    if not genotype:
+        raise ConfigError(f"members.supernets: the run {path!r} names no best genotype (is it finished?)")
+    origin = f"supernet of {path} ({supernet.get('space')}), best individual"
+    data = config_from_dict(DataConfig, dict(run_cfg.get("data") or {}))
+    overlap = validation_overlap(cfg, info, data, int(run_cfg.get("seed", 0)), "search")
     return MemberSpec(
         name,
         "supernet",
         origin,
-        str(parse_genotype(best["genotype"])),
-        evolve_cfg.seed,
-        str(run),
-        config_to_dict(evolve_cfg),
+        str(parse_genotype(str(genotype))),
+        int(run_cfg.get("seed", 0)),
+        str(run.path),
+        supernet,
         state,
         overlap,
     )

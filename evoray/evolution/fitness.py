@@ -10,12 +10,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evoray.errors import ConfigError
 from evoray.evolution.individual import Individual
 from evoray.registry import Registry
+
+
+@dataclass
+class FitnessConfig:
+    backend: str = "supernet"  # supernet (EvNAS shared weights) | tabular (a benchmark table) | nats-bench
+    table: str = ""  # tabular: CSV or Parquet file with an arch column and metric columns
+    metric: str = "cifar10_valid_12ep"  # tabular: the column maximised
+    report: str = "cifar10_test_12ep"  # tabular: a column reported for the best individual ("" = none)
+    arch_column: str = "arch"  # tabular: the column of NAS-Bench-201 arch strings
+    bn_mode: str = field(default="train", metadata={"choices": ("train", "eval")})  # supernet: BN during fitness
+    max_batches: int = field(default=0, metadata={"min": 0})  # supernet: validation batches per fitness (0 = all)
+    # supernet: score on the validation half augmented as in training (the original EvNAS code draws its validation
+    # batches from the augmented training set); False scores it plain, a less noisy fitness
+    augment: bool = False
+    # supernet: the fitness batch (0 = data.batch_size). With batch statistics (bn_mode train) it sets the BN
+    # estimate's noise; the original EvNAS code scores batches of 1024
+    batch_size: int = field(default=0, metadata={"min": 0})
 
 
 class FitnessBackend(ABC):
@@ -41,9 +59,14 @@ class FitnessBackend(ABC):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """The backend's state for a checkpoint: tensors and plain containers only (read back with weights_only)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    def supernet_state(self) -> dict[str, Any] | None:
+        """The shared supernet's weights after the run, for committees of its architectures (None: no supernet)."""
         return None
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -81,4 +82,35 @@ def make_individual(
     clean = check_alphas(space, alphas)
     return Individual(
         int(ident), int(generation), clean, tuple(int(p) for p in parents), origin, str(genotype_of(space, clean))
+    )
+
+
+def to_record(ind: Individual) -> dict[str, Any]:
+    """An individual as plain data (JSON-able; alphas flat per cell type with their shapes): the one serialised form,
+    shared by archive rows, strategy states and checkpoints."""
+    return {
+        "id": ind.id,
+        "generation": ind.generation,
+        "parents": list(ind.parents),
+        "origin": ind.origin,
+        "genotype": ind.genotype,
+        "fitness": ind.fitness,
+        "alphas": {ct: np.asarray(a, dtype=np.float32).ravel().tolist() for ct, a in ind.alphas.items()},
+        "alpha_shapes": {ct: list(np.asarray(a).shape) for ct, a in ind.alphas.items()},
+    }
+
+
+def from_record(record: Mapping[str, Any]) -> Individual:
+    """The individual of :func:`to_record`'s output (or of an archive row)."""
+    shapes = dict(record["alpha_shapes"])
+    alphas = {str(ct): np.asarray(v, dtype=np.float32).reshape(shapes[ct]) for ct, v in dict(record["alphas"]).items()}
+    fitness = record["fitness"]
+    return Individual(
+        int(record["id"]),
+        int(record["generation"]),
+        alphas,
+        tuple(int(p) for p in record["parents"]),
+        str(record["origin"]),
+        str(record["genotype"]),
+        None if fitness is None else float(fitness),
     )

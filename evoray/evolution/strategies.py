@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evoray.errors import ConfigError
-from evoray.evolution.individual import Alphas, Individual, check_alphas, make_individual
+from evoray.evolution.individual import Alphas, Individual, check_alphas, from_record, make_individual, to_record
 from evoray.evolution.operators import CROSSOVERS, INITS, MUTATIONS, SELECTIONS
 from evoray.registry import Registry
 from evoray.spaces import SearchSpace
@@ -202,18 +202,18 @@ class Strategy(ABC):
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Plain data (numpy arrays, numbers, strings, lists, dicts): everything needed to continue bit-identically."""
+        """JSON-able plain data (numbers, strings, lists, dicts): everything needed to continue bit-identically."""
         return {
             "strategy": self.name,
             "generation": self.generation,
             "next_id": self.next_id,
             "cursor": self._cursor,
             "children": self._children,
-            "population": [individual_state(i) for i in self._pop],
-            "batch": [individual_state(i) for i in self._batch],
-            "evaluated": [individual_state(i) for i in self._evaluated],
+            "population": [to_record(i) for i in self._pop],
+            "batch": [to_record(i) for i in self._batch],
+            "evaluated": [to_record(i) for i in self._evaluated],
             "seen": list(self._seen),
-            "best": None if self._best is None else individual_state(self._best),
+            "best": None if self._best is None else to_record(self._best),
             "rng": copy.deepcopy(self.rng.bit_generator.state),
         }
 
@@ -225,11 +225,11 @@ class Strategy(ABC):
         self.next_id = int(state["next_id"])
         self._cursor = int(state["cursor"])
         self._children = int(state["children"])
-        self._pop = [individual_from_state(s) for s in state["population"]]
-        self._batch = [individual_from_state(s) for s in state["batch"]]
-        self._evaluated = [individual_from_state(s) for s in state["evaluated"]]
+        self._pop = [from_record(s) for s in state["population"]]
+        self._batch = [from_record(s) for s in state["batch"]]
+        self._evaluated = [from_record(s) for s in state["evaluated"]]
         self._seen = dict.fromkeys(str(g) for g in state["seen"])
-        self._best = None if state["best"] is None else individual_from_state(state["best"])
+        self._best = None if state["best"] is None else from_record(state["best"])
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
 
     # -- for subclasses ------------------------------------------------------------------------------------------
@@ -403,35 +403,6 @@ def build_strategy(
     """The strategy named by ``cfg.strategy``."""
     cfg.validate()
     return STRATEGIES.get(cfg.strategy)(cfg, space, rng, seed_alphas)
-
-
-def individual_state(ind: Individual) -> dict[str, Any]:
-    """An individual as plain data (arrays copied)."""
-    return {
-        "id": ind.id,
-        "generation": ind.generation,
-        "alphas": {ct: np.array(a) for ct, a in ind.alphas.items()},
-        "parents": list(ind.parents),
-        "origin": ind.origin,
-        "genotype": ind.genotype,
-        "fitness": ind.fitness,
-    }
-
-
-def individual_from_state(state: Mapping[str, Any]) -> Individual:
-    alphas = {}
-    for ct, a in state["alphas"].items():
-        alphas[str(ct)] = np.array(a, dtype=np.float32)
-    fitness = state["fitness"]
-    return Individual(
-        int(state["id"]),
-        int(state["generation"]),
-        alphas,
-        tuple(int(p) for p in state["parents"]),
-        str(state["origin"]),
-        str(state["genotype"]),
-        None if fitness is None else float(fitness),
-    )
 
 
 def _score(fitness: float | None) -> float:

@@ -10,7 +10,6 @@ No Ray here: :class:`SupernetTrainer` is the whole algorithm on one device, and 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from evoray.data import DataConfig, DataSplits, build_data
 from evoray.errors import ConfigError
-from evoray.evolution.fitness import BACKENDS, FitnessBackend
+from evoray.evolution.fitness import BACKENDS, FitnessBackend, FitnessConfig
 from evoray.evolution.individual import Individual
 from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights, decode_one_hot
@@ -29,18 +28,6 @@ from evoray.runtime import autocast
 from evoray.spaces import get_space
 
 Alphas = dict[str, np.ndarray]
-
-
-@dataclass
-class SupernetFitnessConfig:
-    bn_mode: str = field(default="train", metadata={"choices": ("train", "eval")})  # EvNAS: batch statistics
-    max_batches: int = field(default=0, metadata={"min": 0})  # validation batches per fitness (0 = all)
-    # Fitness batch (0 = data.batch_size). With batch statistics (bn_mode train) it sets the BN estimate's noise; the
-    # original EvNAS code scores batches of 1024.
-    batch_size: int = field(default=0, metadata={"min": 0})
-    # Score on the validation half augmented as the training half is (the original EvNAS code draws its validation
-    # batches from the augmented training set); False scores it plain, a less noisy fitness.
-    augment: bool = False
 
 
 class SupernetTrainer:
@@ -56,7 +43,7 @@ class SupernetTrainer:
         self,
         net_cfg: SupernetConfig,
         optim_cfg: OptimConfig,
-        fitness_cfg: SupernetFitnessConfig,
+        fitness_cfg: FitnessConfig,
         data_cfg: DataConfig,
         generations: int,
         seed: int,
@@ -218,3 +205,6 @@ class SupernetBackend(FitnessBackend):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.trainer.load_state_dict(state)
+
+    def supernet_state(self) -> dict[str, Any] | None:
+        return {k: v.detach().cpu() for k, v in self.trainer.net.state_dict().items()}

@@ -16,6 +16,7 @@ from typing import Any
 
 from evoray.config import config_from_dict, config_to_dict
 from evoray.errors import ConfigError
+from evoray.runtime import ResourcesConfig
 from evoray.searchers.config import SearchConfig
 from evoray.searchers.registry import SEARCHERS
 from evoray.searchers.settings import SearchSettings
@@ -30,26 +31,27 @@ class SchedulerConfig:
 
 
 @dataclass
-class ResourcesConfig:
-    cpu: float = field(default=1.0, metadata={"min": 0.0})  # CPUs per trial (also its torch threads)
-    gpu: float = -1.0  # GPUs per trial; fractions share a GPU; -1: one per trial when the cluster has GPUs, else 0
-
-
-@dataclass
 class ExperimentConfig:
     """An experiment of gradient searches run as Ray Tune trials."""
 
-    name: str = ""  # experiment name: Tune's directory and populations/<name> ("" = search-<time>)
+    name: str = ""  # run name: the run goes to runs/search/<name> unless --out is given ("" = search-<time>)
     searchers: list[str] = field(default_factory=lambda: ["darts", "snas", "gdas", "xnas"])
     seeds: list[int] = field(default_factory=lambda: [0])
     base: dict[str, Any] = field(default_factory=dict)  # SearchConfig keys shared by every trial
     per_searcher: dict[str, dict[str, Any]] = field(default_factory=dict)  # SearchConfig keys of one searcher
     grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted SearchConfig key -> values (a grid search)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what each trial reserves
     max_concurrent: int = field(default=0, metadata={"min": 0})  # trials at once (0 = as resources allow)
     max_failures: int = field(default=2, metadata={"min": 0})  # retries of a failed trial from its last checkpoint
-    storage: str = "runs/search"  # Tune's storage: a local directory or a pyarrow filesystem URI (s3://...)
+    # Tune's storage: "" keeps Tune's files in the run directory (<run>/tune); a pyarrow URI (s3://...) or a shared
+    # directory puts them there for a cluster (<storage>/<run name>)
+    storage: str = ""
+
+    def default_name(self) -> str:
+        import time
+
+        return f"search-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def validate(self) -> None:
         if not self.searchers:

@@ -14,8 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from evoray.archive import individual_row, write_archive
 from evoray.profiling import genotype_params_m
+from evoray.runs.archive import ARCHIVE, individual_row, write_archive
+from evoray.runs.directory import atomic_write
 
 
 def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +48,8 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
-    """Every trial with alphas becomes one individual of generation 0; fitness is its validation accuracy."""
+    """Every trial with alphas becomes one individual of generation 0 (the archive schema of evolve, with the
+    searcher, trial and seed columns); fitness is its validation accuracy. Also ``summary.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for o, s in zip(outcomes, summary):
@@ -56,12 +58,12 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
         rows.append(
             individual_row(
                 0, s["trial"], [], f"search:{s['searcher']}:s{s['seed']}", s["genotype"], s["valid_acc"],
-                s["params_m"], o["alphas"], s["space"],
+                s["params_m"], o["alphas"], s["space"], s["searcher"], Path(s["path"]).name, s["seed"],
             )
         )  # fmt: skip
-    path = out_dir / "archive.parquet"
+    path = out_dir / ARCHIVE
     write_archive(path, rows)
-    (out_dir / "summary.json").write_text(json.dumps(list(summary), indent=1, default=str))
+    atomic_write(out_dir / "summary.json", json.dumps(list(summary), indent=1, default=str).encode())
     return path
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import copy
 import json
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from evoray.errors import ConfigError
 from evoray.spaces.genotype import Genotype, parse_genotype
 
-PUBLISHED_PATH = Path(__file__).resolve().parents[2] / "populations" / "published.json"
+PUBLISHED_PATH = Path(str(resources.files("evoray.populations") / "published.json"))  # shipped with evoray
 
 # Names used by the original code bases, mapped to the names of the data file.
 ALIASES = {"DARTS": "DARTS_V2", "EvNASA": "EvNAS_A", "EvNASB": "EvNAS_B", "EvNASC": "EvNAS_C"}
@@ -32,8 +33,8 @@ _FIELDS = ("space", "genotype", "source", "paper", "reported")
 def _load() -> dict[str, dict[str, Any]]:
     if not PUBLISHED_PATH.is_file():
         raise ConfigError(
-            f"published genotypes not found at {PUBLISHED_PATH}; evoray reads them from populations/published.json "
-            "of its source tree (install it editable: pip install -e .)"
+            f"published genotypes not found at {PUBLISHED_PATH}; they ship with evoray as "
+            "evoray/populations/published.json (reinstall evoray)"
         )
     try:
         data = json.loads(PUBLISHED_PATH.read_text())
