@@ -60,7 +60,8 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_run_writes_every_result(tiny_run) -> None:
     out, summary = tiny_run
-    for name in ("config.yaml", "run.json", "logits.npz", "report.json", "report.md", "size_curve.png", "reliability.png"):
+    outputs = ("config.yaml", "run.json", "logits.npz", "report.json", "report.md", "size_curve.png", "reliability.png")
+    for name in outputs:
         assert (out / name).is_file(), name
     assert (out / "shift.png").is_file()
     for member in ("DARTS_V2", "GDAS_V1"):

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
+from evoray.commands.evolve import evolve, main
 from evoray.config import load_config
 from evoray.errors import ConfigError
-from evoray.commands.evolve import evolve, main
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessConfig
 from evoray.evolution.supernet_fitness import SupernetTrainer
