@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from evoray.commands.ensemble import ensemble
 from evoray.config import load_config
-from evoray.ensemble import EnsembleConfig, run_ensemble
+from evoray.ensemble import EnsembleConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -57,7 +58,7 @@ def spec(args: argparse.Namespace) -> EnsembleConfig:
             "train.runtime.device=cpu",
             f"committees={COMMITTEES}",
             "shift.severities=[1, 3, 5]",
-            f"resources.cpus_per_member={args.cpus_per_member}",
+            f"resources.cpus={args.cpus_per_member}",
         ],
     )
 
@@ -88,7 +89,6 @@ def main() -> int:
     if missing:
         print(f"skipped: {', '.join(missing)} absent (real data lives in ../shared/data beside the checkout)")
         return 0
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cfg = spec(args)
     print(
         f"{os.cpu_count()} cores; members {MEMBERS} at C={args.channels}, 5 cells, {args.image_size}x{args.image_size},"
@@ -97,7 +97,7 @@ def main() -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "bench"
-        run_ensemble(cfg, out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        ensemble(cfg, out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
         report = json.loads((out / "report.json").read_text())
     print(f"wall time {time.perf_counter() - start:.0f} s\n")
     table(report)

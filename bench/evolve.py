@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from evoray.commands.evolve import evolve
 from evoray.config import load_config
-from evoray.evolution.runner import EvolveConfig, run_evolve
+from evoray.evolution.config import EvolveConfig
+from evoray.runs import open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(label: str, overrides: list[str], generations: int) -> dict[str, float]:
     cfg = load_config(EvolveConfig, ROOT / "configs/evolve-default.yaml", overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        run_evolve(cfg, Path(tmp), log=lambda _: None)
-        state = torch.load(Path(tmp) / "checkpoint.pt", weights_only=False)
-    rows = state["history"][1:]  # the first generation warms up
+        evolve(cfg, Path(tmp), log=lambda _: None)
+        rows = open_run(tmp).curves()[1:]  # the first generation warms up
     out = {k: statistics.median(r[k] for r in rows) for k in ("train_s", "fitness_s", "time_s")}
     out["other_s"] = out["time_s"] - out["train_s"] - out["fitness_s"]
     print(
@@ -43,7 +44,6 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--generations", type=int, default=3, help="generations per mode; the first is a warm-up")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     base = [
         f"evolution.population={args.population}",
         f"evolution.generations={args.generations}",
@@ -58,12 +58,8 @@ def main() -> None:
         f"torch {torch.__version__}, {os.cpu_count()} cores; population {args.population}, CPU size C=8, 5 cells, 16x16"
     )
     local = measure("in-process, 1 thread", [*base, "distributed.num_actors=0", "runtime.threads=1"], args.generations)
-    one = measure(
-        "1 actor x 1 thread", [*base, "distributed.num_actors=1", "distributed.threads_per_actor=1"], args.generations
-    )
-    two = measure(
-        "2 actors x 1 thread", [*base, "distributed.num_actors=2", "distributed.threads_per_actor=1"], args.generations
-    )
+    one = measure("1 actor x 1 thread", [*base, "distributed.num_actors=1", "resources.cpus=1"], args.generations)
+    two = measure("2 actors x 1 thread", [*base, "distributed.num_actors=2", "resources.cpus=1"], args.generations)
     overhead = (one["time_s"] - local["time_s"]) / local["time_s"]
     print(f"Ray overhead, 1 actor vs in-process: {100 * overhead:+.1f}% of a generation")
     print(f"fitness throughput, 2 actors vs 1 actor: {one['fitness_s'] / two['fitness_s']:.2f}x")

@@ -89,8 +89,9 @@ def data_section(size: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def search_config(name: str, seed: int, size: dict[str, Any]) -> Any:
-    """The trial config of a gradient searcher on NAS-Bench-201: its paper settings, scaled as the module says."""
+def search_config(name: str, seed: int, size: dict[str, Any], budget: float = 1.0) -> Any:
+    """The trial config of a gradient searcher on NAS-Bench-201: its paper settings, scaled as the module says;
+    ``budget`` scales every run's epochs (and the alpha learning rates inversely, so the alphas can move as far)."""
     from evoray.config import config_from_dict
     from evoray.searchers.experiment import ExperimentConfig, expand
 
@@ -98,14 +99,14 @@ def search_config(name: str, seed: int, size: dict[str, Any]) -> Any:
     base: dict[str, Any] = {
         "supernet": {"space": "nb201", "init_channels": size["C"], "layers": size["N"]},
         "data": data_section(size),
-        "arch": {"lr": 3e-4 * size["alpha_lr_scale"], "weight_decay": 1e-3},
+        "arch": {"lr": 3e-4 * size["alpha_lr_scale"] / budget, "weight_decay": 1e-3},
         "optim": {"lr": 0.025, "lr_min": 0.001, "weight_decay": 5e-4},
     }
-    per: dict[str, Any] = {"epochs": 50}
+    per: dict[str, Any] = {"epochs": max(1, round(50 * budget))}
     if name == "darts2":
         per["darts"] = {"order": 2}
     if name in ("gdas", "rsps"):
-        per["epochs"] = 250
+        per["epochs"] = max(1, round(250 * budget))
     if name == "rsps":
         per["rsps"] = {"candidates": 100, "candidate_batch_size": 512, "select": "last_epoch"}
     exp = config_from_dict(
@@ -129,10 +130,10 @@ def kendall(scores: list[float], cells: list[Any], table: dict[str, tuple[float,
     return float(kendalltau(scores, [table[str(c)][0] for c in cells]).statistic)
 
 
-def run_gradient(name: str, seed: int, size: dict[str, Any], log: Any) -> dict[str, Any]:
+def run_gradient(name: str, seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[str, Any]:
     from evoray.searchers import SEARCHERS
 
-    cfg = search_config(name, seed, size)
+    cfg = search_config(name, seed, size, budget)
     s = SEARCHERS.get(cfg.searcher)(cfg, torch.device("cpu"))
     t0 = time.perf_counter()
     history = []
@@ -160,10 +161,10 @@ def run_gradient(name: str, seed: int, size: dict[str, Any], log: Any) -> dict[s
     }
 
 
-def run_evnas(seed: int, size: dict[str, Any], log: Any) -> dict[str, Any]:
-    from evoray.evolution.runner import EvolveConfig, alphas_for, supernet_fitness_config
-
+def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[str, Any]:
     from evoray.config import config_from_dict
+    from evoray.evolution.config import EvolveConfig
+    from evoray.evolution.run import alphas_for
     from evoray.evolution.search import run_evolution
     from evoray.evolution.strategies import build_strategy
     from evoray.evolution.supernet_fitness import SupernetBackend, SupernetTrainer
@@ -173,7 +174,13 @@ def run_evnas(seed: int, size: dict[str, Any], log: Any) -> dict[str, Any]:
         EvolveConfig,
         {
             "seed": seed,
-            "evolution": {"strategy": "ga", "population": 20, "generations": 50, "tournament": 4, "elites": 1},
+            "evolution": {
+                "strategy": "ga",
+                "population": 20,
+                "generations": max(2, round(50 * budget)),
+                "tournament": 4,
+                "elites": 1,
+            },
             "supernet": {"space": "nb201", "init_channels": size["C"], "layers": size["N"]},
             "optim": {"lr": 0.025, "lr_min": 0.001, "weight_decay": 3e-4, "nesterov": True},
             "fitness": {"backend": "supernet", "bn_mode": "eval", "batch_size": 1024},
@@ -183,9 +190,8 @@ def run_evnas(seed: int, size: dict[str, Any], log: Any) -> dict[str, Any]:
     )
     space = get_space("nb201")
     trainer = SupernetTrainer(
-        cfg.supernet, cfg.optim, supernet_fitness_config(cfg), cfg.data, cfg.evolution.generations, seed,
-        torch.device("cpu"),
-    )  # fmt: skip
+        cfg.supernet, cfg.optim, cfg.fitness, cfg.data, cfg.evolution.generations, seed, torch.device("cpu")
+    )
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     strategy = build_strategy(cfg.evolution, space, rng)
     t0 = time.perf_counter()
@@ -236,7 +242,7 @@ def run_table(name: str, seed: int, table: dict[str, tuple[float, float]]) -> di
     return {"genotype": genotype, "alphas": None, "search_s": time.perf_counter() - t0, "kendall_scores": None}
 
 
-def job(name: str, seed: int, size_name: str) -> dict[str, Any]:
+def job(name: str, seed: int, size_name: str, budget: float = 1.0) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -249,9 +255,9 @@ def job(name: str, seed: int, size_name: str) -> dict[str, Any]:
     if name in ("random", "ga"):
         out = run_table(name, seed, table)
     elif name == "evnas":
-        out = run_evnas(seed, size, log)
+        out = run_evnas(seed, size, budget, log)
     else:
-        out = run_gradient(name, seed, size, log)
+        out = run_gradient(name, seed, size, budget, log)
     valid, test = table[out["genotype"]]
     tau = None if out["kendall_scores"] is None else kendall(out["kendall_scores"], kendall_cells(), table)
     ops = Counter(
@@ -261,6 +267,7 @@ def job(name: str, seed: int, size_name: str) -> dict[str, Any]:
         "searcher": name,
         "seed": seed,
         "size": size_name,
+        "budget": budget,
         "genotype": out["genotype"],
         "valid_12ep": valid,
         "test_12ep": test,
@@ -272,7 +279,7 @@ def job(name: str, seed: int, size_name: str) -> dict[str, Any]:
     }
 
 
-def job_of(task: tuple[str, int, str]) -> dict[str, Any]:
+def job_of(task: tuple[str, int, str, float]) -> dict[str, Any]:
     return job(*task)
 
 
@@ -320,9 +327,10 @@ def write_archive(rows: list[dict[str, Any]], out_dir: Path) -> Path:
         alphas = r["alphas"] or one_hot(space, parse_genotype(r["genotype"]))
         alphas = {k: np.asarray(v, dtype=np.float32) for k, v in alphas.items()}
         origin = f"nb201:{r['searcher']}:s{r['seed']}"
+        params = genotype_params_m(r["genotype"])
         archive.append(
             individual_row(
-                0, i, [], origin, r["genotype"], r["valid_12ep"], genotype_params_m(r["genotype"]), alphas, "nb201"
+                0, i, [], origin, r["genotype"], r["valid_12ep"], params, alphas, "nb201", r["searcher"], "", r["seed"]
             )
         )
     path = out_dir / "archive.parquet"
@@ -336,6 +344,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
     parser.add_argument("--jobs", type=int, default=2, help="searches at a time (one thread each)")
+    parser.add_argument(
+        "--budget", type=float, default=1.0, help="scale every search's epochs (alpha learning rates inversely)"
+    )
     parser.add_argument("--save", type=Path, help="append results here (JSON lines); searches it holds are skipped")
     parser.add_argument("--archive", type=Path, help="write every found cell as an evoray archive in this directory")
     args = parser.parse_args()
@@ -353,8 +364,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     if args.save is not None and args.save.is_file():
         rows = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
-    done = {(r["searcher"], r["seed"], r["size"]) for r in rows}
-    todo = [(n, s, args.size) for s in seeds for n in names if (n, s, args.size) not in done]
+    done = {(r["searcher"], r["seed"], r["size"], r.get("budget", 1.0)) for r in rows}
+    todo = [(n, s, args.size, args.budget) for s in seeds for n in names if (n, s, args.size, args.budget) not in done]
     print(f"{len(todo)} searches to run ({len(rows)} saved)", file=sys.stderr, flush=True)
     with mp.get_context("spawn").Pool(max(1, args.jobs)) as pool:
         for row in pool.imap_unordered(job_of, todo) if args.jobs > 1 else map(job_of, todo):
@@ -367,7 +378,13 @@ def main() -> int:
             if args.save is not None:
                 with args.save.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-    mine = [r for r in rows if r["size"] == args.size and r["searcher"] in names and r["seed"] in seeds]
+    mine = [
+        r
+        for r in rows
+        if (r["size"], r.get("budget", 1.0)) == (args.size, args.budget)
+        and r["searcher"] in names
+        and r["seed"] in seeds
+    ]
     print(summary(mine))
     if args.archive is not None:
         print(f"archive: {write_archive(mine, args.archive)}")

@@ -4,11 +4,12 @@ majority vote, Caruana ensemble selection or NES ForwardSelect, and measured on 
 
 Example::
 
+    from evoray.commands.ensemble import ensemble
     from evoray.config import load_config
-    from evoray.ensemble import EnsembleConfig, run_ensemble
+    from evoray.ensemble import EnsembleConfig
 
-    cfg = load_config(EnsembleConfig, "ensembles/default.yaml", ["train.optim.epochs=2"])
-    summary = run_ensemble(cfg)
+    cfg = load_config(EnsembleConfig, "ensembles/default.yaml", ["train.optim.epochs=2", "executor=local"])
+    summary = ensemble(cfg)  # into runs/ensemble/<name>
 """
 
 from evoray.ensemble.combiners import COMBINERS, Combiner, make_combiner
