@@ -281,7 +281,9 @@ def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print
         checkpoint = run.load_checkpoint()
         resume = None if checkpoint is None else checkpoint[1]
         run.start(
-            config_to_dict(cfg), cfg.seed, {"space": "nb201" if genotype.is_nb201 else "darts", "method": "train"}
+            config_to_dict(cfg),
+            cfg.seed,
+            {"space": "nb201" if genotype.is_nb201 else "darts", "method": "train", "genotype": str(genotype)},
         )
         if resume is not None:
             log(f"resuming {run.path} after epoch {len(resume['history'])}")

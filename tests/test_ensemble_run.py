@@ -4,8 +4,11 @@ tasks equal to in-process members, checkpoint and supernet members, one-line err
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +223,31 @@ def _three_class_npz(tmp_path: Path) -> Path:
     path = tmp_path / "three.npz"
     np.savez(path, images=rng.integers(0, 255, (60, 8, 8, 1), dtype=np.uint8), labels=np.arange(60) % 3)
     return path
+
+
+def test_killed_committee_run_resumes_without_training_a_member_twice(tmp_path) -> None:
+    out = tmp_path / "ens"
+    sets = _sets("members.published=[DARTS_V2,GDAS_V1,EvNAS_A]", "train.optim.epochs=2", "shift.corruptions=[]")
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "evoray.ensemble", "--out", str(out), *sets], cwd=ROOT, stdout=log, stderr=log
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(out.glob("members/*/logits.npz")):
+            assert p.poll() is None, first_log.read_text()[-2000:]
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finished = {d.parent.name for d in out.glob("members/*/logits.npz")}
+    assert 1 <= len(finished) < 3, "killed too late to test resume"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evoray.ensemble", "--resume", str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = first_log.read_text().splitlines() + proc.stdout.splitlines()
+    trained = [line.split(":")[0] for line in lines if ": validation top1 " in line]  # a member's training ended
+    assert sorted(trained) == ["DARTS_V2", "EvNAS_A", "GDAS_V1"], trained  # each exactly once, over both attempts
+    assert all(f"member {n}: done in an earlier attempt, reused" in proc.stdout for n in finished)
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["members"]] == ["DARTS_V2", "GDAS_V1", "EvNAS_A"]

@@ -179,9 +179,35 @@ def test_tabular_search_respects_the_budget_and_improves(strategy: str, tmp_path
     )
     result = evolve(cfg, tmp_path, log=lambda _: None)
     df = pd.read_parquet(tmp_path / "archive.parquet")
-    assert df.genotype.nunique() <= 100 + cfg.evolution.population
+    assert df.genotype.nunique() == 100 == result["evaluations"]  # the budget, exactly
     assert result["fitness"] >= df[df.generation == 0].fitness.max()
     assert result["fitness"] > 80 and "cifar10_test_12ep" in result
+
+
+def test_the_budget_is_met_exactly_on_a_supernet_through_the_cli(tmp_path) -> None:
+    """The last generation is cut at the budget: only the individuals asked are trained on and scored."""
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *_sets("evolution.generations=5", "evolution.max_evaluations=7")]) == 0
+    df = pd.read_parquet(out / "archive.parquet")
+    assert df.genotype.nunique() == 7 and sorted(df.generation.unique()) == [0, 1]
+    assert json.loads((out / "run.json").read_text())["result"]["evaluations"] == 7
+
+
+def test_regularized_evolution_ages_one_at_a_time_and_ends_at_its_cycles(tmp_path) -> None:
+    table = shared_file("nb201-12epoch.csv")
+    out = tmp_path / "run"
+    args = ["--config", "nb201-tabular", "--out", str(out), "--set", f"fitness.table={table}"]
+    sets = ["evolution.strategy=regularized", "evolution.population=10", "evolution.sample_size=3"]
+    sets += ["evolution.cycles=13", "evolution.max_evaluations=0", "evolution.generations=100"]
+    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    df = pd.read_parquet(out / "archive.parquet")
+    children = df[df.generation > 0]
+    assert len(children) == 13 and list(df.generation.value_counts().sort_index()) == [10, 10, 3]
+    first = [p for ps in children[children.generation == 1].parents for p in ps]
+    # each child is bred from the population as it stands after the previous child joined (one at a time): already
+    # in generation 1 a child breeds from an earlier child (ids from 10), which a whole-generation step never does
+    assert max(first) >= 10 and children.id.tolist() == list(range(10, 23))
+    assert json.loads((out / "run.json").read_text())["status"] == "done"
 
 
 def test_initial_population_from_published_genotypes_and_archives(tmp_path) -> None:

@@ -179,12 +179,12 @@ def test_mut_one_edge_changes_exactly_one_edge(name: str) -> None:
             ct, i = changed[0]
             if old_op in space.edge_ops(ct, space.edge_index(space.num_inputs + i, new_in)):
                 assert new_op == old_op, f"seed {seed}: an input mutation keeps the edge's op where allowed"
-        assert new_op != "none" or space.family == "nb201"
+        assert new_op != "none" or space.family.name == "nb201"
         rows = [(ct, e) for ct in a for e in range(a[ct].shape[0]) if (child[ct][e] != a[ct][e]).any()]
         assert 1 <= len(rows) <= 2 and len({ct for ct, _ in rows}) == 1, f"seed {seed}: rows {rows} changed"
         for ct in a:
             assert child[ct].dtype == np.float32 and child[ct].shape == a[ct].shape
-    if space.family == "darts":
+    if space.family.name == "darts":
         assert kinds["op"] > 50 and kinds["input"] > 50, kinds
     else:
         assert kinds == {"op": 200, "input": 0}

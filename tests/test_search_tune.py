@@ -122,6 +122,11 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
         assert resumed and epochs[-1] == 6, (d.name, epochs)
         assert epochs.count(resumed[0] + 1) >= 1 and epochs[: resumed[0]] == list(range(1, resumed[0] + 1))
     assert len(read_archive(run)) == 2 and open_run(run).status == "done"
+    # everything the run wrote is in its directory: the working directory holds only the config and the run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "run"]
+    for name in ("run.json", "config.yaml", "archive.parquet", "summary.json", "valid_curves.png", "tune"):
+        assert (run / name).exists(), name
+    assert list((run / "tune").glob("*/events.out.tfevents*")) and list((run / "tune").glob("*/progress.csv"))
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_unknown_space_lists_valid_names() -> None:
 
 def _supernet(name: str, weighting: str = "softmax") -> torch.nn.Module:
     space = get_space(name)
-    if space.family == "nb201":
+    if space.family.name == "nb201":
         return NB201Supernet(space, C=4, N=1, weighting=weighting)
     return DartsSupernet(space, C=4, layers=3, weighting=weighting)
 
@@ -86,7 +86,7 @@ def test_evaluation_network_from_derived_genotype(name: str) -> None:
     genotype = derive_genotype(space, weights)
     for ct in space.cell_types:
         space.check_cell(ct, genotype.cell(ct).nodes)
-    family = "nb201" if space.family == "nb201" else "cifar"
+    family = space.family.network
     net = build_network(genotype, family=family, C=4, layers=3, N=1, num_classes=10, auxiliary=False)
     net.train()
     logits, _ = net(torch.randn(2, 3, 8, 8))

@@ -138,7 +138,7 @@ def _count_op_runs(net: Supernet) -> tuple[Counter, list]:
 @pytest.mark.parametrize("space_name", ["darts", "nb201"])
 def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: str) -> None:
     space = get_space(space_name)
-    if space.family == "nb201":
+    if space.family.name == "nb201":
         net: Supernet = NB201Supernet(space, C=4, N=1, weighting="gumbel-hard")
     else:
         net = DartsSupernet(space, C=4, layers=3, weighting="gumbel-hard")
@@ -146,7 +146,7 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
     first = space.cell_types[0]
     with torch.no_grad():
         net.alphas[first][0, space.edge_ops(first, 0).index("none")] = 30.0  # edge 0 samples `none`
-        if space.family == "nb201":  # the other edges pool: a 1x1 conv and BN would cancel the zero terms' constant
+        if space.family.name == "nb201":  # the other edges pool: a 1x1 conv and BN would cancel the zero terms
             net.alphas[first][1:, space.edge_ops(first, 1).index("avg_pool_3x3")] = 30.0
     weights = net.edge_weights()
     assert weights[first].active is not None and weights[first].active[0] == [0]
@@ -160,7 +160,7 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
         assert alpha.grad is not None
         sampled_none = [space.edge_ops(ct, e)[k] == "none" for e, (k,) in enumerate(weights[ct].active or [])]
         for e, row in enumerate(alpha.grad):
-            if sampled_none[e] and space.family == "darts":
+            if sampled_none[e] and space.family.name == "darts":
                 # the original's DARTS-space cells output w[k] * op_k(x) only: a `none` sample passes no gradient
                 assert (row == 0).all()
             else:  # NB201 cells add the other ops' zero-valued weights, so even a `none` sample passes one

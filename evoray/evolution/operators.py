@@ -114,7 +114,7 @@ def mut_one_edge(a: Mapping[str, np.ndarray], space: SearchSpace, rng: np.random
         out = {ct: np.array(v, dtype=np.float32) for ct, v in a.items()}
         ct = space.cell_types[int(rng.integers(len(space.cell_types)))]
         used = _used_edges(space, ct, before.cell(ct).nodes)
-        if space.family == "darts" and rng.random() >= 0.5:
+        if space.family.edges_per_node and rng.random() >= 0.5:  # a cell that keeps some edges: an input may move
             changed = _input_mutation(out[ct], space, ct, used, rng)
         else:
             changed = _op_mutation(out[ct], space, ct, used, rng)
@@ -140,7 +140,7 @@ def _used_edges(space: SearchSpace, ct: str, nodes: tuple[tuple[tuple[str, int],
 
 def _eligible(space: SearchSpace, ops: tuple[str, ...]) -> list[int]:
     """Columns that derivation may pick: every op in NAS-Bench-201 spaces, every op but ``none`` in DARTS ones."""
-    return [k for k, name in enumerate(ops) if space.family == "nb201" or name != "none"]
+    return [k for k, name in enumerate(ops) if not space.family.edges_per_node or name != "none"]
 
 
 def _op_mutation(

@@ -117,7 +117,7 @@ class SearchCell(nn.Module):
         super().__init__()
         self.cell_type = cell_type
         self.reduction = reduction
-        self.darts = space.family == "darts"
+        self.darts = space.family.concat_output  # two preprocessed inputs, the nodes concatenated
         self.steps, self.num_inputs = space.steps, space.num_inputs
         bias = style == "autodl"
         if self.darts:
@@ -235,7 +235,7 @@ class DartsSupernet(Supernet):
         style: str = "darts",
     ) -> None:
         super().__init__()
-        assert space.family == "darts", f"DartsSupernet needs a darts-family space, got {space.name}"
+        assert space.family.num_inputs == 2, f"DartsSupernet needs a darts-family space, got {space.name}"
         assert style in STYLES, f"style {style!r} is not one of {STYLES}"
         WEIGHTINGS.get(weighting)
         self.space, self.weighting, self.tau, self.style = space, weighting, 1.0, style
@@ -300,7 +300,7 @@ class NB201Supernet(Supernet):
         style: str = "autodl",
     ) -> None:
         super().__init__()
-        assert space.family == "nb201", f"NB201Supernet needs the nb201 space, got {space.name}"
+        assert space.family.num_inputs == 1, f"NB201Supernet needs the nb201 space, got {space.name}"
         assert style in STYLES, f"style {style!r} is not one of {STYLES}"
         WEIGHTINGS.get(weighting)
         self.space, self.weighting, self.tau, self.style = space, weighting, 1.0, style
@@ -343,7 +343,7 @@ class SupernetConfig:
             raise ConfigError(f"unknown search space {self.space!r}; valid: {', '.join(SPACES.names())}")
 
     def resolved_style(self) -> str:
-        return self.style or ("autodl" if get_space(self.space).family == "nb201" else "darts")
+        return self.style or get_space(self.space).family.style
 
 
 def build_supernet(
@@ -355,7 +355,7 @@ def build_supernet(
 ) -> Supernet:
     """The supernet of ``cfg``'s space (DARTS family or NB201) with the weighting mode of its searcher."""
     space = get_space(cfg.space)
-    cls = NB201Supernet if space.family == "nb201" else DartsSupernet
+    cls = DartsSupernet if space.family.num_inputs == 2 else NB201Supernet
     return cls(
         space,
         cfg.init_channels,

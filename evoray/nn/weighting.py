@@ -84,7 +84,7 @@ def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
     weights = hard - probs.detach() + probs
     active = [[int(i)] for i in index.flatten().tolist()]
-    return EdgeWeights(weights, active=active, zero_terms=ctx.space.family == "nb201")
+    return EdgeWeights(weights, active=active, zero_terms=ctx.space.family.hard_sample_zero_terms)
 
 
 @WEIGHTINGS.register("decoded")

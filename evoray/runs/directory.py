@@ -339,7 +339,10 @@ def load_checkpoint(folder: Path, name: str = "last") -> tuple[dict[str, Any], d
     meta, weights = folder / f"{name}.json", folder / f"{name}.pt"
     if not meta.is_file():
         return None
-    state = read_json(meta, "checkpoint")
+    try:
+        state = read_json(meta, "checkpoint")
+    except ConfigError as err:
+        raise ConfigError(f"{err}: the checkpoint is corrupt") from None
     return state, load_tensors(weights, "checkpoint")
 
 

@@ -46,8 +46,8 @@ class Searcher:
     @classmethod
     def check_space(cls, space_name: str) -> None:
         space = get_space(space_name)
-        if space.family not in cls.families:
-            valid = [s for s in SPACES.names() if get_space(s).family in cls.families]
+        if space.family.name not in cls.families:
+            valid = [s for s in SPACES.names() if get_space(s).family.name in cls.families]
             raise ConfigError(
                 f"searcher {cls.name} cannot run on space {space_name} ({space.family} family); "
                 f"it runs on: {', '.join(valid)}"

@@ -99,7 +99,7 @@ def trial_config(exp: ExperimentConfig, searcher: str, seed: int, point: Mapping
     data = config_to_dict(SearchConfig())
     section = user.get("supernet")
     space = section.get("space") if isinstance(section, Mapping) and "space" in section else data["supernet"]["space"]
-    _merge(data, SEARCHERS.get(searcher).paper_defaults.get(get_space(str(space)).family, {}))
+    _merge(data, SEARCHERS.get(searcher).paper_defaults.get(get_space(str(space)).family.name, {}))
     _merge(data, user)
     data["searcher"], data["seed"] = searcher, seed
     return config_from_dict(SearchConfig, data)

@@ -58,7 +58,7 @@ class SearchSettings:
         self.supernet.validate()
         cls.check_space(self.supernet.space)
         space = get_space(self.supernet.space)
-        if space.family == "darts" and self.supernet.layers < 3:
+        if space.family.num_inputs == 2 and self.supernet.layers < 3:
             raise ConfigError(
                 f"supernet.layers = {self.supernet.layers}: a DARTS-family supernet needs >= 3 cells "
                 "(normal and reduction cells both)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evoray.registry import Registry
-from evoray.spaces.space import DARTS_OPS, NB201_OPS, SearchSpace
+from evoray.spaces.space import DARTS_FAMILY, DARTS_OPS, NB201_FAMILY, NB201_OPS, SearchSpace
 
 SPACES: Registry[SearchSpace] = Registry("search space")
 
@@ -20,7 +20,9 @@ def _register(space: SearchSpace) -> SearchSpace:
 
 
 def _darts_like(name: str, ops: tuple[str, ...], description: str) -> SearchSpace:
-    return _register(SearchSpace(name, "darts", 4, {"normal": _uniform(ops), "reduce": _uniform(ops)}, description))
+    return _register(
+        SearchSpace(name, DARTS_FAMILY, 4, {"normal": _uniform(ops), "reduce": _uniform(ops)}, description)
+    )
 
 
 _darts_like("darts", DARTS_OPS, "DARTS (Liu et al., 2019): 8 ops on each of 14 edges, normal and reduction cells")
@@ -71,7 +73,7 @@ _S1_REDUCE = (
 _register(
     SearchSpace(
         "rdarts-s1",
-        "darts",
+        DARTS_FAMILY,
         4,
         {"normal": _S1_NORMAL, "reduce": _S1_REDUCE},
         "RobustDARTS S1: a different preselected op pair on each edge",
@@ -84,7 +86,7 @@ _darts_like("rdarts-s4", ("noise", "sep_conv_3x3"), "RobustDARTS S4: N(0,1) nois
 _register(
     SearchSpace(
         "nb201",
-        "nb201",
+        NB201_FAMILY,
         3,
         {"cell": _uniform(NB201_OPS, 6)},
         "NAS-Bench-201 (Dong & Yang, 2020): 5 ops on each of 6 edges of a 4-node cell, 15,625 cells",

@@ -23,7 +23,7 @@ METHODS = ("top2", "argmax", "edge_all", "top2_pairs", "top2_with_none")
 
 
 def default_method(space: SearchSpace) -> str:
-    return "argmax" if space.family == "nb201" else "top2"
+    return space.family.derivation
 
 
 def _best_op(row: np.ndarray, ops: tuple[str, ...], exclude_none: bool) -> int:
@@ -123,14 +123,12 @@ def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
         nodes: list[tuple[Edge, ...]] = []
         for i in range(space.steps):
             target = space.num_inputs + i
-            if space.family == "nb201":
-                inputs = list(range(target))
-            else:
-                inputs = sorted(int(j) for j in rng.choice(target, 2, replace=False))
+            k = space.family.edges_per_node
+            inputs = sorted(int(j) for j in rng.choice(target, k, replace=False)) if k else list(range(target))
             node = []
             for j in inputs:
                 ops = space.edge_ops(ct, space.edge_index(target, j))
-                names = ops if space.family == "nb201" else tuple(o for o in ops if o != "none")
+                names = tuple(o for o in ops if o != "none") if k else ops
                 node.append((names[int(rng.integers(len(names)))], j))
             nodes.append(tuple(node))
         cells.append((ct, CellGenotype(tuple(nodes), space.default_concat)))

@@ -21,29 +21,50 @@ NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    """Ops per edge and cell type, plus the topology shared by every cell of the family.
+class Family:
+    """What the cells of a family of spaces share: their topology, how a genotype is read from weights, and the
+    networks built over them. Code asks the family, never the family's name.
 
-    ``family`` selects the cell topology and the networks built over it:
-      - ``"darts"``: cells with two inputs (states 0 and 1) and ``steps`` intermediate nodes; node ``i`` (state
-        ``i + 2``) sums one edge from every earlier state, so there are ``sum(2 + i)`` edges ordered node by node,
-        then by input. Cell types ``normal`` and ``reduce``.
-      - ``"nb201"``: cells with one input (state 0) and ``steps`` further nodes; node ``i`` (state ``i``) sums an edge
-        from every earlier state; the output is the last node. One cell type, ``cell``.
+    - ``darts``: cells with two inputs (states 0 and 1) and ``steps`` intermediate nodes; node ``i`` (state ``i + 2``)
+      sums one edge from every earlier state, so there are ``sum(2 + i)`` edges ordered node by node, then by input;
+      the output concatenates the nodes. Cell types ``normal`` and ``reduce``; a genotype keeps two edges per node.
+    - ``nb201``: cells with one input (state 0) and ``steps`` further nodes; node ``i`` (state ``i``) sums an edge from
+      every earlier state; the output is the last node. One cell type, ``cell``; a genotype keeps every edge.
+    """
+
+    name: str
+    num_inputs: int  # states that enter a cell from outside
+    concat_output: bool  # the output concatenates the intermediate nodes (else: the last node)
+    edges_per_node: int  # edges a genotype keeps per node (0: every edge, any op including none)
+    derivation: str  # the default rule that derives a genotype from weights (spaces.derive.METHODS)
+    network: str  # the evaluation network family (nn.networks.FAMILIES)
+    style: str  # the supernet's default op style (the original search code's): darts | autodl
+    hard_sample_zero_terms: bool  # GDAS' cells of this family also pass the unsampled ops' zero-valued weights
+
+    def __str__(self) -> str:
+        return self.name
+
+
+DARTS_FAMILY = Family("darts", 2, True, 2, "top2", "cifar", "darts", False)
+NB201_FAMILY = Family("nb201", 1, False, 0, "argmax", "nb201", "autodl", True)
+FAMILIES = {f.name: f for f in (DARTS_FAMILY, NB201_FAMILY)}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ops per edge and cell type, plus the topology shared by every cell of the family (:class:`Family`).
 
     ``ops[cell_type][edge]`` lists the candidate ops of that edge in alpha-column order, so a space whose op set
     differs per edge (RobustDARTS S1) is as easy to describe as a uniform one.
     """
 
     name: str
-    family: str
+    family: Family
     steps: int
     ops: dict[str, tuple[tuple[str, ...], ...]]
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.family not in ("darts", "nb201"):
-            raise ValueError(f"space {self.name}: family must be darts or nb201, got {self.family!r}")
         for cell_type, rows in self.ops.items():
             if len(rows) != self.num_edges:
                 raise ValueError(f"space {self.name}/{cell_type}: {len(rows)} edge op lists, need {self.num_edges}")
@@ -58,7 +79,7 @@ class SearchSpace:
     @property
     def num_inputs(self) -> int:
         """States that enter a cell from outside (2 for DARTS cells, 1 for NB201 cells)."""
-        return 2 if self.family == "darts" else 1
+        return self.family.num_inputs
 
     @cached_property
     def edges(self) -> tuple[tuple[int, int], ...]:
@@ -67,8 +88,7 @@ class SearchSpace:
 
     @property
     def num_edges(self) -> int:
-        n = 2 if self.family == "darts" else 1
-        return sum(n + i for i in range(self.steps))
+        return sum(self.num_inputs + i for i in range(self.steps))
 
     def num_ops(self, cell_type: str | None = None) -> int:
         rows = self.ops[cell_type or self.cell_types[0]]
@@ -92,7 +112,7 @@ class SearchSpace:
     @property
     def default_concat(self) -> tuple[int, ...]:
         last = self.num_inputs + self.steps
-        return tuple(range(self.num_inputs, last)) if self.family == "darts" else (last - 1,)
+        return tuple(range(self.num_inputs, last)) if self.family.concat_output else (last - 1,)
 
     def edge_index(self, target: int, source: int) -> int:
         try:

@@ -101,7 +101,7 @@ class DARTS(Searcher):
         DARTS-V1 steps the weights first."""
         if self.cfg.step_order:
             return self.cfg.step_order
-        nb201_v1 = self.space.family == "nb201" and self.cfg.section("darts").order == 1
+        nb201_v1 = self.space.family.style == "autodl" and self.cfg.section("darts").order == 1  # AutoDL DARTS-V1
         return "weights_first" if nb201_v1 else "arch_first"
 
     def arch_update(self, x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> None:

@@ -71,7 +71,7 @@ class GDAS(Searcher):
         self.arch_step(list(torch.autograd.grad(F.cross_entropy(self.forward(xv), yv), arch)))
 
     def derive_method(self) -> str | None:
-        return str(self.cfg.section("gdas").child) if self.space.family == "darts" else None
+        return str(self.cfg.section("gdas").child) if self.space.family.edges_per_node else None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tau": self.net.tau}

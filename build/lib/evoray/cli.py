@@ -1,0 +1,123 @@
+"""What every evoray command shares: config flags, run-directory flags, one-line errors, the JSON last line, and the
+configs and specs that ship with evoray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from evoray.config import add_config_args, config_from_dict, config_to_dict, load_config
+from evoray.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def shipped(package: str, name: str) -> Path | None:
+    """A file shipped with evoray (``package`` "configs", "ensembles" or "populations"), or None."""
+    try:
+        path = resources.files(f"evoray.{package}") / name
+    except ModuleNotFoundError:
+        return None
+    return Path(str(path)) if path.is_file() else None
+
+
+def default_config_path(name: str) -> str | None:
+    """``configs/<name>``, the embedded default of a command, as shipped with evoray; None when not shipped."""
+    path = shipped("configs", name)
+    return None if path is None else str(path)
+
+
+def config_path(value: str | None) -> str | None:
+    """A ``--config`` value: a YAML file as given, or the name of a shipped config (``evnas-nb201`` or
+    ``evnas-nb201.yaml``)."""
+    if value is None or Path(value).is_file():
+        return value
+    name = value if value.endswith((".yaml", ".yml")) else f"{value}.yaml"
+    path = shipped("configs", Path(name).name) if "/" not in value else None
+    return str(path) if path is not None else value
+
+
+def make_parser(
+    prog: str, description: str, default_config: str | None, resumable: bool = True
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_config_args(parser, default_config)
+    parser.add_argument("--out", type=Path, default=None, help="the run directory (default: runs/<command>/<name>)")
+    parser.add_argument("--json", action="store_true", help="make the last line of stdout one JSON object")
+    if resumable:
+        parser.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run in DIR")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="move a run already in --out aside (to DIR.old-<time>), start anew"
+        )
+    return parser
+
+
+def load_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    return load_config(cls, config_path(getattr(args, "config", None)), getattr(args, "overrides", None) or ())
+
+
+def resumed_config(cls: type[T], saved: dict[str, Any], args: argparse.Namespace, default_config: str | None) -> T:
+    """The saved config of a run being resumed. ``--config`` or ``--set`` may repeat it, not change it: a config
+    that differs is refused in one line naming the keys that differ."""
+    config = config_from_dict(cls, saved)
+    given = getattr(args, "config", None)
+    overrides = getattr(args, "overrides", None) or []
+    if (given is None or given == default_config) and not overrides:
+        return config
+    wanted = (
+        load_config(cls, config_path(given), overrides)
+        if given not in (None, default_config)
+        else load_config(cls, None, overrides, base=config)
+    )
+    diff = diff_keys(config_to_dict(wanted), config_to_dict(config))
+    if diff:
+        raise ConfigError(
+            f"--resume continues a run with its saved config; --config/--set would change {', '.join(diff[:5])}"
+            + (" ..." if len(diff) > 5 else "")
+        )
+    return config
+
+
+def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config trees."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command body, turning ``ConfigError`` into one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    """Print ``obj`` as the last line of stdout."""
+    sys.stdout.flush()
+    print(json.dumps(obj, default=str), flush=True)
+
+
+def log_to(stream_is_json: bool) -> Callable[[str], None]:
+    """Progress goes to stdout normally; with ``--json`` to stderr, so stdout ends with the JSON object alone."""
+    out = sys.stderr if stream_is_json else sys.stdout
+
+    def log(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    return log

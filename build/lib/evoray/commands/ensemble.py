@@ -1,0 +1,80 @@
+"""``python -m evoray.ensemble`` / ``evoray ensemble``: train the top genotypes as committee members and measure
+their committees.
+
+With no arguments it runs the embedded default (``ensembles/default.yaml``): a few published genotypes plus the
+best of the newest evolve run, if there is one, at a small size on scikit-learn's digits, as Ray tasks on the CPU in
+a few minutes. ``--config NAME`` takes a shipped spec (``ensembles/NAME.yaml``) or any YAML path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from evoray.cli import emit_json, log_to, make_parser, resumed_config, run_command, shipped
+from evoray.config import load_config
+from evoray.ensemble.config import EnsembleConfig
+from evoray.ensemble.members import Executor, run_members_locally
+from evoray.ensemble.runner import plan, run_ensemble
+from evoray.runs import RunDir
+from evoray.runs.directory import saved_run
+
+
+def spec_path(name: str | None) -> str | None:
+    """A YAML path as given, or ``ensembles/<name>.yaml`` as shipped with evoray for a bare spec name."""
+    if name is None or Path(name).is_file():
+        return name
+    path = shipped("ensembles", name if name.endswith(".yaml") else f"{name}.yaml")
+    return str(path) if path is not None else name
+
+
+def executor_of(cfg: EnsembleConfig) -> Executor:
+    if cfg.executor == "local":
+        return run_members_locally
+    from evoray.distributed.members import run_members_on_ray
+
+    return run_members_on_ray
+
+
+def ensemble(
+    cfg: EnsembleConfig,
+    out: Path | None = None,
+    *,
+    spec_name: str = "ensemble",
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Build and measure the committees of ``cfg`` into its run directory (``out``, or ``runs/ensemble/<name>``), or
+    with ``resume`` continue the run in ``out``, reusing every member it finished."""
+    plan(cfg, lambda _: None)  # every bad input fails here, before anything is written
+    name = cfg.name or f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with RunDir.open("ensemble", out, name, resume=resume, overwrite=overwrite) as run:
+        return run_ensemble(cfg, run, executor_of(cfg), log)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    default = spec_path("default")
+    parser = make_parser("python -m evoray.ensemble", __doc__.splitlines()[0], default)
+    parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
+    args = parser.parse_args(argv)
+    args.config = spec_path(args.config)
+    log = log_to(args.json)
+    if args.resume is not None:
+        cfg = resumed_config(EnsembleConfig, saved_run(args.resume, "ensemble"), args, default)
+    else:
+        cfg = load_config(EnsembleConfig, args.config, args.overrides or ())
+    if args.address:
+        cfg.resources.address = args.address
+    spec_name = Path(args.config).stem if args.config else "ensemble"
+    out = args.resume if args.resume is not None else args.out
+    result = ensemble(cfg, out, spec_name=spec_name, resume=args.resume is not None, overwrite=args.overwrite, log=log)
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(_main, argv)

@@ -1,0 +1,62 @@
+"""``python -m evoray.search`` / ``evoray search``: DARTS, SNAS, GDAS, XNAS and RSPS as Ray Tune trials over
+searchers x seeds x a grid.
+
+With no arguments it runs the embedded default: the four gradient searchers, one seed each, on small supernets over
+scikit-learn's digits, on the CPU in a few minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from evoray.cli import default_config_path, emit_json, load_from_args, log_to, make_parser, resumed_config, run_command
+from evoray.runs import RunDir
+from evoray.runs.directory import saved_run
+from evoray.searchers.experiment import ExperimentConfig, expand
+
+DEFAULT = "search-default.yaml"
+
+
+def search(
+    exp: ExperimentConfig,
+    out: Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    quiet_stdout: bool = False,
+) -> dict[str, Any]:
+    """Run the experiment ``exp`` as Ray Tune trials into its run directory (``out``, or ``runs/search/<name>``),
+    or with ``resume`` continue the run in ``out``: every trial from its last checkpoint."""
+    expand(exp)  # every trial validated before the run directory or Ray is touched
+    with RunDir.open("search", out, exp.name or exp.default_name(), resume=resume, overwrite=overwrite) as run:
+        from evoray.distributed.cluster import ensure_ray
+        from evoray.distributed.search import run_search
+
+        ensure_ray(exp.resources.address)
+        return run_search(exp, run, log, quiet_stdout)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    default = default_config_path(DEFAULT)
+    parser = make_parser("python -m evoray.search", __doc__.splitlines()[0], default)
+    parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
+    args = parser.parse_args(argv)
+    log = log_to(args.json)
+    if args.resume is not None:
+        exp = resumed_config(ExperimentConfig, saved_run(args.resume, "search"), args, default)
+    else:
+        exp = load_from_args(ExperimentConfig, args)
+    if args.address:
+        exp.resources.address = args.address
+    out = args.resume if args.resume is not None else args.out
+    result = search(exp, out, resume=args.resume is not None, overwrite=args.overwrite, log=log, quiet_stdout=args.json)
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(_main, argv)

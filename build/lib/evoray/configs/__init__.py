@@ -1,0 +1,1 @@
+"""The YAML configs shipped with evoray (installed as ``evoray.configs``)."""

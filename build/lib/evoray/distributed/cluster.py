@@ -1,0 +1,50 @@
+"""Joining Ray and placing work on it: the one ``ray.init`` of evoray, and the one GPU/CPU placement rule.
+
+Ray's authentication is left as the user configured it: evoray never sets ``RAY_AUTH_MODE``; a local Ray uses
+Ray's default (token authentication for local clusters), and a cluster started with ``RAY_AUTH_MODE=token`` is joined
+with the token that ``ray get-auth-token`` prints on its head node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from evoray.runtime import ResourcesConfig
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Join the cluster at ``address`` ("auto", "host:port", "ray://..."), or start a local Ray, unless this
+    process is already connected."""
+    if ray.is_initialized():
+        return
+    # "local" starts a fresh Ray even when a cluster started earlier left its address behind
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
+
+
+def cluster_has_gpus() -> bool:
+    return bool(ray.cluster_resources().get("GPU", 0) > 0)
+
+
+def placement(resources: ResourcesConfig) -> dict[str, float]:
+    """What one worker (actor, trial, task) reserves: ``gpus`` (-1: one when the cluster has GPUs, else none) and
+    ``cpus``, at least one, the torch threads of a CPU worker."""
+    gpus = resources.gpus
+    if gpus < 0:
+        gpus = 1.0 if cluster_has_gpus() else 0.0
+    return {"num_cpus": max(float(resources.cpus), 1.0 if gpus == 0 else 0.0), "num_gpus": gpus}
+
+
+def worker_device(cpu_only: bool = False) -> Any:
+    """The device of a Ray worker: the GPU Ray assigned it (it sees only that one), else the CPU."""
+    import torch
+
+    if not cpu_only and ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def threads_of(resources: ResourcesConfig) -> int:
+    """The torch threads of a CPU worker: its reserved CPUs (at least one)."""
+    return max(int(resources.cpus), 1)

@@ -1,0 +1,245 @@
+"""Ray actors that own supernet replicas, and the fitness backend that runs EvNAS generations on them.
+
+Each :class:`SupernetActor` holds one :class:`~evoray.evolution.supernet_fitness.SupernetTrainer` on one device (its
+GPU when the cluster has GPUs, else CPU threads). A fleet of K actors trains data-parallel: every actor computes its
+shards of each global batch and the gradients are summed over the actors with ``torch.distributed`` (gloo on CPU,
+NCCL on GPUs) before every step, so the replicas stay identical. Fitness is sharded across the actors by individual.
+If an actor dies (its node is removed, say), the fleet is rebuilt from the last state it was given and the work
+since then runs again; the search logic above it never sees Ray.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import ray
+import torch
+from torch import nn
+
+from evoray.distributed.cluster import placement, threads_of, worker_device
+from evoray.evolution.config import EvolveConfig
+from evoray.evolution.fitness import FitnessBackend
+from evoray.evolution.individual import Individual
+from evoray.evolution.supernet_fitness import SupernetTrainer
+
+Alphas = dict[str, np.ndarray]
+T = TypeVar("T")
+
+
+@ray.remote
+class SupernetActor:
+    """One supernet replica on one device."""
+
+    def __init__(self, trainer_kwargs: dict[str, Any], rank: int, world: int, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.device = worker_device()
+        self.trainer = SupernetTrainer(**trainer_kwargs, device=self.device, rank=rank, world=world)
+        self.rank, self.world = rank, world
+
+    def address(self) -> tuple[str, int]:
+        """This actor's node address and a free port on it, for the process group's rendezvous."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = int(s.getsockname()[1])
+        return ray.util.get_node_ip_address(), port
+
+    def where(self) -> dict[str, Any]:
+        return {
+            "node": ray.get_runtime_context().get_node_id(),
+            "device": str(self.device),
+            "rank": self.rank,
+            "cuda_devices": torch.cuda.device_count(),
+        }
+
+    def init_group(self, host: str, port: int, timeout_s: int) -> None:
+        if self.world == 1:
+            return
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(
+            backend,
+            init_method=f"tcp://{host}:{port}",
+            rank=self.rank,
+            world_size=self.world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+        self.trainer.grad_reducer = _all_reduce_grads
+
+    def train_generation(self, population: Sequence[Alphas], generation: int) -> dict[str, float]:
+        return self.trainer.train_generation(population, generation)
+
+    def fitness(self, population: Sequence[Alphas], generation: int, keys: Sequence[int]) -> list[float]:
+        return self.trainer.fitness(population, generation, keys)
+
+    def state_dict(self) -> dict[str, Any]:
+        return _to_cpu(self.trainer.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state)
+
+
+def _all_reduce_grads(params: list[nn.Parameter]) -> None:
+    """Sum the gradients of ``params`` over the process group, in one flat buffer."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(g)
+        offset += n
+
+
+def _get_all(refs: list[Any]) -> list[Any]:
+    """``ray.get`` of every ref, raising as soon as any one fails (a peer stuck in a collective never returns)."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ray.get(ready[0])
+    return ray.get(refs)  # type: ignore[no-any-return]
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+class SupernetFleet:
+    """The driver's handle on K supernet actors, rebuilt after failures from the last state it holds."""
+
+    def __init__(self, cfg: EvolveConfig) -> None:
+        self.cfg = cfg
+        self.kwargs = {
+            "net_cfg": cfg.supernet,
+            "optim_cfg": cfg.optim,
+            "fitness_cfg": cfg.fitness,
+            "data_cfg": cfg.data,
+            "generations": cfg.evolution.generations,
+            "seed": cfg.seed,
+            "precision": cfg.runtime.precision,
+            "channels_last": cfg.runtime.channels_last,
+            "shards": cfg.distributed.shards,
+        }
+        self.restarts = 0
+        self.actors: list[Any] = []
+        self._state: dict[str, Any] | None = None
+        self._start()
+
+    def _start(self) -> None:
+        world = self.cfg.distributed.num_actors
+        res = placement(self.cfg.resources)
+        self.actors = [
+            SupernetActor.options(**res, scheduling_strategy="SPREAD").remote(  # type: ignore[attr-defined]
+                self.kwargs, rank, world, threads_of(self.cfg.resources)
+            )
+            for rank in range(world)
+        ]
+        host, port = ray.get(self.actors[0].address.remote())
+        ray.get([a.init_group.remote(host, port, self.cfg.distributed.group_timeout_s) for a in self.actors])
+        if self._state is not None:
+            ray.get([a.load_state_dict.remote(self._state) for a in self.actors])
+
+    def _rebuild(self, err: Exception) -> None:
+        self.restarts += 1
+        if self.restarts > self.cfg.distributed.max_restarts:
+            raise FleetError(f"supernet actors failed {self.restarts} times; last error: {err}") from err
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self._start()
+
+    def _retrying(self, work: Callable[[], T]) -> T:
+        """``work`` on the actors, run again on a rebuilt fleet after an actor or node failure."""
+        if self._state is None:
+            self.state_dict()  # the state to rebuild from if this work fails
+        while True:
+            try:
+                return work()
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError, RuntimeError) as err:
+                if isinstance(err, FleetError):
+                    raise
+                self._rebuild(err)
+
+    def placements(self) -> list[dict[str, Any]]:
+        return ray.get([a.where.remote() for a in self.actors])  # type: ignore[no-any-return]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The replicas' shared state (they are identical; actor 0's is taken)."""
+        state: dict[str, Any] = ray.get(self.actors[0].state_dict.remote())
+        self._state = state
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._state = state
+        ray.get([a.load_state_dict.remote(state) for a in self.actors])
+
+    def train(self, population: Sequence[Alphas], generation: int) -> dict[str, float]:
+        """One pass over the training data, data-parallel; then the new state is the point to rebuild from."""
+
+        def work() -> dict[str, float]:
+            stats = _get_all([a.train_generation.remote(population, generation) for a in self.actors])
+            return {"train_loss": float(np.mean([s["train_loss"] for s in stats]))}
+
+        out = self._retrying(work)
+        self.state_dict()
+        return out
+
+    def fitness(self, population: Sequence[Alphas], generation: int, keys: Sequence[int]) -> list[float]:
+        """Every individual's fitness, the population split over the actors."""
+
+        def work() -> list[float]:
+            k = len(self.actors)
+            chunks = [list(range(i, len(population), k)) for i in range(k)]
+            refs = [
+                a.fitness.remote([population[j] for j in idx], generation, [keys[j] for j in idx])
+                for a, idx in zip(self.actors, chunks)
+                if idx
+            ]
+            out = [0.0] * len(population)
+            for idx, vals in zip([c for c in chunks if c], _get_all(refs)):
+                for j, v in zip(idx, vals):
+                    out[j] = v
+            return out
+
+        return self._retrying(work)
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+class FleetError(RuntimeError):
+    """The fleet failed more often than ``distributed.max_restarts`` allows."""
+
+
+class FleetBackend(FitnessBackend):
+    """The EvNAS shared supernet on a fleet of Ray actors (data-parallel training, sharded fitness)."""
+
+    def __init__(self, cfg: EvolveConfig) -> None:
+        self.fleet = SupernetFleet(cfg)
+
+    def train_generation(self, individuals: list[Individual], generation: int) -> dict[str, float]:
+        return self.fleet.train([i.alphas for i in individuals], generation)
+
+    def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
+        return self.fleet.fitness([i.alphas for i in individuals], generation, [i.id for i in individuals])
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.fleet.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fleet.load_state_dict(state)
+
+    def supernet_state(self) -> dict[str, Any] | None:
+        return dict(self.fleet.state_dict()["net"])
+
+    def close(self) -> None:
+        self.fleet.shutdown()

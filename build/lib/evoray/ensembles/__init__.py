@@ -1,0 +1,1 @@
+"""The committee specs shipped with evoray (installed as ``evoray.ensembles``)."""

@@ -1,0 +1,1 @@
+"""Evolutionary search, free of Ray: individuals, genetic operators, strategies and fitness backends."""

@@ -1,0 +1,239 @@
+"""Candidate operations of the DARTS-family and NAS-Bench-201 spaces.
+
+Every op is built by ``OPS.get(name)(C, stride, affine)``. Ops that begin with a ReLU (the convolutions and
+FactorizedReduce) set ``relu_first = True``; a supernet computes the ReLU of each state once and hands the activated
+input to all of them (``apply_relu=False``), while a discrete network lets each op apply its own.
+
+Two CPU-oriented rewrites keep the arithmetic of the original ops exactly:
+- a depthwise convolution with dilation 2 runs as an undilated one on the 2x2 polyphase components of its input
+  (``pixel_unshuffle``), or on the even-even component when its stride is 2;
+- a 3x3, stride-1 average pool without padding in its count runs as two separable box sums divided by the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from evoray.registry import Registry
+
+OpBuilder = Callable[[int, int, bool], nn.Module]
+OPS: Registry[OpBuilder] = Registry("op")
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the (strided) input's shape."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class Identity(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Noise(nn.Module):
+    """RobustDARTS S4's ``noise`` op: N(0, 1) samples of the (strided) input's shape, no gradient to the input."""
+
+    def __init__(self, stride: int, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        self.stride, self.mean, self.std = stride, mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return torch.randn_like(x).mul_(self.std).add_(self.mean)
+
+
+class _ReLUFirst(nn.Module):
+    """Base of the ops that open with a ReLU; ``apply_relu=False`` when the caller passes an activated input."""
+
+    relu_first = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.apply_relu = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(F.relu(x) if self.apply_relu else x)
+
+    def body(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class ReLUConvBN(_ReLUFirst):
+    """ReLU, conv, BN. ``bias`` gives the conv a bias, as AutoDL's search ops do where BN is not affine."""
+
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True, bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=bias)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def body(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int = 1) -> Tensor:
+    """Bias-free depthwise conv (``groups`` = output channels), exactly as ``F.conv2d`` computes it.
+
+    Dilation 2 runs as an undilated conv on the input's 2x2 polyphase components (stride 1) or on its even-even
+    component (stride 2); stride-1 "same" convs go through :func:`same_depthwise`.
+    """
+    groups, k = weight.shape[0], weight.shape[-1]
+    if dilation == 2 and padding == k - 1 and stride in (1, 2):
+        if stride == 2:
+            return same_depthwise(x[:, :, ::2, ::2], weight)
+        if x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+            phases = F.pixel_unshuffle(x, 2)  # (B, 4C, H/2, W/2): channel c*4 + phase
+            return F.pixel_shuffle(same_depthwise(phases, weight.repeat_interleave(4, dim=0)), 2)
+    if stride == 1 and dilation == 1 and 2 * padding == k - 1:
+        return same_depthwise(x, weight)
+    return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def same_depthwise(x: Tensor, weight: Tensor) -> Tensor:
+    """Stride-1 depthwise conv with "same" padding and an odd kernel.
+
+    Kernel taps that reach further than the map itself only ever see padding, so they are cropped away: a 5x5 kernel
+    on a 2x2 map is a 3x3 kernel, and the CPU kernels are much faster for it (the cropped taps get zero gradient,
+    as they would anyway).
+    """
+    p = weight.shape[-1] // 2
+    H, W = x.shape[-2:]
+    rh, rw = min(p, H - 1), min(p, W - 1)
+    if rh < p or rw < p:
+        weight = weight[:, :, p - rh : p + rh + 1, p - rw : p + rw + 1]
+    return F.conv2d(x, weight, padding=(rh, rw), groups=weight.shape[0])
+
+
+def depthwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(x)`` for a bias-free depthwise ``nn.Conv2d``, through :func:`depthwise_conv`."""
+    return depthwise_conv(x, conv.weight, conv.stride[0], int(conv.padding[0]), conv.dilation[0])  # type: ignore[arg-type]
+
+
+class DilConv(_ReLUFirst):
+    """ReLU, depthwise kxk conv (dilation ``dilation``), 1x1 conv, BN."""
+
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True
+    ) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False)
+        self.pw = nn.Conv2d(C_in, C_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def body(self, x: Tensor) -> Tensor:
+        return self.bn(self.pw(depthwise(x, self.dw)))
+
+
+class SepConv(_ReLUFirst):
+    """Twice [ReLU, depthwise kxk conv, 1x1 conv, BN]; the stride applies to the first depthwise conv only."""
+
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True) -> None:
+        super().__init__()
+        self.dw1 = nn.Conv2d(C_in, C_in, kernel, stride, padding, groups=C_in, bias=False)
+        self.pw1 = nn.Conv2d(C_in, C_in, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(C_in, affine=affine)
+        self.dw2 = nn.Conv2d(C_in, C_in, kernel, 1, padding, groups=C_in, bias=False)
+        self.pw2 = nn.Conv2d(C_in, C_out, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(C_out, affine=affine)
+
+    def body(self, x: Tensor) -> Tensor:
+        x = self.bn1(self.pw1(depthwise(x, self.dw1)))
+        return self.bn2(self.pw2(depthwise(F.relu(x), self.dw2)))
+
+
+class FactorizedReduce(_ReLUFirst):
+    """Halve the resolution: ReLU, two 1x1 stride-2 convs (the second shifted by one pixel), concat, BN."""
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True, bias: bool = False) -> None:
+        super().__init__()
+        assert C_out % 2 == 0, f"FactorizedReduce needs an even C_out, got {C_out}"
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=bias)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=bias)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def body(self, x: Tensor) -> Tensor:
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+def drop_path(x: Tensor, drop_prob: float) -> Tensor:
+    """Zero whole samples with probability ``drop_prob`` and scale the kept ones by ``1 / (1 - drop_prob)``."""
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
+    return x / keep * mask
+
+
+_COUNT_CACHE: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
+
+
+def _box_count(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    key = (h, w, device, dtype)
+    if key not in _COUNT_CACHE:
+        ones = torch.ones(1, 1, h, w, device=device, dtype=dtype)
+        _COUNT_CACHE[key] = F.avg_pool2d(ones, 3, 1, 1, count_include_pad=True) * 9
+    return _COUNT_CACHE[key]
+
+
+class AvgPool3x3(nn.Module):
+    """3x3 average pool, padding 1, the padding excluded from the count."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride != 1 or x.dtype not in (torch.float32, torch.float64):
+            return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
+        p = F.pad(x, (1, 1, 1, 1))
+        rows = p[:, :, :, :-2] + p[:, :, :, 1:-1] + p[:, :, :, 2:]  # (B, C, H+2, W)
+        box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]  # (B, C, H, W)
+        return box / _box_count(x.shape[-2], x.shape[-1], x.device, x.dtype)
+
+
+class MaxPool3x3(nn.MaxPool2d):
+    def __init__(self, stride: int) -> None:
+        super().__init__(3, stride=stride, padding=1)
+
+
+def _register_darts_ops() -> None:
+    OPS.add("none", lambda C, stride, affine: Zero(stride))
+    OPS.add("noise", lambda C, stride, affine: Noise(stride))
+    OPS.add("avg_pool_3x3", lambda C, stride, affine: AvgPool3x3(stride))
+    OPS.add("max_pool_3x3", lambda C, stride, affine: MaxPool3x3(stride))
+    OPS.add(
+        "skip_connect",
+        lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine),
+    )
+    OPS.add("sep_conv_3x3", lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine))
+    OPS.add("sep_conv_5x5", lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine))
+    OPS.add("sep_conv_7x7", lambda C, stride, affine: SepConv(C, C, 7, stride, 3, affine))
+    OPS.add("dil_conv_3x3", lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine))
+    OPS.add("dil_conv_5x5", lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
+    # NAS-Bench-201: ReLU-Conv-BN with the kernel's own padding.
+    OPS.add("nor_conv_1x1", lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
+    OPS.add("nor_conv_3x3", lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
+
+
+_register_darts_ops()
+
+
+def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
+    """Build the op called ``name``; an unknown name raises a ``ConfigError`` listing the valid ones."""
+    return OPS.get(name)(C, stride, affine)
+
+
+def is_parameter_free(op: nn.Module) -> bool:
+    return isinstance(op, (Identity, Zero, Noise))

@@ -1,0 +1,1 @@
+"""The published genotypes shipped with evoray (installed as ``evoray.populations``)."""

@@ -1,0 +1,362 @@
+"""The run directory: one shape for what every command writes, and the rules that keep it safe.
+
+A run directory (``--out DIR``, or ``runs/<command>/<name>/``) holds ``run.json`` (the manifest: command, status,
+times, seed, versions, command line, headline result), the resolved ``config.yaml``, the command's results and
+``checkpoints/``. Rules:
+
+- a new run refuses a directory that holds a run (``--resume`` continues it; ``--overwrite`` moves it aside to
+  ``DIR.old-<time>`` first), and refuses a path that is a file;
+- a run holds an exclusive lock on its directory (``flock`` on the directory itself, so nothing is written for it
+  and a killed run's lock goes with its process): a second run into the same directory is refused;
+- files are written atomically (a temporary file, then a rename), so a killed run never leaves a torn file;
+- checkpoints hold tensors and plain containers only and are read back with ``weights_only=True``: a crafted file
+  cannot run code; the state that is not tensors is JSON.
+
+Example::
+
+    with RunDir.open("evolve", out, name="nb201-ga-s0", resume=False, overwrite=False) as run:
+        run.start(config_to_dict(cfg), seed=cfg.seed, summary={"space": "nb201", "method": "ga"})
+        run.write_json("best.json", best)
+        run.finish({"fitness": 93.1})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from evoray.errors import ConfigError
+
+FORMAT = 1  # the version of the run directory's layout, in run.json
+MANIFEST = "run.json"
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+COMMANDS = ("evolve", "search", "train", "ensemble")
+DEFAULT_ROOT = Path("runs")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """The versions that made a run: evoray, Python, torch, ray."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("evoray", "torch", "ray"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing or unreadable file is a one-line ``ConfigError``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{what} {str(path)!r} is not readable JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} holds no JSON object")
+    return data
+
+
+def is_run(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+class RunDir:
+    """One command's run directory, locked while this object holds it. Use :meth:`open` as a context manager."""
+
+    def __init__(self, command: str, path: Path, fd: int, created: bool, resumed: bool) -> None:
+        self.command, self.path, self._fd, self._created, self.resumed = command, path, fd, created, resumed
+        self.started = False
+        self.manifest: dict[str, Any] = {}
+
+    # -- opening ------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        command: str,
+        out: Path | str | None,
+        name: str,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        root: Path = DEFAULT_ROOT,
+    ) -> RunDir:
+        """Lock and return the run directory ``out`` (default ``root/<command>/<name>``) for a new run or, with
+        ``resume``, for continuing the run it holds. Nothing is written here but the directory itself."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}")
+        path = Path(out) if out is not None else root / command / name
+        if out is None and not resume:  # a default name that is taken: the next free one (name-2, name-3, ...)
+            k = 2
+            while path.exists():
+                path, k = root / command / f"{name}-{k}", k + 1
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"output {str(path)!r} is a file, not a directory; give --out a directory")
+        if resume:
+            if not is_run(path):
+                raise ConfigError(f"--resume {str(path)!r}: no evoray run there ({MANIFEST} missing)")
+            fd = cls._lock(path)
+            run = cls(command, path, fd, created=False, resumed=True)
+            try:
+                run.manifest = read_json(path / MANIFEST, "run manifest")
+                if run.manifest.get("command") != command:
+                    raise ConfigError(
+                        f"--resume {str(path)!r} holds a {run.manifest.get('command')!r} run, not a {command} run; "
+                        f"continue it with python -m evoray.{run.manifest.get('command')} --resume"
+                    )
+            except BaseException:
+                run.release()
+                raise
+            return run
+        if is_run(path) and not overwrite:
+            raise ConfigError(
+                f"output {str(path)!r} already holds a run; continue it with --resume {path}, or pass --overwrite to "
+                "move it aside and start afresh"
+            )
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = cls._lock(path)
+        except ConfigError:
+            if created:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
+        run = cls(command, path, fd, created, resumed=False)
+        try:  # decided under the lock: another run may have written here since the check above
+            if is_run(path):
+                if not overwrite:
+                    raise ConfigError(
+                        f"output {str(path)!r} already holds a run; continue it with --resume {path}, or pass "
+                        "--overwrite to move it aside and start afresh"
+                    )
+                run._move_aside()
+            elif any(path.iterdir()):
+                raise ConfigError(
+                    f"output {str(path)!r} holds files that are not an evoray run; give --out an empty or new directory"
+                )
+        except BaseException:
+            run.release()
+            raise
+        return run
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise ConfigError(
+                    f"run directory {str(path)!r} is in use by another run; wait for it to end or give another --out"
+                ) from None
+            raise
+        return fd
+
+    def _move_aside(self) -> None:
+        """--overwrite: the old run moves to ``<dir>.old-<time>``; the directory itself stays (it is locked)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.old-{stamp}")
+        k = 1
+        while aside.exists():
+            aside, k = self.path.with_name(f"{self.path.name}.old-{stamp}-{k}"), k + 1
+        aside.mkdir()
+        for child in list(self.path.iterdir()):
+            shutil.move(str(child), str(aside / child.name))
+
+    # -- the manifest -------------------------------------------------------------------------------------------
+    def start(self, config: dict[str, Any], seed: int | None, summary: dict[str, Any] | None = None) -> None:
+        """Write the resolved config and mark the run running (a resumed run keeps its first start time)."""
+        if self.resumed:
+            self.manifest["status"] = "running"
+            self.manifest.setdefault("resumed", []).append(now())
+            self.manifest["ended"] = None
+            self.manifest["error"] = None
+        else:
+            self.write_text(CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+            self.manifest = {
+                "format": FORMAT,
+                "command": self.command,
+                "name": self.path.name,
+                "status": "running",
+                "started": now(),
+                "ended": None,
+                "seed": seed,
+                "versions": versions(),
+                "argv": list(sys.argv),
+                "host": socket.gethostname(),
+                "result": None,
+                "error": None,
+                **(summary or {}),
+            }
+        self.manifest["pid"] = os.getpid()
+        self._write_manifest()
+        self.started = True
+
+    def update(self, **fields: Any) -> None:
+        """Record progress in the manifest (e.g. ``progress={"generation": 3, "of": 50}``)."""
+        self.manifest.update(fields)
+        self._write_manifest()
+
+    def finish(self, result: dict[str, Any]) -> None:
+        self.manifest.update(status="done", ended=now(), result=result, error=None)
+        self._write_manifest()
+
+    def fail(self, error: str) -> None:
+        self.manifest.update(status="failed", ended=now(), error=error[:2000])
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        self.write_json(MANIFEST, self.manifest)
+
+    # -- files --------------------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write(self.path / name, text.encode("utf-8"))
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_text(name, json.dumps(obj, indent=1, default=str, allow_nan=True))
+
+    def saved_config(self) -> dict[str, Any]:
+        return read_config(self.path)
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any], tensors: dict[str, Any], name: str = "last") -> None:
+        """``state`` (JSON-able) and ``tensors`` (tensors and plain containers) as one checkpoint; the tensors file
+        is written first, so a state file always has its tensors."""
+        save_checkpoint(self.path / CHECKPOINTS, state, tensors, name)
+
+    def load_checkpoint(self, name: str = "last") -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The last checkpoint's (state, tensors), or None when the run stopped before its first one."""
+        return load_checkpoint(self.path / CHECKPOINTS, name)
+
+    # -- closing ------------------------------------------------------------------------------------------------
+    def release(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if err is not None and self.started and self.manifest.get("status") == "running":
+                self.fail("interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}")
+            elif err is not None and not self.started and self._created:
+                with contextlib.suppress(OSError):  # refused before anything was written: leave no directory
+                    self.path.rmdir()
+        finally:
+            self.release()
+
+
+def saved_run(path: Path, command: str) -> dict[str, Any]:
+    """The resolved config of the ``command`` run in ``path`` (for ``--resume``), read-only; a directory that holds
+    no run, or another command's run, is a one-line ``ConfigError``."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--resume {str(path)!r} is a file, not a run directory")
+    if not is_run(path):
+        raise ConfigError(f"--resume {str(path)!r}: no evoray run there ({MANIFEST} missing)")
+    manifest = read_json(path / MANIFEST, "run manifest")
+    if manifest.get("command") != command:
+        other = manifest.get("command")
+        raise ConfigError(
+            f"--resume {str(path)!r} holds a {other!r} run, not a {command} run; "
+            f"continue it with python -m evoray.{other} --resume {path}"
+        )
+    return read_config(path)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The resolved config a run saved, as plain data."""
+    file = path / CONFIG
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"run {str(path)!r} has no {CONFIG}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{str(file)!r} is not readable YAML ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(file)!r} holds no mapping of config keys")
+    return data
+
+
+# -- checkpoints: tensors (weights_only) beside JSON ----------------------------------------------------------------
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any], tensors: dict[str, Any], name: str = "last") -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    atomic_write(folder / f"{name}.pt", buf.getvalue())
+    atomic_write(folder / f"{name}.json", json.dumps(state, allow_nan=True).encode("utf-8"))
+
+
+def load_checkpoint(folder: Path, name: str = "last") -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(state, tensors) of checkpoint ``name`` in ``folder``; None when there is none; a corrupt or unsafe file is a
+    one-line ``ConfigError`` (the tensors are read with ``weights_only=True``: no code runs)."""
+    meta, weights = folder / f"{name}.json", folder / f"{name}.pt"
+    if not meta.is_file():
+        return None
+    try:
+        state = read_json(meta, "checkpoint")
+    except ConfigError as err:
+        raise ConfigError(f"{err}: the checkpoint is corrupt") from None
+    return state, load_tensors(weights, "checkpoint")
+
+
+def load_tensors(path: Path, what: str) -> dict[str, Any]:
+    """A tensors file read with ``weights_only=True``; anything else (a pickle of code, a torn file) is refused."""
+    import torch
+
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling or format failure: one line, nothing executed
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise ConfigError(f"{what} {str(path)!r} is corrupt or not a tensors-only file ({reason})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} holds {type(data).__name__}, not a mapping of tensors")
+    return data

@@ -1,0 +1,195 @@
+"""The public reader of run directories: what the ensemble, the benchmarks and the dashboard use to see runs.
+
+Example::
+
+    from evoray.runs import list_runs, open_run
+
+    for run in list_runs("runs"):
+        print(run.command, run.name, run.status, run.result)
+    best = open_run("runs/evolve/nb201-ga-s0").best_rows(k=3)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoray.errors import ConfigError
+from evoray.runs.archive import ARCHIVE, read_archive
+from evoray.runs.curves import read_curves
+from evoray.runs.directory import FORMAT, MANIFEST, load_tensors, read_config, read_json
+
+CURVES = "curves.parquet"
+SUPERNET = "supernet.pt"
+TUNE = "tune"
+LEGACY_MARKERS = ("archive.parquet", "best.json", "results.json", "report.json", "summary.json")
+SKIP = {TUNE, "checkpoints", "members", "tensorboard", "cells"}  # folders inside a run that hold no runs
+
+
+@dataclass
+class Run:
+    """One run directory. ``problem`` says why it cannot be read (a corrupt manifest, an older evoray's layout);
+    such a run keeps its path and whatever could be read."""
+
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    # -- the manifest -------------------------------------------------------------------------------------------
+    @property
+    def command(self) -> str:
+        return str(self.manifest.get("command", "?"))
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def status(self) -> str:
+        return "unreadable" if self.problem else str(self.manifest.get("status", "?"))
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.manifest.get("seed")
+        return None if seed is None else int(seed)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return dict(self.manifest.get("result") or {})
+
+    @property
+    def started(self) -> str | None:
+        return self.manifest.get("started")
+
+    @property
+    def ended(self) -> str | None:
+        return self.manifest.get("ended")
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- contents -----------------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The resolved config (plain data)."""
+        return read_config(self.path)
+
+    def has_archive(self) -> bool:
+        return (self.path / ARCHIVE).is_file()
+
+    def archive(self) -> list[dict[str, Any]]:
+        """Every archive row (evolve: every individual of every generation; search: every trial's final cell)."""
+        return read_archive(self.path / ARCHIVE)
+
+    def best_rows(self, k: int = 1, scope: str = "last") -> list[dict[str, Any]]:
+        """The ``k`` fittest rows of distinct genotypes, of the last generation (``scope="last"``) or all."""
+        rows = self.archive()
+        if not rows:
+            return []
+        if scope == "last":
+            last = max(int(r["generation"]) for r in rows)
+            rows = [r for r in rows if int(r["generation"]) == last]
+        rows = sorted(rows, key=lambda r: _fitness_key(r["fitness"]))
+        out, seen = [], set()
+        for r in rows:
+            if r["genotype"] in seen:
+                continue
+            seen.add(r["genotype"])
+            out.append(r)
+            if len(out) == k:
+                break
+        return out
+
+    def curves(self) -> list[dict[str, Any]]:
+        """Per generation (evolve), epoch (train) or trial and epoch (search) statistics, oldest first."""
+        if self.command == "search":
+            return list(_tune_curves(self.path / TUNE))
+        path = self.path / CURVES
+        return read_curves(path) if path.is_file() else []
+
+    def supernet(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An evolve run's final supernet: (its config section, its weights), weights read with weights_only."""
+        if self.command != "evolve" or not (self.path / SUPERNET).is_file():
+            raise ConfigError(f"run {str(self.path)!r} holds no supernet ({SUPERNET}: an evolve run on a supernet)")
+        return dict(self.config().get("supernet") or {}), load_tensors(self.path / SUPERNET, "supernet weights")
+
+    def json(self, name: str) -> dict[str, Any]:
+        return read_json(self.path / name, name)
+
+
+def _fitness_key(f: Any) -> float:
+    """Sort key, fittest first; missing and NaN fitness last."""
+    return math.inf if f is None or not math.isfinite(float(f)) else -float(f)
+
+
+def open_run(path: Path | str) -> Run:
+    """The run in ``path``; a directory that holds none is a one-line ``ConfigError``."""
+    p = Path(path)
+    if not (p / MANIFEST).is_file():
+        if p.is_dir() and any((p / m).is_file() for m in LEGACY_MARKERS):
+            raise ConfigError(f"{str(p)!r} was written by an older evoray (no {MANIFEST}); rerun it to read it here")
+        raise ConfigError(f"{str(p)!r} holds no evoray run ({MANIFEST} missing)")
+    run = _load(p)
+    if run.problem:
+        raise ConfigError(f"run {str(p)!r} is unreadable: {run.problem}")
+    return run
+
+
+def _load(path: Path) -> Run:
+    try:
+        manifest = read_json(path / MANIFEST, "run manifest")
+    except ConfigError as err:
+        return Run(path, {}, str(err))
+    if not isinstance(manifest.get("format"), int) or manifest["format"] > FORMAT:
+        return Run(path, manifest, f"run format {manifest.get('format')!r} is newer than this evoray reads ({FORMAT})")
+    if manifest.get("command") not in ("evolve", "search", "train", "ensemble"):
+        return Run(path, manifest, f"unknown command {manifest.get('command')!r} in {MANIFEST}")
+    return Run(path, manifest)
+
+
+def list_runs(root: Path | str, depth: int = 4) -> list[Run]:
+    """Every run under ``root`` (``root`` itself included), newest first; unreadable ones carry their ``problem``,
+    and a directory of an older evoray's layout is listed as unreadable. A missing root is a ``ConfigError``."""
+    base = Path(root)
+    if not base.is_dir():
+        raise ConfigError(f"runs root {str(base)!r} is not a directory")
+    runs = [_load(p) if (p / MANIFEST).is_file() else _legacy(p) for p in _run_dirs(base, depth)]
+    return sorted(runs, key=lambda r: (r.started or "", str(r.path)), reverse=True)
+
+
+def _legacy(path: Path) -> Run:
+    return Run(path, {"name": path.name}, f"written by an older evoray (no {MANIFEST})")
+
+
+def _run_dirs(folder: Path, depth: int) -> Iterator[Path]:
+    if (folder / MANIFEST).is_file() or any((folder / m).is_file() for m in LEGACY_MARKERS):
+        yield folder
+        return
+    if depth <= 0:
+        return
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return
+    for child in children:
+        if child.name not in SKIP:
+            yield from _run_dirs(child, depth - 1)
+
+
+def _tune_curves(storage: Path) -> Iterator[dict[str, Any]]:
+    """Each trial's per-epoch results, from Tune's ``result.json`` (one JSON object a line) in every trial folder."""
+    if not storage.is_dir():
+        return
+    for result in sorted(storage.glob("*/result.json")):
+        trial = result.parent.name
+        for line in result.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if isinstance(row, dict):
+                row.setdefault("trial", trial)
+                yield row

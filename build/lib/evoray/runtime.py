@@ -1,0 +1,98 @@
+"""Devices, precision, threads and seeding: the runtime settings every command shares."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from evoray.errors import ConfigError
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto (the first GPU if there is one, else the CPU) | cpu | cuda | cuda:N
+    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16", "fp16")})  # autocast dtype
+    channels_last: bool = False  # NHWC memory format for models and inputs (faster convolutions on most GPUs)
+    threads: int = field(default=0, metadata={"min": 0})  # torch intra-op threads; 0 leaves PyTorch's default
+    deterministic: bool = False  # ask cuDNN/PyTorch for deterministic kernels (slower on a GPU)
+
+
+@dataclass
+class ResourcesConfig:
+    """What each worker of a run reserves on a Ray cluster: an evolve run's supernet actors, a search's trials, a
+    committee's member tasks. The one rule: ``gpus: -1`` gives each worker a GPU when the cluster has GPUs, none
+    otherwise; a CPU worker runs ``cpus`` torch threads."""
+
+    cpus: float = field(default=1.0, metadata={"min": 0.0})  # CPUs each worker reserves; its torch threads
+    gpus: float = -1.0  # GPUs each worker reserves (fractions share one); -1: one when the cluster has GPUs, else 0
+    address: str = ""  # Ray cluster to join ("auto", "host:port", "ray://..."); "" starts a local Ray
+
+    def validate(self) -> None:
+        if self.gpus < 0 and self.gpus != -1:
+            raise ConfigError(f"resources.gpus = {self.gpus}: give a count >= 0, or -1 for one per worker on GPUs")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks ``cuda`` when available; a CUDA device that does not exist is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA GPU; use device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def apply_runtime(cfg: RuntimeConfig) -> torch.device:
+    """Set threads and determinism; return the device."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    device = resolve_device(cfg.device)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    """Mixed-precision context for ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def memory_format(cfg: RuntimeConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's generators (CPU and CUDA): weight initialisation and torch-sampled noise. evoray's other
+    randomness flows from explicit generators (``numpy.random.Generator``, ``torch.Generator``) seeded from the
+    config, so no global numpy or ``random`` state is touched."""
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Temporarily use ``n`` intra-op threads (0: unchanged)."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

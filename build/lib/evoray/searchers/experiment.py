@@ -1,0 +1,131 @@
+"""A search experiment: searchers x seeds x a hyperparameter grid, each point one fully resolved ``SearchConfig``.
+
+A trial's config is built in layers: ``SearchConfig`` defaults, then the searcher's paper settings
+(``Searcher.paper_defaults``), then the experiment's ``base``, then ``per_searcher[<name>]``, then the grid point,
+then the searcher name and the seed. Every trial is validated before anything runs, so a bad option fails at once
+with one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from evoray.config import config_from_dict, config_to_dict
+from evoray.errors import ConfigError
+from evoray.runtime import ResourcesConfig
+from evoray.searchers.config import SearchConfig
+from evoray.searchers.registry import SEARCHERS
+from evoray.searchers.settings import SearchSettings
+from evoray.spaces import get_space
+
+
+@dataclass
+class SchedulerConfig:
+    kind: str = field(default="none", metadata={"choices": ("none", "asha")})  # Tune trial scheduler
+    grace_period: int = field(default=1, metadata={"min": 1})  # ASHA: epochs before a trial may be stopped
+    reduction_factor: float = field(default=2.0, metadata={"min": 1.01})  # ASHA: keep 1/factor at each rung
+
+
+@dataclass
+class ExperimentConfig:
+    """An experiment of gradient searches run as Ray Tune trials."""
+
+    name: str = ""  # run name: the run goes to runs/search/<name> unless --out is given ("" = search-<time>)
+    searchers: list[str] = field(default_factory=lambda: ["darts", "snas", "gdas", "xnas"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    base: dict[str, Any] = field(default_factory=dict)  # SearchConfig keys shared by every trial
+    per_searcher: dict[str, dict[str, Any]] = field(default_factory=dict)  # SearchConfig keys of one searcher
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted SearchConfig key -> values (a grid search)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what each trial reserves
+    max_concurrent: int = field(default=0, metadata={"min": 0})  # trials at once (0 = as resources allow)
+    max_failures: int = field(default=2, metadata={"min": 0})  # retries of a failed trial from its last checkpoint
+    # Tune's storage: "" keeps Tune's files in the run directory (<run>/tune); a pyarrow URI (s3://...) or a shared
+    # directory puts them there for a cluster (<storage>/<run name>)
+    storage: str = ""
+
+    def default_name(self) -> str:
+        import time
+
+        return f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def validate(self) -> None:
+        if not self.searchers:
+            raise ConfigError("searchers is empty; name at least one of: " + ", ".join(SEARCHERS.names()))
+        for name in self.searchers:
+            SEARCHERS.get(name)
+        for name in self.per_searcher:  # settings of searchers not in this run are kept, unused
+            if name not in SEARCHERS:
+                raise ConfigError(
+                    f"per_searcher names unknown searcher {name!r}; valid: {', '.join(SEARCHERS.names())}"
+                )
+        if not self.seeds:
+            raise ConfigError("seeds is empty; give at least one seed")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"grid.{key} must be a non-empty list of values")
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def _dotted(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def trial_config(exp: ExperimentConfig, searcher: str, seed: int, point: Mapping[str, Any]) -> SearchSettings:
+    """The resolved config of one trial: defaults, the searcher's paper settings for the trial's space family, then
+    the user's layers (base, per_searcher, the grid point)."""
+    user: dict[str, Any] = {}
+    _merge(user, exp.base)
+    _merge(user, exp.per_searcher.get(searcher, {}))
+    for key, value in point.items():
+        _merge(user, _dotted(key, value))
+    data = config_to_dict(SearchConfig())
+    section = user.get("supernet")
+    space = section.get("space") if isinstance(section, Mapping) and "space" in section else data["supernet"]["space"]
+    _merge(data, SEARCHERS.get(searcher).paper_defaults.get(get_space(str(space)).family, {}))
+    _merge(data, user)
+    data["searcher"], data["seed"] = searcher, seed
+    return config_from_dict(SearchConfig, data)
+
+
+def expand(exp: ExperimentConfig) -> list[SearchSettings]:
+    """Every trial of the experiment, in a stable order: searcher, then grid point, then seed."""
+    keys = list(exp.grid)
+    points = [dict(zip(keys, combo)) for combo in itertools.product(*(exp.grid[k] for k in keys))] or [{}]
+    trials = []
+    for searcher in exp.searchers:
+        for point in points:
+            for seed in exp.seeds:
+                try:
+                    trials.append(trial_config(exp, searcher, seed, point))
+                except ConfigError as err:
+                    where = f"trial {searcher} seed {seed}" + (f" {point}" if point else "")
+                    raise ConfigError(f"{where}: {err}") from None
+    longest = max(t.epochs for t in trials)
+    if exp.scheduler.kind == "asha" and exp.scheduler.grace_period > longest:
+        raise ConfigError(
+            f"scheduler.grace_period = {exp.scheduler.grace_period} exceeds the longest trial ({longest} epochs)"
+        )
+    return trials
+
+
+def trial_label(cfg: SearchSettings, point: Mapping[str, Any] | None = None) -> str:
+    extra = "".join(f"-{k.rsplit('.', 1)[-1]}={v}" for k, v in (point or {}).items())
+    return f"{cfg.searcher}-{cfg.supernet.space}-s{cfg.seed}{extra}"

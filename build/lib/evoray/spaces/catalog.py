@@ -1,0 +1,97 @@
+"""The registered search spaces: DARTS, the CoNAS committee spaces, RobustDARTS S1-S4 and NAS-Bench-201."""
+
+from __future__ import annotations
+
+from evoray.registry import Registry
+from evoray.spaces.space import DARTS_OPS, NB201_OPS, SearchSpace
+
+SPACES: Registry[SearchSpace] = Registry("search space")
+
+_DARTS_EDGES = 14
+
+
+def _uniform(ops: tuple[str, ...], edges: int = _DARTS_EDGES) -> tuple[tuple[str, ...], ...]:
+    return (ops,) * edges
+
+
+def _register(space: SearchSpace) -> SearchSpace:
+    SPACES.add(space.name, space)
+    return space
+
+
+def _darts_like(name: str, ops: tuple[str, ...], description: str) -> SearchSpace:
+    return _register(SearchSpace(name, "darts", 4, {"normal": _uniform(ops), "reduce": _uniform(ops)}, description))
+
+
+_darts_like("darts", DARTS_OPS, "DARTS (Liu et al., 2019): 8 ops on each of 14 edges, normal and reduction cells")
+_darts_like(
+    "conas-3x3",
+    ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"),
+    "CoNAS committee space 2: the DARTS ops with 3x3 kernels only",
+)
+_darts_like(
+    "conas-5x5",
+    ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_5x5", "dil_conv_5x5"),
+    "CoNAS committee space 3: the DARTS ops with 5x5 kernels only",
+)
+
+# RobustDARTS (Zela et al., 2020) S1: a preselected pair of ops per edge, different for normal and reduce cells.
+_S1_NORMAL = (
+    ("skip_connect", "dil_conv_3x3"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("skip_connect", "sep_conv_3x3"),
+    ("skip_connect", "dil_conv_3x3"),
+    ("max_pool_3x3", "skip_connect"),
+    ("skip_connect", "sep_conv_3x3"),
+    ("skip_connect", "sep_conv_3x3"),
+    ("skip_connect", "dil_conv_3x3"),
+    ("skip_connect", "sep_conv_3x3"),
+    ("max_pool_3x3", "skip_connect"),
+    ("skip_connect", "dil_conv_3x3"),
+    ("dil_conv_3x3", "dil_conv_5x5"),
+    ("dil_conv_3x3", "dil_conv_5x5"),
+)
+_S1_REDUCE = (
+    ("max_pool_3x3", "avg_pool_3x3"),
+    ("max_pool_3x3", "dil_conv_3x3"),
+    ("max_pool_3x3", "avg_pool_3x3"),
+    ("max_pool_3x3", "avg_pool_3x3"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("max_pool_3x3", "avg_pool_3x3"),
+    ("max_pool_3x3", "sep_conv_3x3"),
+    ("skip_connect", "dil_conv_3x3"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("max_pool_3x3", "avg_pool_3x3"),
+    ("max_pool_3x3", "avg_pool_3x3"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("skip_connect", "dil_conv_5x5"),
+)
+_register(
+    SearchSpace(
+        "rdarts-s1",
+        "darts",
+        4,
+        {"normal": _S1_NORMAL, "reduce": _S1_REDUCE},
+        "RobustDARTS S1: a different preselected op pair on each edge",
+    )
+)
+_darts_like("rdarts-s2", ("skip_connect", "sep_conv_3x3"), "RobustDARTS S2: skip_connect or sep_conv_3x3")
+_darts_like("rdarts-s3", ("none", "skip_connect", "sep_conv_3x3"), "RobustDARTS S3: none, skip_connect, sep_conv_3x3")
+_darts_like("rdarts-s4", ("noise", "sep_conv_3x3"), "RobustDARTS S4: N(0,1) noise or sep_conv_3x3")
+
+_register(
+    SearchSpace(
+        "nb201",
+        "nb201",
+        3,
+        {"cell": _uniform(NB201_OPS, 6)},
+        "NAS-Bench-201 (Dong & Yang, 2020): 5 ops on each of 6 edges of a 4-node cell, 15,625 cells",
+    )
+)
+
+
+def get_space(name: str) -> SearchSpace:
+    """The registered space called ``name``; an unknown name raises a ``ConfigError`` listing the valid ones."""
+    return SPACES.get(name)

@@ -1,0 +1,228 @@
+"""The run directory every command writes: its manifest, refusals (an existing run, a file, a locked directory),
+``--overwrite``, resume of a run killed before its first checkpoint, the public reader, and every command's
+``--resume`` refusing bad input in one line with nothing in the directory changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from evoray.commands.evolve import evolve
+from evoray.commands.evolve import main as evolve_main
+from evoray.commands.search import main as search_main
+from evoray.commands.train import main as train_main
+from evoray.commands.train import train
+from evoray.config import load_config
+from evoray.errors import ConfigError
+from evoray.runs import RunDir, list_runs, open_run
+from evoray.training import TrainConfig
+from tests.test_evolve import TINY, tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = lambda _: None  # noqa: E731
+TRAIN_TINY = [
+    "optim.epochs=3",
+    "model.init_channels=4",
+    "model.layers=3",
+    "model.auxiliary=false",
+    "data.limit_train=256",
+    "profile.repeats=1",
+    "profile.warmup=0",
+    "runtime.threads=1",
+]
+
+
+def digest(d: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
+    }
+
+
+def tiny_train(*extra: str) -> TrainConfig:
+    return load_config(TrainConfig, ROOT / "configs/train-default.yaml", [*TRAIN_TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def evolve_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "evo"
+    evolve(tiny("evolution.generations=2"), out, log=QUIET)
+    return out
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "train"
+    train(tiny_train(), out, log=QUIET)
+    return out
+
+
+# -- the directory --------------------------------------------------------------------------------------------
+
+
+def test_manifest_and_reader(evolve_run: Path, train_run: Path) -> None:
+    run = open_run(evolve_run)
+    assert (run.command, run.status, run.seed) == ("evolve", "done", 0)
+    assert run.started and run.ended and run.manifest["versions"]["evoray"]
+    assert run.result["genotype"] == run.best_rows(1)[0]["genotype"]
+    assert [row["generation"] for row in run.curves()] == [0.0, 1.0]
+    assert run.config()["evolution"]["generations"] == 2
+    runs = list_runs(evolve_run.parent.parent)
+    assert {r.path for r in runs} >= {evolve_run, train_run} and all(r.problem is None for r in runs)
+    assert open_run(train_run).command == "train" and len(open_run(train_run).curves()) == 3
+
+
+def test_an_existing_run_is_refused_moved_aside_or_resumed(tmp_path, evolve_run: Path) -> None:
+    before = digest(evolve_run)
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+        evolve(tiny("evolution.generations=2"), evolve_run, log=QUIET)
+    assert digest(evolve_run) == before
+    copy = tmp_path / "evo"
+    subprocess.run(["cp", "-r", str(evolve_run), str(copy)], check=True)
+    evolve(tiny("evolution.generations=1"), copy, overwrite=True, log=QUIET)  # the old run moves aside, kept
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("evo.old-")]
+    assert len(aside) == 1 and digest(aside[0]) == before
+    assert open_run(copy).config()["evolution"]["generations"] == 1
+    resumed = evolve(tiny("evolution.generations=1"), copy, resume=True, log=QUIET)  # a finished run: nothing to do
+    assert resumed["genotype"] == open_run(copy).result["genotype"]
+
+
+def test_a_file_or_foreign_files_are_refused(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        RunDir.open("evolve", tmp_path / "file", "x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds files that are not an evoray run"):
+        RunDir.open("train", tmp_path / "other", "x")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_locked_directory_is_refused_and_the_lock_goes_with_the_process(tmp_path) -> None:
+    with RunDir.open("train", tmp_path / "r", "x") as run:
+        run.start({"a": 1}, 0)
+        with pytest.raises(ConfigError, match="in use by another run"):
+            RunDir.open("train", tmp_path / "r", "x", resume=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(tmp_path / "r")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ConfigError, match="in use by another run"):
+        RunDir.open("train", tmp_path / "r", "x", resume=True)
+    holder.kill()  # SIGKILL: the lock is released with the process
+    holder.wait()
+    RunDir.open("train", tmp_path / "r", "x", resume=True).release()
+
+
+def test_default_names_never_collide(tmp_path) -> None:
+    first = RunDir.open("train", None, "same", root=tmp_path)
+    first.start({}, 0)
+    second = RunDir.open("train", None, "same", root=tmp_path)
+    assert first.path == tmp_path / "train" / "same" and second.path == tmp_path / "train" / "same-2"
+    first.release()
+    second.release()
+
+
+def test_a_run_refused_for_its_input_leaves_no_directory(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown published genotype"):
+        train(tiny_train("model.genotype=NOPE"), tmp_path / "t", log=QUIET)
+    with pytest.raises(ConfigError):
+        train(tiny_train("data.dataset=npz", "data.root=/no/file.npz"), tmp_path / "u", log=QUIET)
+    assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()
+
+
+# -- resume ---------------------------------------------------------------------------------------------------
+
+
+def _cli(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"evoray.{command}", *args]
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before it could be killed (exit {proc.returncode})")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_evolve_killed_before_its_first_checkpoint_starts_over_to_the_same_result(tmp_path) -> None:
+    ref = tmp_path / "ref"
+    evolve(tiny("evolution.generations=2"), ref, log=QUIET)
+    killed = tmp_path / "killed"
+    p = subprocess.Popen(
+        _cli("evolve", "--out", str(killed), *_sets([*TINY, "evolution.generations=2"])),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _kill_when(p, lambda: (killed / "run.json").is_file())
+    assert not (killed / "checkpoints" / "last.json").is_file(), "killed too late: a checkpoint was written"
+    proc = subprocess.run(_cli("evolve", "--resume", str(killed)), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(ref / "archive.parquet"), pd.read_parquet(killed / "archive.parquet"))
+
+
+def test_train_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path) -> None:
+    cfg = tiny_train("optim.epochs=4")
+    ref = train(cfg, tmp_path / "ref", log=QUIET)
+    killed = tmp_path / "killed"
+    p = subprocess.Popen(
+        _cli("train", "--out", str(killed), *_sets([*TRAIN_TINY, "optim.epochs=4"])),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _kill_when(p, lambda: (killed / "checkpoints" / "last.json").is_file())
+    done = json.loads((killed / "checkpoints" / "last.json").read_text())["epoch"]
+    assert done < 3, "killed too late to test resume"
+    proc = subprocess.run(_cli("train", "--resume", str(killed), "--json"), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    resumed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (resumed["test_top1"], resumed["test_loss"]) == (ref["test_top1"], ref["test_loss"])
+    history = json.loads((killed / "history.json").read_text())
+    assert history == json.loads((tmp_path / "ref" / "history.json").read_text())
+
+
+@pytest.mark.parametrize("command", ["evolve", "train", "search"])
+def test_bad_resume_is_one_line_and_changes_nothing(command: str, evolve_run: Path, train_run: Path, tmp_path, capsys):
+    main = {"evolve": evolve_main, "train": train_main, "search": search_main}[command]
+    own = {"evolve": evolve_run, "train": train_run, "search": None}[command]
+    other = train_run if command != "train" else evolve_run
+    cases = [
+        (["--resume", str(other)], f"not a {command} run"),
+        (["--resume", str(tmp_path / "nothing")], "no evoray run there"),
+        (["--resume", str(train_run / "run.json")], "is a file"),
+    ]
+    for args, message in cases:
+        before = digest(other)
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and message in err, (args, err)
+        assert digest(other) == before
+    if own is None:
+        return
+    for broken in ("checkpoints/last.pt", "checkpoints/last.json", "archive.parquet"):
+        if not (own / broken).is_file():
+            continue
+        copy = tmp_path / f"copy-{broken.replace('/', '-')}"
+        subprocess.run(["cp", "-r", str(own), str(copy)], check=True)
+        torn = (copy / broken).read_bytes()
+        (copy / broken).write_bytes(torn[: len(torn) // 2] + b"\x00torn")  # a torn file
+        before = digest(copy)
+        assert main(["--resume", str(copy)]) == 2, broken
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and ("corrupt" in err or "not a" in err), (broken, err)
+        assert digest(copy) == before, broken
