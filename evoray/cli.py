@@ -61,6 +61,18 @@ def load_from_args(cls: type[T], args: argparse.Namespace) -> T:
     return load_config(cls, config_path(getattr(args, "config", None)), getattr(args, "overrides", None) or ())
 
 
+def command_config(
+    cls: type[T], args: argparse.Namespace, command: str, default_config: str | None
+) -> tuple[T, Path | None, bool]:
+    """(config, run directory, resume) of a command's arguments: with ``--resume DIR``, the run's saved config (which
+    ``--config``/``--set`` may repeat, not change); else the config ``--config``/``--set`` build and ``--out``."""
+    from evoray.runs.directory import saved_run
+
+    if args.resume is not None:
+        return resumed_config(cls, saved_run(args.resume, command), args, default_config), args.resume, True
+    return load_from_args(cls, args), args.out, False
+
+
 def resumed_config(cls: type[T], saved: dict[str, Any], args: argparse.Namespace, default_config: str | None) -> T:
     """The saved config of a run being resumed. ``--config`` or ``--set`` may repeat it, not change it: a config
     that differs is refused in one line naming the keys that differ."""

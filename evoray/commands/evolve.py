@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from evoray.cli import default_config_path, emit_json, load_from_args, log_to, make_parser, resumed_config, run_command
+from evoray.cli import command_config, default_config_path, emit_json, log_to, make_parser, run_command
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.run import build_backend, initial_alphas, run_evolve
 from evoray.runs import RunDir
-from evoray.runs.directory import saved_run
 from evoray.runtime import apply_runtime
 from evoray.spaces import get_space
 
@@ -57,16 +56,10 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
     args = parser.parse_args(argv)
     log = log_to(args.json)
-    if args.resume is not None:
-        cfg = resumed_config(EvolveConfig, saved_run(args.resume, "evolve"), args, default)
-    else:
-        cfg = load_from_args(EvolveConfig, args)
+    cfg, out, resume = command_config(EvolveConfig, args, "evolve", default)
     if args.address:
         cfg.resources.address = args.address
-    if args.resume is not None:
-        result = evolve(cfg, args.resume, resume=True, log=log)
-    else:
-        result = evolve(cfg, args.out, overwrite=args.overwrite, log=log)
+    result = evolve(cfg, out, resume=resume, overwrite=args.overwrite, log=log)
     if args.json:
         emit_json(result)
     return 0

@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from evoray.cli import default_config_path, emit_json, load_from_args, log_to, make_parser, resumed_config, run_command
+from evoray.cli import command_config, default_config_path, emit_json, log_to, make_parser, run_command
 from evoray.runs import RunDir
-from evoray.runs.directory import saved_run
 from evoray.searchers.experiment import ExperimentConfig, expand
 
 DEFAULT = "search-default.yaml"
@@ -45,14 +44,10 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
     args = parser.parse_args(argv)
     log = log_to(args.json)
-    if args.resume is not None:
-        exp = resumed_config(ExperimentConfig, saved_run(args.resume, "search"), args, default)
-    else:
-        exp = load_from_args(ExperimentConfig, args)
+    exp, out, resume = command_config(ExperimentConfig, args, "search", default)
     if args.address:
         exp.resources.address = args.address
-    out = args.resume if args.resume is not None else args.out
-    result = search(exp, out, resume=args.resume is not None, overwrite=args.overwrite, log=log, quiet_stdout=args.json)
+    result = search(exp, out, resume=resume, overwrite=args.overwrite, log=log, quiet_stdout=args.json)
     if args.json:
         emit_json(result)
     return 0

@@ -162,7 +162,27 @@ def _darts_cells(
     return cells, C_prev, C_aux
 
 
-class NetworkCIFAR(nn.Module):
+class _DartsNetwork(nn.Module):
+    """What the DARTS evaluation networks share after their stems: the cells, the auxiliary head after cell 2L//3
+    (while training), the global average pool and the classifier."""
+
+    cells: nn.ModuleList
+    auxiliary_head: nn.Module | None
+    classifier: nn.Linear
+    aux_index: int
+    drop_path_prob: float
+
+    def head(self, s0: Tensor, s1: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(logits, auxiliary logits or None) from the stem's outputs ``s0``, ``s1``."""
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1)), logits_aux
+
+
+class NetworkCIFAR(_DartsNetwork):
     """The DARTS CIFAR evaluation network: stem conv3x3 + BN, ``layers`` cells (reductions at L//3 and 2L//3),
     an optional auxiliary head after cell 2L//3, global average pool, linear.
 
@@ -191,17 +211,11 @@ class NetworkCIFAR(nn.Module):
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        logits_aux = None
-        s0 = s1 = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.auxiliary_head is not None and self.training:
-                logits_aux = self.auxiliary_head(s1)
-        logits = self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1))
-        return logits, logits_aux
+        s = self.stem(x)
+        return self.head(s, s)
 
 
-class NetworkImageNet(nn.Module):
+class NetworkImageNet(_DartsNetwork):
     """The DARTS ImageNet evaluation network: three stride-2 stem convs, cells as :class:`NetworkCIFAR` (the first
     one preprocessing its c_{k-2} input with FactorizedReduce), global average pool, linear.
     """
@@ -233,15 +247,8 @@ class NetworkImageNet(nn.Module):
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        logits_aux = None
         s0 = self.stem0(x)  # (B, C, H/4, W/4)
-        s1 = self.stem1(s0)  # (B, C, H/8, W/8)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.auxiliary_head is not None and self.training:
-                logits_aux = self.auxiliary_head(s1)
-        logits = self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1))
-        return logits, logits_aux
+        return self.head(s0, self.stem1(s0))  # s1: (B, C, H/8, W/8)
 
 
 class NB201Cell(nn.Module):
