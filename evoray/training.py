@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evoray.config import config_to_dict
-from evoray.data import BatchSource, DataConfig, build_data
+from evoray.data import BatchSource, DataConfig, build_data, describe
 from evoray.errors import ConfigError
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
@@ -86,25 +86,6 @@ class TrainConfig(Recipe):
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
 
-# (classes, input channels, image side) of each dataset, for building a network without loading its data.
-DATASET_SHAPES = {
-    "digits": (10, 1, 8),
-    "cifar10": (10, 3, 32),
-    "cifar100": (100, 3, 32),
-    "imagenet": (1000, 3, 224),
-}
-
-
-def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
-    """(num_classes, in_channels, image_size) of the configured dataset."""
-    if cfg.dataset == "npz":
-        splits = build_data(cfg, seed=0, split="train")
-        classes, channels, size = splits.num_classes, splits.in_channels, splits.image_size
-    else:
-        classes, channels, size = DATASET_SHAPES[cfg.dataset]
-    return classes, channels, cfg.image_size or size
-
-
 def check_network(cfg: TrainConfig, genotype: Genotype) -> None:
     m = cfg.model
     if genotype.is_nb201 != (m.network == "nb201"):
@@ -133,7 +114,8 @@ def profile_genotype(cfg: TrainConfig, log: Log = print) -> dict[str, Any]:
     device = apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     genotype = resolve_genotype(cfg.model.genotype)
-    classes, channels, size = dataset_shape(cfg.data)
+    shape = describe(cfg.data)
+    classes, channels, size = shape.num_classes, shape.in_channels, shape.side
     model = build_model(cfg, genotype, classes, channels).to(device)
     stats = profile_model(
         model,

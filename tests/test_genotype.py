@@ -76,7 +76,7 @@ def test_edge_all_and_explicit_nodes() -> None:
         ("Genotype(normal=[('sep_conv_3x3', 0)", "malformed genotype"),
         ("Genotype(normal=[('sep_conv_3x3', 7), ('sep_conv_3x3', 1)] * 4, normal_concat=[2, 3, 4, 5])", "malformed"),
         ("Genotype(normal=[('sep_conv_3x3', 5)]*8, normal_concat=[2, 3, 4, 5])", "malformed"),
-        ("Genotype(normal=[('sep_conv_3x3', 0), ('x', 1)], normal_concat=[2, 3, 4, 5])", "2 edges for 4 nodes"),
+        ("Genotype(normal=[('sep_conv_3x3', 0), ('x', 1)], normal_concat=[2, 3, 4, 5])", "2 edges for the 4 nodes"),
         ("|nor_conv_3x3~0|+|nor_conv_3x3|", "bad edge"),
         ("|nor_conv_3x3~1|", "takes input 1"),
         ("sep_conv_3x3", "malformed genotype"),

@@ -202,7 +202,7 @@ def test_bad_resume_is_one_line_and_changes_nothing(command: str, evolve_run: Pa
     own = {"evolve": evolve_run, "train": train_run, "search": None}[command]
     other = train_run if command != "train" else evolve_run
     cases = [
-        (["--resume", str(other)], f"not a {command} run"),
+        (["--resume", str(other)], f"not {'an' if command[0] in 'aeiou' else 'a'} {command} run"),
         (["--resume", str(tmp_path / "nothing")], "no evoray run there"),
         (["--resume", str(train_run / "run.json")], "is a file"),
     ]

@@ -349,7 +349,7 @@ def test_save_restore_resumes_to_the_same_next_epoch(name: str) -> None:
     torch.save(first.state_dict(), buf)
     buf.seek(0)
     resumed = cls(tiny(name), CPU)
-    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     got = resumed.train_epoch()
     assert got == expected
     for a, b in zip(resumed.net.arch_parameters(), straight.net.arch_parameters()):
@@ -430,7 +430,7 @@ def test_best_validation_accuracy_is_kept_across_a_restore(monkeypatch) -> None:
     torch.save(first.state_dict(), buf)
     buf.seek(0)
     resumed = SEARCHERS.get("darts")(tiny("darts", darts={"order": 1}), CPU)
-    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     m = resumed.train_epoch()
     assert (m["valid_acc"], m["valid_acc_best"], m["best_epoch"]) == (40.0, 60.0, 1)
     m = resumed.train_epoch()

@@ -13,13 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from evoray import limits
 from evoray.cli import emit_json, log_to, make_parser, resumed_config, run_command, shipped
 from evoray.config import load_config
+from evoray.data import describe, require_files
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.members import Executor, run_members_locally
 from evoray.ensemble.runner import plan, run_ensemble
 from evoray.runs import RunDir
 from evoray.runs.directory import saved_run
+from evoray.spaces import Genotype, parse_genotype
 
 
 def spec_path(name: str | None) -> str | None:
@@ -28,6 +31,18 @@ def spec_path(name: str | None) -> str | None:
         return name
     path = shipped("ensembles", name if name.endswith(".yaml") else f"{name}.yaml")
     return str(path) if path is not None else name
+
+
+def check_sizes(cfg: EnsembleConfig, genotypes: list[Genotype]) -> None:
+    """A member network or batch the machine cannot hold, refused before anything runs."""
+    require_files(cfg.data)
+    shape, m = describe(cfg.data), cfg.train.model
+    batch = min(cfg.data.batch_size, shape.num_train)
+    for genotype in genotypes:
+        limits.check_network(
+            genotype, m.network, m.init_channels, m.layers, m.auxiliary and m.network != "nb201", shape.num_classes,
+            shape.in_channels, shape.side, batch, cfg.train.runtime.device,
+        )  # fmt: skip
 
 
 def executor_of(cfg: EnsembleConfig) -> Executor:
@@ -49,7 +64,8 @@ def ensemble(
 ) -> dict[str, Any]:
     """Build and measure the committees of ``cfg`` into its run directory (``out``, or ``runs/ensemble/<name>``), or
     with ``resume`` continue the run in ``out``, reusing every member it finished."""
-    plan(cfg, lambda _: None)  # every bad input fails here, before anything is written
+    _, pool, _ = plan(cfg, lambda _: None)  # every bad input fails here, before anything is written
+    check_sizes(cfg, [parse_genotype(m.genotype) for m in pool if m.kind == "genotype"])
     name = cfg.name or f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunDir.open("ensemble", out, name, resume=resume, overwrite=overwrite) as run:
         return run_ensemble(cfg, run, executor_of(cfg), log)

@@ -7,13 +7,16 @@ population, on the CPU in a few minutes, through one Ray actor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evoray import limits
 from evoray.cli import command_config, default_config_path, emit_json, log_to, make_parser, run_command
+from evoray.data import describe, require_files
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.run import build_backend, initial_alphas, run_evolve
@@ -34,9 +37,23 @@ def evolve(
 ) -> dict[str, Any]:
     """Run the search of ``cfg`` into its run directory (``out``, or ``runs/evolve/<name>``), or with ``resume``
     continue the run in ``out``; returns the summary written to ``best.json``."""
+    check_sizes(cfg)
     initial_alphas(cfg.initial_population, get_space(cfg.supernet.space), 1, np.random.default_rng(0))  # fails now
     with RunDir.open("evolve", out, cfg.name or cfg.default_name(), resume=resume, overwrite=overwrite) as run:
         return run_evolve(cfg, run, _backend(cfg), log)
+
+
+def check_sizes(cfg: EvolveConfig) -> None:
+    """A population, supernet or batch the machine cannot hold is refused before anything runs."""
+    space = get_space(cfg.supernet.space)
+    numel = sum(math.prod(space.alpha_shape(ct)) for ct in space.cell_types)
+    limits.check_population(cfg.evolution.population, cfg.evolution.generations, numel)
+    if cfg.fitness.backend == "supernet":
+        require_files(cfg.data)
+        shape = describe(cfg.data)
+        batch = min(cfg.data.batch_size, shape.num_train)  # fitness batches run without a backward pass
+        device = cfg.runtime.device
+        limits.check_supernet(cfg.supernet, shape.num_classes, shape.in_channels, shape.side, batch, device)
 
 
 def _backend(cfg: EvolveConfig) -> FitnessBackend:

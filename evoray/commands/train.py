@@ -11,11 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from evoray import limits
 from evoray.cli import default_config_path, emit_json, load_from_args, log_to, make_parser, resumed_config, run_command
 from evoray.config import config_to_dict
+from evoray.data import describe, require_files
 from evoray.errors import ConfigError
 from evoray.runs import RunDir
 from evoray.runs.directory import saved_run
+from evoray.spaces import check_genotype
 from evoray.spaces.resolve import resolve_genotype
 from evoray.training import TrainConfig, check_network, profile_genotype, train_genotype
 
@@ -37,13 +40,29 @@ def train(
 ) -> dict[str, Any]:
     """Retrain ``cfg.model.genotype`` into its run directory (``out``, or ``runs/train/<name>``), or with ``resume``
     continue the run in ``out`` from its last epoch."""
-    check_network(cfg, resolve_genotype(cfg.model.genotype))  # a bad genotype fails before anything is written
+    check_sizes(cfg)  # a bad genotype, size or data root fails before anything is written
+    require_files(cfg.data)
     with RunDir.open("train", out, run_name(cfg), resume=resume, overwrite=overwrite) as run:
         return train_genotype(cfg, run, log)
 
 
+def check_sizes(cfg: TrainConfig) -> None:
+    """The genotype, whole, and a network or batch the machine cannot hold, refused before anything runs."""
+    genotype = resolve_genotype(cfg.model.genotype)
+    check_network(cfg, genotype)
+    check_genotype(genotype)
+    shape, m = describe(cfg.data), cfg.model
+    aux = m.auxiliary and m.network != "nb201"
+    batch = min(cfg.data.batch_size, shape.num_train)
+    limits.check_network(
+        genotype, m.network, m.init_channels, m.layers, aux, shape.num_classes, shape.in_channels, shape.side, batch,
+        cfg.runtime.device,
+    )  # fmt: skip
+
+
 def profile(cfg: TrainConfig, out: Path | None, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Params, FLOPs and latency of the genotype; with ``out``, a run directory holding them (``profile.json``)."""
+    check_sizes(cfg)
     result = profile_genotype(cfg, log)
     if out is not None:
         with RunDir.open("train", out, run_name(cfg), overwrite=overwrite) as run:

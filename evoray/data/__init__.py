@@ -12,7 +12,17 @@ Example::
 """
 
 from evoray.data.config import DATASETS, DataConfig
-from evoray.data.datasets import DataSplits, build_data
+from evoray.data.datasets import DataShape, DataSplits, build_data, describe, require_files
 from evoray.data.sources import BatchSource, TensorSource
 
-__all__ = ["DATASETS", "BatchSource", "DataConfig", "DataSplits", "TensorSource", "build_data"]
+__all__ = [
+    "DATASETS",
+    "BatchSource",
+    "DataConfig",
+    "DataShape",
+    "DataSplits",
+    "TensorSource",
+    "build_data",
+    "describe",
+    "require_files",
+]

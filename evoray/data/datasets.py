@@ -26,6 +26,34 @@ CIFAR = {  # dataset: (name in messages, folder under root, torchvision class, c
 }
 
 
+# (classes, input channels, image side, training images) of the datasets whose shape is known without loading them
+KNOWN_SHAPES = {
+    "digits": (10, 1, 8, 1437),
+    "cifar10": (10, 3, 32, 50_000),
+    "cifar100": (100, 3, 32, 50_000),
+    "imagenet": (1000, 3, 224, 1_281_167),
+}
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a network needs to know of a dataset, and how many training images a batch can hold at most."""
+
+    num_classes: int
+    in_channels: int
+    side: int  # the side of the (square) images a run feeds its networks
+    num_train: int
+
+
+def describe(cfg: DataConfig) -> DataShape:
+    """The shape of the configured dataset: known for the named datasets, read (loaded) for an .npz file."""
+    if cfg.dataset == "npz":
+        splits = build_data(cfg, seed=0, split="train")
+        return DataShape(splits.num_classes, splits.in_channels, splits.image_size, splits.train.num_examples)
+    classes, channels, side, n = KNOWN_SHAPES[cfg.dataset]
+    return DataShape(classes, channels, cfg.image_size or side, min(n, cfg.limit_train or n))
+
+
 @dataclass
 class DataSplits:
     """The batches of one run and the shape of its inputs."""
@@ -159,15 +187,28 @@ def load_digits(cfg: DataConfig) -> Arrays:
     return Arrays(train_x, labels[kept], test_x, labels[held], 16.0, 10, mean, std)
 
 
+def require_files(cfg: DataConfig) -> None:
+    """The configured dataset's files are where ``data.root`` says (an .npz file is checked as it is read): a run
+    checks this before it starts, not in a worker minutes later."""
+    if cfg.dataset in CIFAR and not cfg.download:
+        name, folder = CIFAR[cfg.dataset][:2]
+        root = Path(cfg.root or ".")
+        if not (root / folder).is_dir():
+            raise ConfigError(
+                f"{name} not found under {str(root)!r} (expected {folder}/ there); "
+                "set data.root to its directory or data.download=true"
+            )
+    elif cfg.dataset == "imagenet":
+        from evoray.data.imagenet import require_folders
+
+        require_folders(Path(cfg.root))
+
+
 def load_cifar(cfg: DataConfig) -> Arrays:
     """CIFAR-10 or CIFAR-100 via torchvision (the python-pickle release under ``root``), kept as uint8."""
-    name, folder, class_name, num_classes, mean, std = CIFAR[cfg.dataset]
+    name, _, class_name, num_classes, mean, std = CIFAR[cfg.dataset]
     root = Path(cfg.root or ".")
-    if not cfg.download and not (root / folder).is_dir():
-        raise ConfigError(
-            f"{name} not found under {str(root)!r} (expected {folder}/ there); "
-            "set data.root to its directory or data.download=true"
-        )
+    require_files(cfg)
     import torchvision
 
     dataset_cls = getattr(torchvision.datasets, class_name)

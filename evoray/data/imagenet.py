@@ -98,15 +98,19 @@ def _subset(samples: list[tuple[str, int]], n: int, seed: int) -> list[tuple[str
     return [samples[i] for i in keep.tolist()]
 
 
+def require_folders(root: Path) -> None:
+    for part in ("train", "val"):
+        if not (root / part).is_dir():
+            raise ConfigError(f"ImageNet folder {str(root / part)!r} does not exist (expected {part}/ under data.root)")
+
+
 def build_imagenet(cfg: DataConfig, seed: int, split: str) -> DataSplits:
     """ImageNet splits; ``image_size`` (default 224) is the crop side, evaluation resizes to 256/224 of it first."""
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
     root = Path(cfg.root)
-    for part in ("train", "val"):
-        if not (root / part).is_dir():
-            raise ConfigError(f"ImageNet folder {str(root / part)!r} does not exist (expected {part}/ under data.root)")
+    require_folders(root)
     try:
         train_folder, val_folder = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
     except FileNotFoundError as exc:

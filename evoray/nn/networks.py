@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from evoray.errors import ConfigError
 from evoray.nn.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
 from evoray.nn.supernet import ResNetBasicBlock
+from evoray.spaces.catalog import check_genotype
 from evoray.spaces.genotype import CellGenotype, Genotype
 
 FAMILIES = ("cifar", "imagenet", "nb201")
@@ -326,6 +327,7 @@ def build_network(
     """
     if family not in FAMILIES:
         raise ConfigError(f"unknown network family {family!r}; valid: {', '.join(FAMILIES)}")
+    check_genotype(genotype)  # every cell, also those a small network does not build
     if family == "nb201":
         if N < 1:
             raise ConfigError(f"N (cells per stage) must be >= 1, got {N}")

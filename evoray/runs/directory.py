@@ -50,6 +50,11 @@ COMMANDS = ("evolve", "search", "train", "ensemble")
 DEFAULT_ROOT = Path("runs")
 
 
+def _article(word: str) -> str:
+    """'a train', 'an evolve'."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -133,10 +138,11 @@ class RunDir:
             run = cls(command, path, fd, created=False, resumed=True)
             try:
                 run.manifest = read_json(path / MANIFEST, "run manifest")
-                if run.manifest.get("command") != command:
+                other = run.manifest.get("command")
+                if other != command:
                     raise ConfigError(
-                        f"--resume {str(path)!r} holds a {run.manifest.get('command')!r} run, not a {command} run; "
-                        f"continue it with python -m evoray.{run.manifest.get('command')} --resume"
+                        f"--resume {str(path)!r} holds a {other!r} run, not {_article(command)} run; "
+                        f"continue it with python -m evoray.{other} --resume"
                     )
             except BaseException:
                 run.release()
@@ -301,7 +307,7 @@ def saved_run(path: Path, command: str) -> dict[str, Any]:
     if manifest.get("command") != command:
         other = manifest.get("command")
         raise ConfigError(
-            f"--resume {str(path)!r} holds a {other!r} run, not a {command} run; "
+            f"--resume {str(path)!r} holds a {other!r} run, not {_article(command)} run; "
             f"continue it with python -m evoray.{other} --resume {path}"
         )
     return read_config(path)

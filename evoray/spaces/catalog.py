@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from evoray.errors import ConfigError
 from evoray.registry import Registry
+from evoray.spaces.genotype import Genotype
 from evoray.spaces.space import DARTS_FAMILY, DARTS_OPS, NB201_FAMILY, NB201_OPS, SearchSpace
 
 SPACES: Registry[SearchSpace] = Registry("search space")
@@ -97,3 +99,36 @@ _register(
 def get_space(name: str) -> SearchSpace:
     """The registered space called ``name``; an unknown name raises a ``ConfigError`` listing the valid ones."""
     return SPACES.get(name)
+
+
+def check_genotype(genotype: Genotype) -> None:
+    """Every cell of ``genotype`` checked against the spaces it can come from, whatever the size of a network built
+    from it (a network of two cells builds no normal cell, but its genotype must still be sound): a NAS-Bench-201
+    cell against ``nb201`` (three node groups, every input once, its ops); a DARTS-family genotype must have its
+    normal and reduce cells, as many nodes as the family's spaces, and only ops that some DARTS-family space offers.
+    A bad genotype raises a one-line ``ConfigError``."""
+    if genotype.is_nb201:
+        space = SPACES.get("nb201")
+        cell = genotype.cell("cell")
+        space.check_cell("cell", cell.nodes)
+        for i, node in enumerate(cell.nodes):
+            inputs = sorted(j for _, j in node)
+            if inputs != list(range(i + 1)):
+                raise ConfigError(
+                    f"NB201 cell {cell.to_arch()!r}: node {i + 1} must take each earlier node once (inputs "
+                    f"{list(range(i + 1))}), got {inputs}"
+                )
+        return
+    darts = [SPACES.get(name) for name in SPACES.names() if SPACES.get(name).family == DARTS_FAMILY]
+    valid = sorted({op for space in darts for op in space.op_names})
+    steps = {space.steps for space in darts}
+    for cell_type in ("normal", "reduce"):
+        genotype.cell(cell_type)  # a missing cell type raises a ConfigError naming it
+    for name, cell in genotype.cells:
+        if len(cell.nodes) not in steps:
+            raise ConfigError(f"genotype {name} cell has {len(cell.nodes)} nodes; DARTS-family cells have {min(steps)}")
+        for op, _ in (edge for node in cell.nodes for edge in node):
+            if op not in valid:
+                raise ConfigError(
+                    f"genotype {name} cell: op {op!r} is in no DARTS-family space; valid: {', '.join(valid)}"
+                )

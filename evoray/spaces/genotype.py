@@ -27,6 +27,7 @@ Edge = tuple[str, int]  # (op name, input state)
 Node = tuple[Edge, ...]  # the incoming edges of one intermediate node
 
 _OP_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_STATES = 64  # the most states a cell's concat may name (DARTS cells have 6)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ def _parse_darts(s: str) -> Genotype:
     inner = s[len("Genotype(") : -1]
     try:
         fields = _parse_fields(inner)
-    except (SyntaxError, ValueError, TypeError):
+    except ValueError as err:
+        raise ConfigError(f"malformed genotype {_clip(s)!r}: {err}") from None
+    except (SyntaxError, TypeError, MemoryError, RecursionError):
         raise ConfigError(f"malformed genotype {_clip(s)!r}: not a Genotype(name=[...], ...) literal") from None
     cells = []
     for name, value in fields.items():
@@ -190,9 +193,15 @@ def _parse_fields(inner: str) -> dict[str, Any]:
             bounds = [a.value for a in v.args if isinstance(a, ast.Constant) and isinstance(a.value, int)]
             if len(bounds) != len(v.args):
                 raise ValueError("range() takes integer literals only")
-            fields[str(kw.arg)] = list(range(*bounds))
+            states = range(*bounds)
+            if len(states) > MAX_STATES:  # a cell concatenates a handful of states; never build a huge list
+                raise ValueError(f"range{tuple(bounds)} spans {len(states)} states; a cell has at most {MAX_STATES}")
+            fields[str(kw.arg)] = list(states)
         else:
-            fields[str(kw.arg)] = ast.literal_eval(v)
+            try:
+                fields[str(kw.arg)] = ast.literal_eval(v)
+            except ValueError:
+                raise ValueError(f"{kw.arg} is not a literal; give lists of ('op', input) and range(a, b)") from None
     return fields
 
 
@@ -222,8 +231,9 @@ def _nodes_from_list(value: Any, concat: tuple[int, ...], s: str) -> tuple[Node,
             start += n
         return tuple(nodes)
     raise ConfigError(
-        f"malformed genotype {_clip(s)!r}: {len(flat)} edges for {steps} nodes; "
-        f"expected {2 * steps} (two per node) or {sum(sizes)} (every edge)"
+        f"malformed genotype {_clip(s)!r}: {len(flat)} edges for the {steps} nodes"
+        + (f" its concat {list(concat)} implies" if concat else "")
+        + f"; expected {2 * steps} (two per node) or {sum(sizes)} (every edge)"
     )
 
 

@@ -124,19 +124,20 @@ class SearchSpace:
         """Raise a one-line ``ConfigError`` unless every (op, input) of ``nodes`` exists in this space."""
         if cell_type not in self.ops:
             raise ConfigError(f"space {self.name} has no cell type {cell_type!r}; valid: {', '.join(self.ops)}")
+        which = "the cell" if cell_type == "cell" else f"the {cell_type} cell"
         if len(nodes) != self.steps:
-            raise ConfigError(f"space {self.name}: a {cell_type} cell has {self.steps} nodes, got {len(nodes)}")
+            raise ConfigError(f"space {self.name}: {which} needs {self.steps} nodes, got {len(nodes)}")
         for i, node in enumerate(nodes):
             target = self.num_inputs + i
             for op, source in node:
                 if not 0 <= source < target:
                     raise ConfigError(
-                        f"space {self.name}: node {target} of the {cell_type} cell cannot take input {source}; "
+                        f"space {self.name}: node {target} of {which} cannot take input {source}; "
                         f"valid inputs: 0..{target - 1}"
                     )
                 allowed = self.edge_ops(cell_type, self.edge_index(target, source))
                 if op not in allowed:
                     raise ConfigError(
-                        f"space {self.name}: op {op!r} is not allowed on edge {source}->{target} of the {cell_type} "
-                        f"cell; valid: {', '.join(allowed)}"
+                        f"space {self.name}: op {op!r} is not allowed on edge {source}->{target} of {which}; "
+                        f"valid: {', '.join(allowed)}"
                     )
