@@ -217,3 +217,17 @@ def test_build_network_families() -> None:
     assert isinstance(build_network(darts, family="imagenet", C=8, layers=5, num_classes=10), NetworkImageNet)
     nb = build_network(parse_genotype(ALL_3X3), family="nb201", C=8, layers=0, N=1, num_classes=10, in_channels=1)
     assert isinstance(nb, NB201Network) and nb(torch.randn(2, 1, 8, 8))[0].shape == (2, 10)
+
+
+def test_training_after_an_inference_pass_of_a_new_size() -> None:
+    """An evaluation under inference mode (a rebuilt actor's first fitness pass) must leave nothing that breaks the
+    next training step: the average pool's cached pixel counts are normal tensors."""
+    arch = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|none~1|avg_pool_3x3~2|"
+    net = NB201Network(4, 1, parse_genotype(arch), 10)
+    x = torch.randn(2, 3, 12, 12)  # a size no other test uses, so the first pass fills the cache
+    with torch.inference_mode():
+        net.eval()
+        net(x)
+    net.train()
+    net(x)[0].sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

@@ -180,10 +180,13 @@ _COUNT_CACHE: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
 
 
 def _box_count(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """How many real pixels each 3x3 window covers; cached, and built as a normal tensor even under inference mode
+    (an inference tensor in the cache would break the next training step that reads it)."""
     key = (h, w, device, dtype)
     if key not in _COUNT_CACHE:
-        ones = torch.ones(1, 1, h, w, device=device, dtype=dtype)
-        _COUNT_CACHE[key] = F.avg_pool2d(ones, 3, 1, 1, count_include_pad=True) * 9
+        with torch.inference_mode(False), torch.no_grad():
+            ones = torch.ones(1, 1, h, w, device=device, dtype=dtype)
+            _COUNT_CACHE[key] = F.avg_pool2d(ones, 3, 1, 1, count_include_pad=True) * 9
     return _COUNT_CACHE[key]
 
 
