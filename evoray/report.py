@@ -30,58 +30,56 @@ def plot_fitness(stats: Sequence[dict[str, float]], path: Path, title: str = "fi
     plt.close(fig)
 
 
-def draw_cell(cell: CellGenotype, num_inputs: int, path: Path, title: str) -> None:
-    """A cell as a left-to-right graph: inputs, intermediate nodes, output; edges labelled by their op."""
-    n_nodes = num_inputs + len(cell.nodes)
-    xs = {i: (0.0 if i < num_inputs else 1.0 + (i - num_inputs)) for i in range(n_nodes)}
-    ys = {
-        i: (float(i) * 1.2 - 0.6 if i < num_inputs else (0.6 if (i - num_inputs) % 2 else -0.6)) for i in range(n_nodes)
-    }
-    out = float(len(cell.nodes) + 1)
-    fig, ax = plt.subplots(figsize=(1.8 * (len(cell.nodes) + 2), 3.2))
-    for i, node in enumerate(cell.nodes):
-        target = num_inputs + i
-        for op, source in node:
-            if op == "none":
-                continue
-            x0, y0, x1, y1 = xs[source], ys[source], xs[target], ys[target]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.4"})
+def draw_cell(cell: CellGenotype, num_inputs: int, path: Path, title: str) -> list[Path]:
+    """A cell as a left-to-right directed graph (inputs, intermediate nodes, output): every edge an arrow in its op's
+    colour with the op written on the edge's own run (layout: :func:`evoray.dashboard.cells.layout_cell`). Writes
+    ``path`` and an SVG beside it; returns both."""
+    from evoray.dashboard.cells import RADIUS, arrow_tail, layout_cell, op_colour
+
+    layout = layout_cell(cell, num_inputs)
+    (x0, x1), (y0, y1) = layout.xlim, layout.ylim
+    scale = 0.62  # inches per layout unit
+    fig, ax = plt.subplots(figsize=(max(3.0, (x1 - x0) * scale), max(2.0, (y1 - y0) * scale + 0.4)))
+    for edge in layout.edges:
+        colour = "0.6" if edge.op is None else op_colour(edge.op)
+        style = "--" if edge.op is None else "-"
+        xs, ys = zip(*edge.points[:-1])
+        tail, head = arrow_tail(edge)
+        ax.plot([*xs, tail[0]], [*ys, tail[1]], color=colour, lw=1.4, ls=style, solid_capstyle="round", zorder=1)
+        ax.annotate(
+            "", xy=head, xytext=tail, zorder=2,
+            arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.4, "mutation_scale": 12, "shrinkA": 0,
+                        "shrinkB": 0},
+        )  # fmt: skip
+        if edge.op is not None and edge.label_at is not None:
             ax.text(
-                (x0 + x1) / 2,
-                (y0 + y1) / 2,
-                op,
-                fontsize=7,
-                ha="center",
-                va="center",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
-            )
-    for c in cell.concat:
-        ax.annotate("", xy=(out, 0.0), xytext=(xs[c], ys[c]), arrowprops={"arrowstyle": "->", "color": "0.75"})
-    labels = {i: (f"c_{{k-{2 - i}}}" if num_inputs == 2 else "in") for i in range(num_inputs)}
-    for i in range(n_nodes):
-        ax.text(
-            xs[i],
-            ys[i],
-            f"${labels[i]}$" if i in labels else str(i),
-            ha="center",
-            va="center",
-            bbox={"boxstyle": "circle", "fc": "#cfe2f3" if i < num_inputs else "#fde9c9"},
-        )
-    ax.text(out, 0.0, "out", ha="center", va="center", bbox={"boxstyle": "round", "fc": "#d9ead3"})
-    ax.set_xlim(-0.6, out + 0.6)
-    ax.set_ylim(-1.4, 1.4)
+                *edge.label_at, edge.op, fontsize=8, ha="center", va="center", color=colour, zorder=3,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colour, "lw": 0.8},
+            )  # fmt: skip
+    fills = {"input": "#cfe2f3", "node": "#fde9c9", "output": "#d9ead3"}
+    for node in layout.nodes:
+        ax.add_patch(plt.Circle((node.x, node.y), RADIUS, fc=fills[node.kind], ec="0.3", lw=1.0, zorder=4))
+        text = f"${node.label}$" if node.kind == "input" and "{" in node.label else node.label
+        ax.text(node.x, node.y, text, ha="center", va="center", fontsize=8 if len(node.label) < 4 else 6.5, zorder=5)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    svg = path.with_suffix(".svg")
+    with plt.rc_context({"svg.fonttype": "none"}):  # labels stay text: searchable, selectable
+        fig.savefig(svg)
     plt.close(fig)
+    return [path, svg]
 
 
 def draw_genotype(genotype: Genotype, out_dir: Path, prefix: str = "best") -> list[Path]:
-    """One PNG per cell type of ``genotype``; returns the files written."""
+    """One PNG and one SVG per cell type of ``genotype``; returns the files written."""
     paths = []
     for name, cell in genotype.cells:
         path = out_dir / f"{prefix}_{name}_cell.png"
-        draw_cell(cell, 1 if genotype.is_nb201 else 2, path, f"{prefix} {name} cell")
-        paths.append(path)
+        title = f"{prefix} cell" if name == "cell" else f"{prefix} {name} cell"
+        paths += draw_cell(cell, 1 if genotype.is_nb201 else 2, path, title)
     return paths

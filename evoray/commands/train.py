@@ -17,7 +17,10 @@ from evoray.config import config_to_dict
 from evoray.data import describe, require_files
 from evoray.errors import ConfigError
 from evoray.runs import RunDir
+from evoray.runs.curves import read_curves
 from evoray.runs.directory import saved_run
+from evoray.runs.events import train_scalars, write_scalars
+from evoray.runs.reader import CURVES
 from evoray.spaces import check_genotype
 from evoray.spaces.resolve import resolve_genotype
 from evoray.training import TrainConfig, check_network, profile_genotype, train_genotype
@@ -43,7 +46,9 @@ def train(
     check_sizes(cfg)  # a bad genotype, size or data root fails before anything is written
     require_files(cfg.data)
     with RunDir.open("train", out, run_name(cfg), resume=resume, overwrite=overwrite) as run:
-        return train_genotype(cfg, run, log)
+        result = train_genotype(cfg, run, log)
+        write_scalars(run.path, train_scalars(read_curves(run.path / CURVES), result))  # for tensorboard --logdir
+        return result
 
 
 def check_sizes(cfg: TrainConfig) -> None:
@@ -68,6 +73,7 @@ def profile(cfg: TrainConfig, out: Path | None, overwrite: bool, log: Callable[[
         with RunDir.open("train", out, run_name(cfg), overwrite=overwrite) as run:
             run.start(config_to_dict(cfg), cfg.seed, {"method": "profile"})
             run.write_json("profile.json", result)
+            write_scalars(run.path, train_scalars([], result))
             run.finish(result)
     return result
 

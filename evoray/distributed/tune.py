@@ -3,7 +3,8 @@ failure retries and loggers (JSON, CSV, TensorBoard).
 
 The trainable is a thin shell around a Ray-free :class:`evoray.searchers.Searcher`: one Tune iteration is one search
 epoch; every epoch reports the training and validation loss and accuracy, the genotype, the entropy of the alphas,
-the temperature and the wiped-out experts, and saves a checkpoint (the searcher's state, its genotype and alphas).
+the op distribution per edge (``ops_<cell type>``), the temperature and the wiped-out experts, and saves a checkpoint
+(the searcher's state, its genotype and alphas).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class SearchTrainable(tune.Trainable):
 
     def step(self) -> dict[str, Any]:
         metrics = self.searcher.train_epoch()
+        for ct, p in self.searcher.op_distributions().items():  # (E, K) per cell type: the dashboard's op plots
+            metrics[f"ops_{ct}"] = p.numpy().round(4).tolist()
         metrics["resumed_from"] = self.resumed_from
         metrics["done"] = self.searcher.done()
         return metrics

@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evoray.runs.events import write_scalars
+
 PLOTS = ("size_curve.png", "reliability.png", "shift.png")
 
 
@@ -183,9 +185,25 @@ def _save(fig: Any, path: Path, title: str = "") -> None:
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    """report.md and the plots of a finished run."""
+    """report.md, the plots and the TensorBoard scalars of a finished run."""
     write_markdown(report, out_dir / "report.md")
+    write_scalars(out_dir, report_scalars(report))
     plot_size_curves(report, out_dir / "size_curve.png")
     plot_reliability(report, out_dir / "reliability.png")
     if report["shift"]["corruptions"]:
         plot_shift(report, out_dir / "shift.png")
+
+
+def report_scalars(report: dict[str, Any]) -> list[tuple[str, Any, int]]:
+    """TensorBoard scalars of a committee run: each member's and committee's test metrics (step 0; committees also
+    under each shift's mean), and each committee's accuracy and NLL against its size (step = size)."""
+    out: list[tuple[str, Any, int]] = []
+    for m in report["members"]:
+        out += [(f"member/{m['name']}/test_{k}", v, 0) for k, v in m["test"].items()]
+        out += [(f"member/{m['name']}/shift_{k}", v, 0) for k, v in (m.get("shift_mean") or {}).items()]
+    for c in report["committees"]:
+        out += [(f"committee/{c['name']}/test_{k}", v, 0) for k, v in c["test"].items()]
+        out += [(f"committee/{c['name']}/shift_{k}", v, 0) for k, v in (c.get("shift_mean") or {}).items()]
+        for point in c.get("curve") or []:
+            out += [(f"committee/{c['name']}/by_size_{k}", point[k], int(point["size"])) for k in ("accuracy", "nll")]
+    return out

@@ -1,1 +1,0 @@
-"""The YAML configs shipped with evoray (installed as ``evoray.configs``)."""

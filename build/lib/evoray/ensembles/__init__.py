@@ -1,1 +1,0 @@
-"""The committee specs shipped with evoray (installed as ``evoray.ensembles``)."""

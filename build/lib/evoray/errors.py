@@ -1,9 +1,0 @@
-"""The one error type that evoray raises for bad user input.
-
-A ``ConfigError`` carries a single line naming what was wrong and what is valid; the CLIs print it without a
-traceback and exit with status 2.
-"""
-
-
-class ConfigError(ValueError):
-    """Bad user input: an unknown name, a malformed string, a missing path, an out-of-range value."""

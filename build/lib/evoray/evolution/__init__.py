@@ -1,1 +1,0 @@
-"""Evolutionary search, free of Ray: individuals, genetic operators, strategies and fitness backends."""

@@ -1,1 +1,0 @@
-"""The published genotypes shipped with evoray (installed as ``evoray.populations``)."""

@@ -1,0 +1,3 @@
+from evoray.dashboard.app import main
+
+raise SystemExit(main())

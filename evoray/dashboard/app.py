@@ -1,0 +1,133 @@
+"""``python -m evoray.dashboard [ROOT ...]`` / ``evoray dashboard``: a local, read-only web app over the runs under
+the roots (default ``./runs``): the runs table, each run's page (evolve, search, train, ensemble), comparisons and
+cells, redrawn live as runs write.
+
+Routes: ``/`` (runs), ``/run?id=<root>/<path>`` (one run), ``/compare?ids=<id>,<id>`` (several). A run id is a path
+inside one of the roots; anything outside them is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from dash import Dash, Input, Output, dcc, html
+
+from evoray.dashboard.pages import compare, ensemble, evolve, runs, search, train
+from evoray.dashboard.pages.common import problem_box, refused_or_unreadable
+from evoray.dashboard.store import RunStore
+from evoray.runs.directory import DEFAULT_ROOT
+
+RUN_PAGES: dict[str, Any] = {"evolve": evolve, "search": search, "train": train, "ensemble": ensemble}
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #fafafa; }
+.nav { background: #263238; color: white; padding: 8px 20px; display: flex; gap: 20px; align-items: center; }
+.nav a { color: #eceff1; text-decoration: none; font-weight: 600; }
+.nav .brand { font-size: 18px; }
+.page { padding: 10px 24px 40px 24px; }
+.section { background: white; border: 1px solid #e0e0e0; border-radius: 6px; padding: 8px 14px; margin: 12px 0; }
+.section h3 { margin: 4px 0 8px 0; font-size: 16px; }
+.path { color: #666; font-family: monospace; font-size: 12px; }
+.facts { display: flex; flex-wrap: wrap; gap: 14px; margin: 6px 0; font-size: 14px; }
+.headline { font-size: 15px; margin: 4px 0; }
+.status { font-size: 13px; margin-left: 12px; padding: 2px 8px; border-radius: 10px; background: #eee; }
+.status-running { background: #e3f2fd; color: #1565c0; }
+.status-done { background: #e8f5e9; color: #2e7d32; }
+.status-failed, .status-unreadable { background: #ffebee; color: #c62828; }
+.status-interrupted { background: #fff3e0; color: #ef6c00; }
+.problem { background: #ffebee; color: #b71c1c; padding: 6px 10px; border-radius: 4px; margin: 6px 0; }
+.note { color: #666; font-size: 13px; margin: 4px 0; }
+.toolbar { display: flex; gap: 16px; align-items: center; margin: 8px 0; }
+.filter { width: 320px; padding: 5px; }
+.button { background: #1565c0; color: white; padding: 5px 12px; border-radius: 4px; text-decoration: none; }
+.button.disabled { background: #b0bec5; pointer-events: none; }
+.slider { display: flex; align-items: center; gap: 10px; } .slider > div { flex: 1; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 10px; }
+.genotype { font-family: monospace; font-size: 11px; color: #555; word-break: break-all; margin: 4px 0; }
+.side-by-side { display: flex; gap: 12px; overflow-x: auto; } .side-by-side .column { min-width: 520px; flex: 1; }
+.table { border-collapse: collapse; font-size: 13px; } .table th, .table td { border-bottom: 1px solid #eee;
+  padding: 3px 8px; text-align: left; } .table th { background: #f5f5f5; }
+.focus { margin: 6px 0; }
+.cell { overflow-x: auto; max-width: 100%; }
+"""
+
+INDEX = (
+    """<!DOCTYPE html>
+<html>
+<head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>"""
+    + STYLE
+    + """</style></head>
+<body>{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body>
+</html>"""
+)
+
+
+def create_app(roots: Sequence[Path | str]) -> Dash:
+    """The dashboard over ``roots`` (a Dash app; its Flask server is ``app.server``)."""
+    store = RunStore(roots)
+    app = Dash(
+        __name__,
+        title="evoray dashboard",
+        update_title=None,  # type: ignore[arg-type]
+        suppress_callback_exceptions=True,
+    )
+    app.index_string = INDEX
+    app.layout = html.Div(
+        [
+            dcc.Location(id="url"),
+            html.Div(
+                [html.A("evoray", href="/", className="brand"), html.A("runs", href="/")],
+                className="nav",
+            ),
+            html.Div(id="page", className="page"),
+        ]
+    )
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"))
+    def _route(pathname: str | None, query: str | None) -> Any:
+        params = parse_qs((query or "").lstrip("?"))
+        if pathname in (None, "", "/"):
+            return runs.layout(store)
+        if pathname == "/run":
+            run_id = (params.get("id") or [""])[0]
+            run, problem = refused_or_unreadable(store, run_id)
+            if run is None:
+                return html.Div([html.H2(f"run {run_id}"), problem])
+            return RUN_PAGES[run.command].layout(store, run, run_id)
+        if pathname == "/compare":
+            ids = [unquote(i) for i in (params.get("ids") or [""])[0].split(",") if i]
+            return compare.layout(store, ids)
+        return problem_box(f"no page {pathname!r}: the pages are /, /run?id=... and /compare?ids=...")
+
+    for page in (runs, evolve, search, train, ensemble, compare):
+        page.register(app, store)
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evoray.dashboard",
+        description="A local, read-only web app over evoray's run directories: runs, populations, Tune trials, "
+        "committees, comparisons and cells, live.",
+    )
+    parser.add_argument("roots", nargs="*", type=Path, help=f"folders that hold runs (default: ./{DEFAULT_ROOT})")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    args = parser.parse_args(argv)
+    roots = args.roots or [DEFAULT_ROOT]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        print(
+            f"note: {', '.join(missing)} is not a directory yet; the dashboard shows it as a problem", file=sys.stderr
+        )
+    app = create_app(roots)
+    print(f"evoray dashboard over {', '.join(str(r) for r in roots)}: http://{args.host}:{args.port}/", flush=True)
+    app.run(host=args.host, port=args.port, debug=False)
+    return 0

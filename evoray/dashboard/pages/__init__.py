@@ -1,0 +1,1 @@
+"""The dashboard's pages: each module holds one page's layout and the callbacks that draw it."""

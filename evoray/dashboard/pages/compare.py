@@ -1,0 +1,158 @@
+"""Compare several runs: their curves overlaid on shared axes (any metric they report; ``score`` is each run's own
+accuracy-like curve: an evolve run's best fitness, a trial's validation accuracy, a train run's top-1, a committee's
+accuracy against its size) and their best genotypes side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Dash, Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from evoray.dashboard import figures
+from evoray.dashboard.pages.common import LIVE_MS, cells, graph, problem_box, run_link, section
+from evoray.dashboard.store import OutsideRootsError, RunStore
+from evoray.dashboard.trials import search_trials
+from evoray.errors import ConfigError
+from evoray.runs import Run
+
+P = "cmp"
+SCORE = {"evolve": "best", "search": "valid_acc", "train": "train_top1", "ensemble": "accuracy"}
+STEP = {"evolve": "generation", "search": "epoch", "train": "epoch", "ensemble": "size"}
+Series = tuple[str, list[float], list[float | None]]
+
+
+def layout(store: RunStore, run_ids: list[str]) -> html.Div:
+    runs, problems = _open(store, run_ids)
+    metrics = sorted({m for run in runs for m in _curves(store, run)} - {"score"})
+    return html.Div(
+        [
+            dcc.Interval(id=f"{P}-tick", interval=LIVE_MS),
+            dcc.Store(id=f"{P}-runs", data=run_ids),
+            dcc.Store(id=f"{P}-version", data=None),
+            html.H2(f"Comparing {len(runs)} runs"),
+            html.Ul(
+                [html.Li(html.A(f"{r.command} {r.name}", href=run_link(store.run_id(r.path)))) for r in runs],
+                id=f"{P}-list",
+            ),
+            *[problem_box(p) for p in problems],
+            section(
+                "Curves",
+                dcc.Dropdown(
+                    id=f"{P}-metric",
+                    options=[{"label": "score (each run's accuracy or fitness)", "value": "score"}]
+                    + [{"label": m, "value": m} for m in metrics],
+                    value="score",
+                    clearable=False,
+                    style={"width": "380px"},
+                ),
+                graph(f"{P}-curves"),
+            ),
+            section("Best genotypes", html.Div(id=f"{P}-genotypes", className="side-by-side")),
+        ]
+    )
+
+
+def _open(store: RunStore, run_ids: list[str]) -> tuple[list[Run], list[str]]:
+    runs, problems = [], []
+    for rid in run_ids:
+        try:
+            runs.append(store.open(rid))
+        except OutsideRootsError as err:
+            problems.append(f"refused: {err}")
+        except ConfigError as err:
+            problems.append(f"unreadable: {err}")
+    return runs, problems
+
+
+def _curves(store: RunStore, run: Run) -> dict[str, list[Series]]:
+    """Every metric of a run as series (label, steps, values); ``score`` is its accuracy-like one."""
+    out: dict[str, list[Series]] = {}
+
+    def add(label: str, rows: list[dict[str, Any]], x_key: str) -> None:
+        keys = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        x = [float(r.get(x_key, i)) for i, r in enumerate(rows)]
+        for k in keys - {x_key}:
+            out.setdefault(k, []).append((label, x, [r.get(k) for r in rows]))
+        score = SCORE[run.command]
+        if score in keys:
+            out.setdefault("score", []).append((label, x, [r.get(score) for r in rows]))
+
+    try:
+        if run.command == "search":
+            for t in search_trials(store, run):
+                add(f"{run.name} {t.searcher}-s{t.seed} #{t.name.rsplit('_', 1)[-1]}", t.rows, "epoch")
+        elif run.command == "ensemble":
+            rep = store.json(run, "report.json") if (run.path / "report.json").is_file() else {}
+            for c in rep.get("committees", []):
+                add(f"{run.name} {c.get('name')}", list(c.get("curve") or []), "size")
+        else:
+            add(run.name, store.curves(run), STEP[run.command])
+    except ConfigError:
+        return out
+    return out
+
+
+def _best_genotype(store: RunStore, run: Run) -> str | None:
+    result = run.result
+    if run.command == "ensemble":
+        try:
+            rep = store.json(run, "report.json")
+        except ConfigError:
+            return None
+        return ((rep.get("summary") or {}).get("best_member") or {}).get("genotype")
+    if result.get("genotype"):
+        return str(result["genotype"])
+    if run.command == "evolve" and run.has_archive():
+        try:
+            best = run.best_rows(1)
+        except ConfigError:
+            return None
+        return str(best[0]["genotype"]) if best else None
+    if run.command == "search":
+        trials = [t for t in search_trials(store, run) if t.genotype]
+        return max(trials, key=lambda t: t.best or -1.0).genotype if trials else None
+    return str(run.manifest.get("genotype") or "") or None
+
+
+def register(app: Dash, store: RunStore) -> None:
+    @app.callback(
+        Output(f"{P}-version", "data"),
+        Input(f"{P}-tick", "n_intervals"),
+        State(f"{P}-runs", "data"),
+        State(f"{P}-version", "data"),
+    )
+    def _version(_: Any, run_ids: list[str], old: Any) -> Any:
+        new = []
+        for rid in run_ids:
+            try:
+                new.append(store.version(rid))
+            except ConfigError:
+                new.append("")
+        if new == old:
+            raise PreventUpdate
+        return new
+
+    @app.callback(
+        Output(f"{P}-curves", "figure"),
+        Output(f"{P}-genotypes", "children"),
+        Input(f"{P}-metric", "value"),
+        Input(f"{P}-version", "data"),
+        State(f"{P}-runs", "data"),
+    )
+    def _draw(metric: str, _: Any, run_ids: list[str]) -> Any:
+        runs, _problems = _open(store, run_ids)
+        series: list[Series] = []
+        steps = set()
+        for run in runs:
+            found = _curves(store, run).get(metric, [])
+            series += found
+            if found:
+                steps.add(STEP[run.command])
+        columns = [
+            html.Div(
+                [html.H4(f"{run.command} {run.name}"), *cells(_best_genotype(store, run), run.name)], className="column"
+            )
+            for run in runs
+        ]
+        return figures.overlay_figure(series, metric, " / ".join(sorted(steps)) or "step"), columns

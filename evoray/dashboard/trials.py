@@ -1,0 +1,151 @@
+"""A search run's trials as the dashboard shows them: one row per Tune trial (searcher, seed, grid point, status,
+epoch, validation accuracy, best, genotype, params) with its per-epoch results, read from the trial folders of the
+run's Tune storage (live: every epoch Tune appends to ``result.json``), then ``summary.json`` and the archive once the
+experiment has ended."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoray.dashboard.store import RunStore, result_files
+from evoray.runs import Run
+from evoray.runs.archive import ARCHIVE
+from evoray.runs.reader import TUNE
+
+SUMMARY = "summary.json"
+IDENTITY = ("searcher", "seed")  # shown in their own columns, not in the grid point
+
+
+@dataclass
+class Trial:
+    name: str  # the trial's folder in the Tune storage (the archive's ``trial``)
+    searcher: str
+    seed: int | None
+    grid: str  # the settings that tell this trial from the others (``key=value, ...``)
+    status: str  # pending | running | done | stopped | error
+    epoch: int | None
+    valid_acc: float | None
+    best: float | None
+    genotype: str
+    params_m: float | None
+    space: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per-epoch results, oldest first
+
+    def table_row(self) -> dict[str, Any]:
+        return {
+            "trial": self.name,
+            "searcher": self.searcher,
+            "seed": self.seed,
+            "grid": self.grid,
+            "status": self.status,
+            "epoch": self.epoch,
+            "valid_acc": _round(self.valid_acc),
+            "best": _round(self.best),
+            "params_m": None if self.params_m is None else round(self.params_m, 4),
+            "genotype": self.genotype,
+        }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 3)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _read_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def _read_params(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data.get("search", {}) if isinstance(data, dict) else {}
+
+
+def search_trials(store: RunStore, run: Run) -> list[Trial]:
+    """Every trial of the search run ``run``, in trial-folder order; cached until any of its files changes."""
+    tune = run.path / TUNE
+    params_files = sorted(tune.glob("*/params.json")) if tune.is_dir() else []
+    files = [*result_files(run), *params_files, run.path / SUMMARY, run.path / ARCHIVE, run.path / "run.json"]
+    return store.derived("trials", run, files, lambda: _trials(store, run, params_files))
+
+
+def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in store.curves(run):
+        by_trial.setdefault(str(row.get("trial")), []).append(row)
+    params = {p.parent.name: _read_params(p) for p in params_files}
+    names = sorted(set(params) | set(by_trial))
+    summary = {Path(str(s.get("path", ""))).name: s for s in _read_list(run.path / SUMMARY)}
+    archive = {}
+    if run.has_archive():
+        try:
+            archive = {str(r.get("trial")): r for r in store.archive(run)}
+        except Exception:  # a corrupt archive: the trials still show from Tune's files
+            archive = {}
+    flat = {n: _flat(params.get(n, {})) for n in names}
+    varying = sorted(
+        k
+        for k in {k for f in flat.values() for k in f}
+        if k not in IDENTITY and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1
+    )
+    running = run.manifest.get("status") == "running"
+    out = []
+    for name in names:
+        rows = sorted(by_trial.get(name, []), key=lambda r: int(r.get("training_iteration") or r.get("epoch") or 0))
+        last = rows[-1] if rows else {}
+        s, a, p = summary.get(name, {}), archive.get(name, {}), params.get(name, {})
+        if s:
+            status = str(s.get("status"))
+        elif not rows:
+            status = "pending" if running else "stopped"
+        else:
+            status = "done" if last.get("done") else ("running" if running else "stopped")
+        accs = [float(r["valid_acc"]) for r in rows if isinstance(r.get("valid_acc"), (int, float))]
+        out.append(
+            Trial(
+                name=name,
+                searcher=str(s.get("searcher") or p.get("searcher") or a.get("searcher") or "?"),
+                seed=_int(s.get("seed", p.get("seed", a.get("seed")))),
+                grid=", ".join(f"{k}={flat[name].get(k)}" for k in varying) or "-",
+                status=status,
+                epoch=_int(last.get("epoch", s.get("epochs"))),
+                valid_acc=_float(last.get("valid_acc", s.get("valid_acc"))),
+                best=_float(last.get("valid_acc_best", max(accs, default=None))),
+                genotype=str(last.get("genotype") or s.get("genotype") or a.get("genotype") or ""),
+                params_m=_float(s.get("params_m", a.get("params_m"))),
+                space=str(s.get("space") or (p.get("supernet") or {}).get("space") or a.get("space") or ""),
+                rows=rows,
+            )
+        )
+    return out
+
+
+def _int(x: Any) -> int | None:
+    try:
+        return None if x is None else int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(x: Any) -> float | None:
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None

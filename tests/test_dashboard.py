@@ -1,0 +1,357 @@
+"""The dashboard in a real Chromium (Debian's ``chromium``, driven by Playwright) over tiny runs of every command,
+checked against the runs' own files: the runs table, an evolve run, a search run's trials, a train run, a committee
+run, a comparison, refused and unreadable runs, a page that follows a running evolve without a reload; and the
+TensorBoard scalars of every run as ``tensorboard --logdir`` lists them.
+
+Without Chromium or Playwright the browser tests skip, except under CI (``CI=true``), where they fail. Screenshots
+of every page go to ``<pytest basetemp>/dashboard-screenshots``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evoray.commands.ensemble import ensemble
+from evoray.commands.evolve import evolve
+from evoray.commands.search import search
+from evoray.commands.train import train
+from evoray.config import config_from_dict, load_config
+from evoray.ensemble.config import EnsembleConfig
+from evoray.evolution.config import EvolveConfig
+from evoray.runs import list_runs
+from evoray.runs.archive import ARCHIVE, read_archive
+from evoray.searchers.experiment import ExperimentConfig
+from evoray.spaces import parse_genotype
+from evoray.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("EVORAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+QUIET = lambda _: None  # noqa: E731
+EVOLVE = [
+    "evolution.population=4", "evolution.generations=3", "evolution.tournament=2", "supernet.init_channels=4",
+    "supernet.layers=3", "data.limit_train=192", "data.batch_size=32", "distributed.num_actors=0",
+    "resources.cpus=1", "runtime.threads=1",
+]  # fmt: skip
+SEARCH = {
+    "name": "tiny-search",
+    "searchers": ["darts", "xnas"],
+    "seeds": [0],
+    "base": {
+        "epochs": 2,
+        "supernet": {"space": "darts", "init_channels": 4, "layers": 3},
+        "data": {"dataset": "digits", "batch_size": 32, "augment": False, "limit_train": 128},
+        "arch": {"lr": 3e-3},
+    },
+}
+TRAIN = ["optim.epochs=2", "model.init_channels=4", "model.layers=2", "profile.repeats=1", "profile.warmup=1",
+         "data.limit_train=240"]  # fmt: skip
+ENSEMBLE = [
+    "data.limit_train=240", "data.batch_size=32", "members.published=[DARTS_V2,GDAS_V1]", "members.latest_run=false",
+    "members.latest_supernet=false", "train.model.init_channels=4", "train.model.layers=2",
+    "train.model.auxiliary=false", "train.optim.epochs=1", "shift.severities=[1,3]", "executor=local",
+    "committees=[{combiner: logit_sum, size: 2}, {combiner: caruana, size: 3}]",
+]  # fmt: skip
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory, ray_session) -> Path:
+    """One tiny run of every command, plus runs the dashboard must show as unreadable."""
+    root = tmp_path_factory.mktemp("dashboard") / "runs"
+    evolve(
+        load_config(EvolveConfig, ROOT / "configs/evolve-default.yaml", EVOLVE), root / "evolve/tiny-evolve", log=QUIET
+    )
+    search(config_from_dict(ExperimentConfig, SEARCH), root / "search/tiny-search", log=QUIET)
+    train(load_config(TrainConfig, ROOT / "configs/train-default.yaml", TRAIN), root / "train/tiny-train", log=QUIET)
+    ensemble(load_config(EnsembleConfig, ROOT / "ensembles/default.yaml", ENSEMBLE), root / "ensemble/tiny-ensemble",
+             spec_name="tiny", log=QUIET)  # fmt: skip
+    corrupt = root / "bad" / "corrupt-archive"
+    shutil.copytree(root / "evolve/tiny-evolve", corrupt, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))
+    (corrupt / ARCHIVE).write_bytes(b"PAR1 torn")
+    manifest = json.loads((corrupt / "run.json").read_text())
+    (corrupt / "run.json").write_text(json.dumps({**manifest, "name": corrupt.name}))
+    legacy = root / "bad" / "legacy"
+    legacy.mkdir(parents=True)
+    (legacy / "best.json").write_text("{}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def live_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("live") / "runs"
+
+
+@pytest.fixture(scope="module")
+def snapshot(runs_root) -> dict[str, tuple[int, int]]:
+    return _files(runs_root)
+
+
+@pytest.fixture(scope="module")
+def server(runs_root, live_root, snapshot) -> str:
+    """The dashboard over the runs, a live folder and a root that does not exist, in a thread on a free port."""
+    from werkzeug.serving import make_server
+
+    from evoray.dashboard.app import create_app
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = create_app([runs_root, live_root, runs_root.parent / "no-such-root"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    httpd = make_server("127.0.0.1", port, app.server, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "Playwright is not installed (pip install -e '.[test]')"
+    if reason is None and not Path(CHROMIUM).is_file():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set EVORAY_CHROMIUM)"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the dashboard's browser tests need a browser under CI: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.getbasetemp() / "dashboard-screenshots"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server)
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def _rows(pg, count: int | None = None) -> Any:
+    """The grid's rows, once there are ``count`` of them."""
+    if count is not None:
+        pg.wait_for_function(f"document.querySelectorAll('.ag-center-cols-container .ag-row').length == {count}")
+    return pg.locator(".ag-center-cols-container .ag-row")
+
+
+def _cell_ops(pg, scope: str, cell: str) -> Counter[str]:
+    """The op labels drawn in a page's cell graph (the annotations written on the edges)."""
+    locator = pg.locator(f"{scope} [data-cell={cell}] .annotation-text", has_text=re.compile(r"\w"))
+    locator.first.wait_for()
+    return Counter(t.strip() for t in locator.all_text_contents() if t.strip())
+
+
+def _genotype_ops(genotype: str, cell: str) -> Counter[str]:
+    return Counter(op for node in parse_genotype(genotype).cell(cell).nodes for op, _ in node if op != "none")
+
+
+def test_runs_page_lists_every_run_and_the_unreadable_ones(page, runs_root, shots) -> None:
+    page.goto("/")
+    expected = list_runs(runs_root)
+    page.get_by_text(f"{len(expected)} runs (").wait_for()
+    assert _rows(page, len(expected)).count() == len(expected) == 6
+    for name in ("tiny-evolve", "tiny-search", "tiny-train", "tiny-ensemble"):
+        assert page.get_by_role("link", name=name, exact=True).count() == 1
+    unreadable = page.locator("#runs-unreadable").inner_text()
+    assert "bad/corrupt-archive" in unreadable and "not a readable Parquet file" in unreadable
+    assert "bad/legacy" in unreadable and "older evoray" in unreadable
+    assert "no-such-root" in page.locator("#runs-problems").inner_text()
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
+    page.locator("#runs-filter").fill("tiny-search")
+    assert "tiny-search" in _rows(page, 1).first.inner_text()
+
+
+def test_evolve_page_shows_the_runs_best_and_its_cells(page, runs_root, shots) -> None:
+    run = runs_root / "evolve/tiny-evolve"
+    best = json.loads((run / "best.json").read_text())
+    archive = read_archive(run)
+    last = max(r["generation"] for r in archive)
+    page.goto("/")
+    page.get_by_role("link", name="tiny-evolve", exact=True).click()  # a click on a run opens its page
+    page.wait_for_url(re.compile(r"/run\?id=0/evolve/tiny-evolve"))
+    n_last = sum(r["generation"] == last for r in archive)
+    page.get_by_text(f"generation {last}: {n_last} individuals").wait_for()
+    focus = page.locator("#evo-focus-text").inner_text()
+    assert f"best individual {best['id']} of generation {best['generation']}: fitness {best['fitness']:.3f}" in focus
+    for cell in ("normal", "reduce"):
+        assert _cell_ops(page, "#evo-cells", cell) == _genotype_ops(best["genotype"], cell)
+    assert page.locator("#evo-alphas .js-plotly-plot").count() == 2  # one heat map per cell type
+    assert "genealogy of individual" in page.locator("#evo-genealogy").inner_text()
+    page.screenshot(path=str(shots / "evolve.png"), full_page=True)
+
+
+def test_search_page_lists_the_trials_and_draws_a_clicked_trial(page, runs_root, shots) -> None:
+    run = runs_root / "search/tiny-search"
+    summary = json.loads((run / "summary.json").read_text())
+    page.goto("/run?id=0/search/tiny-search")
+    page.get_by_text(f"{len(summary)} trials;").wait_for()
+    assert _rows(page, len(summary)).count() == len(summary) == 2
+    worst = min(summary, key=lambda s: s["valid_acc_best"])  # not the trial shown first
+    trial = Path(worst["path"]).name
+    page.locator(f'.ag-center-cols-container .ag-row[row-id="{trial}"] [col-id="searcher"]').click()
+    page.wait_for_function(
+        "t => document.querySelector('#search-focus-text') && "
+        "document.querySelector('#search-focus-text').innerText.startsWith(t)",
+        arg=trial,
+    )
+    assert f"{worst['searcher']}, seed {worst['seed']}" in page.locator("#search-focus-text").inner_text()
+    for cell in ("normal", "reduce"):
+        assert _cell_ops(page, "#search-cells", cell) == _genotype_ops(worst["genotype"], cell)
+    assert "as the trial reported them each epoch" in page.locator("#search-ops").inner_text()
+    assert page.locator("#search-ops .js-plotly-plot").count() == 2
+    legend = [t or "" for t in page.locator("#search-curves .legendtext").all_text_contents()]
+    assert {s["searcher"] for s in summary} <= {t.split("-s")[0] for t in legend}
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
+
+
+def test_train_and_ensemble_pages_show_their_results(page, runs_root, shots) -> None:
+    results = json.loads((runs_root / "train/tiny-train/results.json").read_text())
+    page.goto("/run?id=0/train/tiny-train")
+    table = page.locator("#train-results-table")
+    table.wait_for()
+    assert f"{results['test_top1']:.3f}" in table.inner_text()
+    assert _cell_ops(page, "#train-cells", "normal") == _genotype_ops(results["genotype"], "normal")
+    page.screenshot(path=str(shots / "train.png"), full_page=True)
+
+    report = json.loads((runs_root / "ensemble/tiny-ensemble/report.json").read_text())
+    page.goto("/run?id=0/ensemble/tiny-ensemble")
+    members = page.locator("#ens-members-table tbody tr")
+    members.first.wait_for()
+    assert members.count() == len(report["members"])
+    committees = page.locator("#ens-committees-table tbody tr")
+    assert committees.count() == len(report["committees"])
+    first = report["committees"][0]
+    assert f"{first['test']['accuracy']:.3f}" in committees.first.inner_text()
+    assert f"{first['test']['oracle_nll']:.3f}" in committees.first.inner_text()
+    page.locator("#ens-reliability .js-plotly-plot").wait_for()
+    page.screenshot(path=str(shots / "ensemble.png"), full_page=True)
+
+
+def test_compare_two_runs_ticked_on_the_runs_page(page, shots) -> None:
+    page.goto("/")
+    _rows(page, 6)
+    for rid in ("0/evolve/tiny-evolve", "0/search/tiny-search"):
+        page.locator(f'.ag-center-cols-container .ag-row[row-id="{rid}"] input[type=checkbox]').check()
+    link = page.locator("#runs-compare")
+    page.wait_for_function("document.querySelector('#runs-compare').innerText == 'compare 2 runs'")
+    link.click()
+    page.wait_for_url(re.compile(r"/compare\?ids="))
+    page.get_by_text("Comparing 2 runs").wait_for()
+    page.locator("#cmp-curves .legendtext").first.wait_for()
+    legend = [t or "" for t in page.locator("#cmp-curves .legendtext").all_text_contents()]
+    assert any(t == "tiny-evolve" for t in legend) and any(t.startswith("tiny-search ") for t in legend)
+    assert page.locator("#cmp-genotypes .column").count() == 2
+    page.locator("#cmp-genotypes [data-cell=normal] .annotation-text", has_text=re.compile(r"\w")).first.wait_for()
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+
+def test_paths_outside_the_roots_are_refused_and_bad_runs_explained(page) -> None:
+    for rid in ("0/../..", "0/evolve/../../../", "7/evolve", "0%2F..%2F.."):
+        page.goto(f"/run?id={rid}")
+        page.locator("#problem").wait_for()
+        assert page.locator("#problem").inner_text().startswith("refused:")
+    page.goto("/run?id=0/bad/legacy")
+    assert "older evoray" in page.locator("#problem").inner_text()
+    page.goto("/run?id=0/bad/corrupt-archive")
+    page.locator("#problem", has_text="is not a readable Parquet file").wait_for()
+    page.goto("/run?id=0/evolve/tiny-evolve")  # and the rest still serves
+    page.get_by_text("on the Pareto front").wait_for()
+
+
+def test_pages_never_write_into_runs(runs_root, snapshot, page) -> None:
+    page.goto("/")
+    page.get_by_text("runs (").wait_for()
+    assert _files(runs_root) == snapshot
+
+
+def test_tensorboard_lists_every_runs_scalars(runs_root) -> None:
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    expected = {
+        "evolve/tiny-evolve": "fitness/best",
+        "search/tiny-search": "ray/tune/valid_acc",
+        "train/tiny-train": "result/test_top1",
+        "ensemble/tiny-ensemble": "committee/caruana/test_accuracy",
+    }
+    for rel, tag in expected.items():
+        mux = EventMultiplexer().AddRunsFromDirectory(str(runs_root / rel))  # what tensorboard --logdir <run> does
+        mux.Reload()
+        scalars = {t for run in mux.Runs().values() for t in run.get("scalars", [])}
+        assert tag in scalars, (rel, sorted(scalars)[:10])
+    search_runs = EventMultiplexer().AddRunsFromDirectory(str(runs_root / "search/tiny-search")).Reload().Runs()
+    assert len(search_runs) == 2  # one per trial
+    evolve_best = EventMultiplexer().AddRunsFromDirectory(str(runs_root / "evolve/tiny-evolve"))
+    evolve_best.Reload()
+    (run_name,) = evolve_best.Runs()
+    events = evolve_best.Scalars(run_name, "fitness/best")
+    archive = read_archive(runs_root / "evolve/tiny-evolve")
+    assert len(events) == len({r["generation"] for r in archive})
+    last = max(r["generation"] for r in archive)
+    assert events[-1].value == pytest.approx(max(r["fitness"] for r in archive if r["generation"] == last))
+
+
+def test_a_running_evolve_updates_its_page_without_a_reload(page, live_root, shots) -> None:
+    out = live_root / "evolve" / "live"
+    sets = [*EVOLVE, "evolution.generations=8", "data.limit_train=384"]
+    cmd = [sys.executable, "-m", "evoray.evolve", "--out", str(out)] + [a for s in sets for a in ("--set", s)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / ARCHIVE).is_file():  # the first generation is in
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.time() < deadline, "the live evolve wrote no generation in 120 s"
+            time.sleep(0.3)
+        page.goto("/run?id=1/evolve/live")
+        title = page.locator("#evo-population .gtitle", has_text=re.compile(r"generation \d+: \d+ individuals"))
+        title.wait_for()
+        seen = int(re.search(r"generation (\d+):", title.text_content() or "").group(1))
+        page.evaluate("window.__no_reload = true")
+        page.wait_for_function(
+            "g => { const t = document.querySelector('#evo-population .gtitle');"
+            " const m = t && t.textContent.match(/generation (\\d+):/); return m && +m[1] > g; }",
+            arg=seen,
+            timeout=120_000,
+        )
+        assert page.evaluate("window.__no_reload === true"), "the page reloaded"
+        page.screenshot(path=str(shots / "live-evolve.png"), full_page=True)
+        assert proc.wait(timeout=180) == 0, proc.stderr.read() if proc.stderr else ""
+        page.locator("#run-status", has_text="done").wait_for(timeout=30_000)  # the status follows too
+        assert page.evaluate("window.__no_reload === true")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,163 @@
+"""The dashboard's data layer without a browser: cells laid out edge by edge as their genotypes say, the static
+drawing, run ids refused outside the roots, unreadable runs listed with their reasons, reads cached by file stamp,
+Pareto fronts and genealogies."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from bench.dashboard import synthetic_evolve, synthetic_train
+from evoray.dashboard.cells import OUTPUT, layout_cell
+from evoray.dashboard.figures import ancestry, drawn_family, lineage, pareto_front
+from evoray.dashboard.store import OutsideRootsError, RunStore
+from evoray.report import draw_genotype
+from evoray.runs.archive import ARCHIVE
+from evoray.spaces import parse_genotype
+from evoray.spaces.published import published_genotype
+
+NB201 = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|skip_connect~2|"
+EDGE_ALL = (
+    "Genotype(normal=[[('sep_conv_3x3', 0), ('skip_connect', 1)], [('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+    "('dil_conv_3x3', 2)], [('max_pool_3x3', 0), ('skip_connect', 1), ('sep_conv_5x5', 2), ('avg_pool_3x3', 3)], "
+    "[('dil_conv_5x5', 0), ('skip_connect', 1), ('sep_conv_3x3', 2), ('skip_connect', 3), ('max_pool_3x3', 4)]], "
+    "normal_concat=[2, 3, 4, 5])"
+)
+
+
+def _genotypes() -> list[tuple[str, object]]:
+    return [
+        ("DARTS_V2", published_genotype("DARTS_V2")),
+        ("GDAS_V1", published_genotype("GDAS_V1")),
+        ("nb201", parse_genotype(NB201)),
+        ("edge_all", parse_genotype(EDGE_ALL)),
+    ]
+
+
+@pytest.mark.parametrize(("name", "genotype"), _genotypes(), ids=[n for n, _ in _genotypes()])
+def test_cell_layout_draws_every_edge_of_the_genotype_once_with_its_label_on_it(name, genotype) -> None:
+    n_in = 1 if genotype.is_nb201 else 2
+    for ct, cell in genotype.cells:
+        layout = layout_cell(cell, n_in)
+        wanted = Counter((j, n_in + k, op) for k, node in enumerate(cell.nodes) for op, j in node if op != "none")
+        assert Counter(layout.ops()) == wanted, (name, ct)
+        xs = {n.state: n.x for n in layout.nodes}
+        assert all(xs[s] == 0.0 for s in range(n_in)), "inputs sit in the first column"
+        assert [xs[n_in + k] for k in range(len(cell.nodes))] == sorted(xs[n_in + k] for k in range(len(cell.nodes)))
+        labels = []
+        for e in layout.edges:
+            src, dst = layout.node(e.source), layout.node(e.target)
+            assert e.points[0] == (src.x, src.y) and e.points[-1] == (dst.x, dst.y), "edges run node to node"
+            assert dst.x > src.x, "every edge points left to right"
+            if e.op is None:
+                continue
+            lx, ly = e.label_at
+            on_run = any(
+                y0 == y1 == ly and min(x0, x1) < lx < max(x0, x1) for (x0, y0), (x1, y1) in zip(e.points, e.points[1:])
+            )
+            assert on_run, f"{e.op} label at {e.label_at} is not on its own edge {e.points}"
+            labels.append((lx, ly))
+        assert len(set(labels)) == len(labels), "two labels at one place"
+        concat = [e for e in layout.edges if e.op is None]
+        if genotype.is_nb201:
+            assert not concat and layout.node(n_in + len(cell.nodes) - 1).kind == "output"
+        else:
+            assert sorted(e.source for e in concat) == sorted(cell.concat)
+            assert all(e.target == OUTPUT for e in concat)
+
+
+def test_static_drawing_writes_png_and_svg_with_every_op(tmp_path) -> None:
+    genotype = published_genotype("DARTS_V2")
+    paths = draw_genotype(genotype, tmp_path)
+    assert sorted(p.name for p in paths) == [
+        "best_normal_cell.png", "best_normal_cell.svg", "best_reduce_cell.png", "best_reduce_cell.svg",
+    ]  # fmt: skip
+    svg = (tmp_path / "best_normal_cell.svg").read_text()
+    for op, _ in (e for node in genotype.normal.nodes for e in node):
+        assert f">{op}<" in svg, f"{op} is not written in the SVG"
+    assert svg.count(">sep_conv_3x3<") == sum(op == "sep_conv_3x3" for node in genotype.normal.nodes for op, _ in node)
+
+
+def test_run_ids_outside_the_roots_are_refused(tmp_path) -> None:
+    root = tmp_path / "runs"
+    synthetic_train(root / "train" / "t", epochs=2)
+    outside = synthetic_train(tmp_path / "elsewhere" / "t", epochs=2)
+    (root / "link").symlink_to(outside.parent, target_is_directory=True)
+    store = RunStore([root])
+    assert store.open("0/train/t").command == "train"
+    for bad in (
+        "0/../elsewhere/t",
+        "0/train/../../elsewhere/t",
+        "1/train/t",
+        "x/train/t",
+        "0//etc",
+        "/etc",
+        "0/link/t",
+    ):
+        with pytest.raises(OutsideRootsError):
+            store.open(bad)
+    assert store.run_id(root / "train" / "t") == "0/train/t"
+    with pytest.raises(OutsideRootsError):
+        store.run_id(outside)
+
+
+def test_unreadable_runs_are_listed_with_their_reason_and_the_rest_serves(tmp_path) -> None:
+    root = tmp_path / "runs"
+    good = synthetic_evolve(root / "evolve" / "good", 2, 3)
+    corrupt = synthetic_evolve(root / "evolve" / "corrupt", 2, 3)
+    (corrupt / ARCHIVE).write_bytes(b"not parquet at all")
+    missing = synthetic_evolve(root / "evolve" / "missing", 2, 3)
+    (missing / ARCHIVE).unlink()
+    legacy = root / "evolve" / "legacy"
+    legacy.mkdir(parents=True)
+    (legacy / "results.json").write_text("{}")
+    newer = synthetic_train(root / "train" / "newer", epochs=2)
+    manifest = json.loads((newer / "run.json").read_text())
+    (newer / "run.json").write_text(json.dumps({**manifest, "format": 99}))
+    store = RunStore([root, tmp_path / "no-such-root"])
+    rows, problems = store.listing()
+    assert problems == [f"runs root {str(tmp_path / 'no-such-root')!r} is not a directory"]
+    by_name = {r.name: r for r in rows}
+    assert by_name["good"].status == "done" and by_name["good"].problem is None
+    assert by_name["corrupt"].status == "unreadable" and "not a readable Parquet file" in by_name["corrupt"].problem
+    assert by_name["missing"].status == "unreadable" and "missing" in by_name["missing"].problem
+    assert by_name["legacy"].status == "unreadable" and "older evoray" in by_name["legacy"].problem
+    assert by_name["newer"].status == "unreadable" and "newer than this evoray" in by_name["newer"].problem
+    best = json.loads((good / "best.json").read_text())
+    assert by_name["good"].result == pytest.approx(best["fitness"])
+    assert len(store.archive(store.open("0/evolve/good"))) == 6
+
+
+def test_reads_are_cached_until_the_file_changes(tmp_path) -> None:
+    run_dir = synthetic_evolve(tmp_path / "runs" / "e", 2, 3)
+    store = RunStore([tmp_path / "runs"])
+    run = store.open("0/e")
+    first = store.archive(run)
+    assert store.archive(run) is first
+    version = store.version("0/e")
+    assert store.version("0/e") == version
+    st = (run_dir / ARCHIVE).stat()
+    os.utime(run_dir / ARCHIVE, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert store.archive(run) is not first and store.archive(run) == first
+    assert store.version("0/e") != version
+
+
+def test_pareto_front_and_genealogy() -> None:
+    # params (lower is better) and fitness (higher is better)
+    assert pareto_front([1.0, 2.0, 1.5, 3.0, 2.5], [50.0, 60.0, 40.0, 70.0, 65.0]) == [0, 1, 4, 3]
+    assert pareto_front([1.0, float("nan")], [1.0, 2.0]) == [0]
+    rows = [
+        {"generation": 0, "id": 0, "parents": [], "origin": "random", "fitness": 1.0},
+        {"generation": 0, "id": 1, "parents": [], "origin": "random", "fitness": 2.0},
+        {"generation": 0, "id": 2, "parents": [], "origin": "random", "fitness": 0.5},
+        {"generation": 1, "id": 3, "parents": [1], "origin": "elite", "fitness": 2.0},
+        {"generation": 1, "id": 4, "parents": [0, 1], "origin": "crossover", "fitness": 2.5},
+        {"generation": 2, "id": 5, "parents": [4, 3], "origin": "crossover", "fitness": 3.0},
+    ]
+    assert [r["id"] for r in ancestry(rows, 5)] == [0, 1, 3, 4, 5]
+    assert [r["id"] for r in lineage(rows, 5)] == [5, 4, 0]
+    family, total = drawn_family(rows, 5, limit=3)
+    assert total == 5 and [r["id"] for r in family] == [0, 1, 3, 4, 5]
