@@ -3,7 +3,13 @@
 Every weighting mode at two sizes: the paper's (C=16, 8 cells, 32x32, batch 64) and a CPU size (C=8, 5 cells,
 16x16, batch 64). With ``--original DIR`` (the ``cnn/`` folder of a checkout of the original DARTS code) the original
 search network is measured at the same size and thread count, interleaved round by round with evoray's softmax mode,
-and the ratios are printed.
+and the ratios are printed. evoray runs as a default run does: the runtime of ``RuntimeConfig()`` (its
+``channels_last``; ``--no-channels-last`` turns it off), inference mode for evaluation.
+
+Each row also gives the achieved GFLOP/s, from the multiply-adds of one forward counted by thop (``bench/measure.py``:
+in training mode, BatchNorms included, for the evaluation columns too; the sampled paths averaged in the gumbel-hard
+mode), x2 FLOPs each, x3 for a training step, and its share of this machine's fp32 matmul peak measured at the same
+thread count.
 
     python bench/supernet.py --sizes cpu --original /path/to/darts/cnn
 """
@@ -11,19 +17,20 @@ and the ratios are printed.
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from measure import count_macs, gflops, import_original, interleave, matmul_peak
 from torch import nn
 
 from evoray.nn.supernet import DartsSupernet
 from evoray.nn.weighting import WEIGHTINGS
+from evoray.runtime import RuntimeConfig, apply_runtime
 from evoray.spaces import get_space
 
 SIZES = {"paper": (16, 8, 32, 64), "cpu": (8, 5, 16, 64)}  # C, cells, image side, batch
@@ -65,38 +72,42 @@ def evoray_net(mode: str, C: int, cells: int, channels_last: bool) -> nn.Module:
 
 def original_net(src: Path, C: int, cells: int) -> nn.Module:
     """The original DARTS search network, imported from its source folder (its ``.cuda()`` calls made no-ops)."""
-    sys.path.insert(0, str(src))
-    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
-    module = importlib.import_module("model_search")
+    module = import_original(src, "model_search", "model_search.py")
     return module.Network(C, 10, cells, nn.CrossEntropyLoss())  # type: ignore[no-any-return]
 
 
 def measure(
     builders: dict[str, Callable[[], nn.Module]], size: str, rounds: int, steps: int, channels_last: bool
-) -> dict[str, tuple[float, float]]:
-    """Median images/s (train, eval) of each named network, measured round-robin so that load drifts evenly."""
+) -> dict[str, tuple[float, float, float]]:
+    """Median images/s (train, eval) of each named network, measured round-robin so that load drifts evenly, and the
+    multiply-adds of one forward per image."""
     _, _, side, batch = SIZES[size]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, side, side, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
-    runs = {}
+    jobs: dict[str, Callable[[], object]] = {}
+    macs = {}
     for name, build in builders.items():
         torch.manual_seed(0)
         net = build()
         is_evoray = isinstance(net, DartsSupernet)
         xi = x.to(memory_format=torch.channels_last) if (channels_last and is_evoray) else x
-        params = list(net.weight_parameters()) if is_evoray else list(net.parameters())
+        sampled = isinstance(net, DartsSupernet) and net.weighting == "gumbel-hard"  # one op per edge: mean of paths
+        macs[name] = count_macs(net, (xi[:2],), draws=16 if sampled else 1)
+        params = list(net.weight_parameters()) if isinstance(net, DartsSupernet) else list(net.parameters())
         train, evaluate = _train_step(net, params, xi, y), _eval_step(net, xi, inference=is_evoray)
         train()
         evaluate()  # warm-up
-        runs[name] = (net, train, evaluate)
-    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in runs}
-    for _ in range(rounds):
-        for name, (net, train, evaluate) in runs.items():
+
+        def timed_train(net: nn.Module = net, train: Callable[[], None] = train) -> None:
             net.train()
-            times[name][0].append(_timed(train, steps))
-            times[name][1].append(_timed(evaluate, steps))
-    return {n: (batch / statistics.median(t), batch / statistics.median(e)) for n, (t, e) in times.items()}
+            _timed(train, steps)
+
+        jobs[f"{name}/train"] = timed_train
+        jobs[f"{name}/eval"] = functools.partial(_timed, evaluate, steps)
+    times = interleave(jobs, rounds, log=False)
+    med = {job: statistics.median(t) / steps for job, t in times.items()}
+    return {n: (batch / med[f"{n}/train"], batch / med[f"{n}/eval"], macs[n]) for n in builders}
 
 
 def main() -> None:
@@ -104,33 +115,47 @@ def main() -> None:
     parser.add_argument("--sizes", default="cpu,paper", help="comma-separated: cpu, paper")
     parser.add_argument("--modes", default=",".join(WEIGHTINGS.names()), help="weighting modes to measure")
     parser.add_argument("--original", type=Path, default=None, help="cnn/ folder of the original DARTS code")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default runtime's, PyTorch's)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (median reported)")
     parser.add_argument("--steps", type=int, default=0, help="steps per round (0: 5 at cpu size, 1 at paper size)")
-    parser.add_argument("--no-channels-last", action="store_true", help="keep evoray in NCHW memory format")
+    parser.add_argument("--no-channels-last", action="store_true", help="evoray in NCHW whatever RuntimeConfig says")
     args = parser.parse_args()
+    runtime = RuntimeConfig()  # what a default run uses
     if args.threads:
-        torch.set_num_threads(args.threads)
-    channels_last = not args.no_channels_last
+        runtime.threads = args.threads
+    apply_runtime(runtime)
+    channels_last = runtime.channels_last and not args.no_channels_last
     modes = [m for m in args.modes.split(",") if m]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, channels_last {channels_last}")
+    peak = matmul_peak()
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, evoray channels_last {channels_last} "
+        f"(RuntimeConfig default {RuntimeConfig().channels_last}), fp32 matmul peak {peak:.1f} GFLOP/s "
+        "(2048x2048, median of 5)"
+    )
     for size in [s for s in args.sizes.split(",") if s]:
         C, cells, side, batch = SIZES[size]
         builders: dict[str, Callable[[], nn.Module]] = {
-            f"evoray/{m}": (lambda m=m, C=C, cells=cells: evoray_net(m, C, cells, channels_last)) for m in modes
+            f"evoray/{m}": functools.partial(evoray_net, m, C, cells, channels_last) for m in modes
         }
         if args.original is not None:
             if not (args.original / "model_search.py").is_file():
                 raise SystemExit(f"--original {args.original}: no model_search.py there")
-            builders["original/softmax"] = lambda C=C, cells=cells: original_net(args.original, C, cells)
+            builders["original/softmax"] = functools.partial(original_net, args.original, C, cells)
         steps = args.steps or (5 if size == "cpu" else 1)
         res = measure(builders, size, args.rounds, steps, channels_last)
-        print(f"\n{size} size: C={C}, {cells} cells, {side}x{side}, batch {batch}  (images/s, median of {args.rounds})")
-        print(f"{'network':24s} {'train':>10s} {'eval':>10s}")
-        for name, (train, evaluate) in res.items():
-            print(f"{name:24s} {train:10.1f} {evaluate:10.1f}")
+        print(f"\n{size} size: C={C}, {cells} cells, {side}x{side}, batch {batch}  (median of {args.rounds})")
+        print(
+            f"{'network':24s} {'MACs/img':>9s} {'train/s':>9s} {'GFLOP/s':>8s} {'of peak':>8s} "
+            f"{'eval/s':>9s} {'GFLOP/s':>8s} {'of peak':>8s}"
+        )
+        for name, (train, evaluate, macs) in res.items():
+            tg, eg = gflops(macs, 3, train), gflops(macs, 1, evaluate)
+            print(
+                f"{name:24s} {macs / 1e6:8.2f}M {train:9.1f} {tg:8.2f} {100 * tg / peak:7.1f}% "
+                f"{evaluate:9.1f} {eg:8.2f} {100 * eg / peak:7.1f}%"
+            )
         if "original/softmax" in res and "evoray/softmax" in res:
-            (ot, oe), (et, ee) = res["original/softmax"], res["evoray/softmax"]
+            (ot, oe, _), (et, ee, _) = res["original/softmax"], res["evoray/softmax"]
             print(f"speed-up over the original (softmax): train {et / ot:.2f}x, eval {ee / oe:.2f}x")
 
 

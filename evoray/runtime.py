@@ -16,7 +16,9 @@ from evoray.errors import ConfigError
 class RuntimeConfig:
     device: str = "auto"  # auto (the first GPU if there is one, else the CPU) | cpu | cuda | cuda:N
     precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16", "fp16")})  # autocast dtype
-    channels_last: bool = False  # NHWC memory format for models and inputs (faster convolutions on most GPUs)
+    # NHWC memory format for models and inputs: measured faster for evoray's supernets on the CPU (bench/supernet.py,
+    # bench/evnas.py) and the format of the fast convolution kernels on GPUs; false keeps NCHW
+    channels_last: bool = True
     threads: int = field(default=0, metadata={"min": 0})  # torch intra-op threads; 0 leaves PyTorch's default
     deterministic: bool = False  # ask cuDNN/PyTorch for deterministic kernels (slower on a GPU)
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from evoray.commands.evolve import evolve
+from evoray.errors import ConfigError
 from tests.test_evolve import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,15 @@ def test_actors_match_in_process(tmp_path, ray_session) -> None:
     pd.testing.assert_frame_equal(a, b)  # one actor: bit-identical to in-process
     assert (a.genotype == c.genotype).all()
     np.testing.assert_allclose(a.fitness, c.fitness, atol=1e-6)  # two actors: the same run, gradients all-reduced
+
+
+def test_actors_that_do_not_fit_the_cpus_are_refused(tmp_path, ray_session) -> None:
+    """Two actors of 2 CPUs on a 2-CPU Ray: one line, instead of an actor that waits forever for its CPUs."""
+    cfg = tiny("distributed.num_actors=2", "resources.cpus=2", "distributed.batch_shards=2")
+    with pytest.raises(
+        ConfigError, match=r"num_actors=2: 2 worker\(s\) of resources.cpus=2 need 4 CPUs but this Ray has 2"
+    ):
+        evolve(cfg, tmp_path / "run", log=lambda _: None)
 
 
 CLUSTER_SCRIPT = textwrap.dedent(

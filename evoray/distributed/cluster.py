@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from evoray.errors import ConfigError
 from evoray.runtime import ResourcesConfig
 
 
@@ -34,6 +35,21 @@ def placement(resources: ResourcesConfig) -> dict[str, float]:
     if gpus < 0:
         gpus = 1.0 if cluster_has_gpus() else 0.0
     return {"num_cpus": max(float(resources.cpus), 1.0 if gpus == 0 else 0.0), "num_gpus": gpus}
+
+
+def require_cpus(resources: ResourcesConfig, workers: int, what: str) -> None:
+    """On a local Ray, ``workers`` workers that must run at once (an evolve run's actors, which all-reduce) fit its
+    CPUs: otherwise the last ones would wait forever, or, with more torch threads than cores, crawl. A cluster
+    (``resources.address``) may grow, so it is not checked."""
+    if resources.address:
+        return
+    each = placement(resources)
+    need, have = each["num_cpus"] * workers, float(ray.cluster_resources().get("CPU", 0))
+    if need > have:
+        raise ConfigError(
+            f"{what}: {workers} worker(s) of resources.cpus={resources.cpus:g} need {need:g} CPUs but this Ray has "
+            f"{have:g}; lower resources.cpus or the number of workers"
+        )
 
 
 def worker_device(cpu_only: bool = False) -> Any:

@@ -20,7 +20,7 @@ import ray
 import torch
 from torch import nn
 
-from evoray.distributed.cluster import placement, threads_of, worker_device
+from evoray.distributed.cluster import placement, require_cpus, threads_of, worker_device
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.individual import Individual
@@ -135,6 +135,7 @@ class SupernetFleet:
 
     def _start(self) -> None:
         world = self.cfg.distributed.num_actors
+        require_cpus(self.cfg.resources, world, f"distributed.num_actors={world}")
         res = placement(self.cfg.resources)
         self.actors = [
             SupernetActor.options(**res, scheduling_strategy="SPREAD").remote(  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from typing import Any
 import ray
 import torch
 
-from evoray.distributed.cluster import ensure_ray, placement, threads_of, worker_device
+from evoray.distributed.cluster import ensure_ray, placement, require_cpus, threads_of, worker_device
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.members import Log, OnResult
 from evoray.ensemble.predict import MemberLogits, member_logits
@@ -33,6 +33,7 @@ def run_members_on_ray(
 ) -> list[MemberLogits]:
     """The logits of every member of ``pool``, in pool order; ``on_result(i, logits)`` as each task ends."""
     ensure_ray(cfg.resources.address)
+    require_cpus(cfg.resources, 1, "a committee member's task")
     res = placement(cfg.resources)
     task = ray.remote(_member_task).options(**res)
     cpus = int(ray.cluster_resources().get("CPU", 1))

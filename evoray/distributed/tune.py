@@ -22,7 +22,7 @@ import torch
 from ray import tune
 
 from evoray.config import config_from_dict, config_to_dict
-from evoray.distributed.cluster import placement, worker_device
+from evoray.distributed.cluster import placement, require_cpus, worker_device
 from evoray.errors import ConfigError
 from evoray.runs.directory import atomic_write, load_tensors
 from evoray.runtime import apply_runtime
@@ -100,6 +100,7 @@ def _trial_name(trial: Any) -> str:
 
 
 def _trainable(exp: ExperimentConfig) -> Any:
+    require_cpus(exp.resources, 1, "a search trial")
     res = placement(exp.resources)
     return tune.with_resources(SearchTrainable, {"cpu": res["num_cpus"], "gpu": res["num_gpus"]})
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evoray.nn.ops import AvgPool3x3, depthwise_conv
+from evoray.nn.ops import AvgPool3x3, MaxPool3x3, depthwise_conv
 
 Slots = list[int] | None
 
@@ -28,6 +28,12 @@ def take(t: Tensor, slots: Slots, width: int) -> Tensor:
     if slots == list(range(slots[0], slots[0] + len(slots))):
         return t[slots[0] * width : (slots[-1] + 1) * width]
     return torch.cat([t[s * width : (s + 1) * width] for s in slots])
+
+
+def tile_channels(x: Tensor, n: int) -> Tensor:
+    """``x.repeat(1, n, 1, 1)`` that keeps ``x``'s memory format (``repeat`` turns a channels-last tensor into a
+    contiguous one, which costs the next convolution a layout conversion; a concatenation keeps it, and is faster)."""
+    return x if n == 1 else torch.cat([x] * n, dim=1)
 
 
 def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
@@ -43,6 +49,19 @@ def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
                 bn.running_mean[s * C : (s + 1) * C] = mean[i * C : (i + 1) * C]
                 bn.running_var[s * C : (s + 1) * C] = var[i * C : (i + 1) * C]
     return out
+
+
+def conv_bn(
+    x: Tensor, weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d, slots: Slots, C: int, **conv: int
+) -> Tensor:
+    """``stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)``. In evaluation the BatchNorm (no affine, running
+    statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) / sqrt(var + eps)``,
+    one op instead of two, the same result up to rounding."""
+    if bn.training or bn.running_mean is None or bn.running_var is None:
+        return stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)
+    scale = take(bn.running_var, slots, C).add(bn.eps).rsqrt()
+    shift = -take(bn.running_mean, slots, C) if bias is None else bias - take(bn.running_mean, slots, C)
+    return F.conv2d(x, weight * scale.view(-1, 1, 1, 1), shift * scale, **conv)
 
 
 def _n(slots: Slots, m: int) -> int:
@@ -113,7 +132,7 @@ class SharedPool(GroupOp):
 
     def __init__(self, C: int, m: int, kind: str, stride: int, bn: bool) -> None:
         super().__init__(C, m)
-        self.pool: nn.Module = nn.MaxPool2d(3, stride, 1) if kind == "max" else AvgPool3x3(stride)
+        self.pool: nn.Module = MaxPool3x3(stride) if kind == "max" else AvgPool3x3(stride)
         self.bn = nn.BatchNorm2d(m * C, affine=False) if bn else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
@@ -123,7 +142,7 @@ class SharedPool(GroupOp):
         if not self.training:  # each edge's running statistics; the output becomes per edge
             assert self.bn.running_mean is not None and self.bn.running_var is not None
             n = _n(slots, self.m)
-            rep = y.repeat(1, n, 1, 1) if n > 1 else y
+            rep = tile_channels(y, n)
             mean, var = take(self.bn.running_mean, slots, self.C), take(self.bn.running_var, slots, self.C)
             return F.batch_norm(rep, mean, var, None, None, False, 0.0, self.bn.eps)
         out = F.batch_norm(y, None, None, None, None, True, 0.0, self.bn.eps)
@@ -162,12 +181,12 @@ class GroupSepConv(GroupOp):
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
-        h = x.repeat(1, n, 1, 1) if n > 1 else x  # (B, nC, H, W), edge-major
+        h = tile_channels(x, n)  # (B, nC, H, W), edge-major
         h = depthwise_conv(h, take(self.dw1, slots, C), self.stride, self.pad)
-        h = F.conv2d(h, take(self.pw1, slots, C), _take_bias(self.pw1_bias, slots, C), groups=n)
-        h = depthwise_conv(F.relu(stacked_bn(h, self.bn1, slots, C)), take(self.dw2, slots, C), 1, self.pad)
-        h = F.conv2d(h, take(self.pw2, slots, C), _take_bias(self.pw2_bias, slots, C), groups=n)
-        return stacked_bn(h, self.bn2, slots, C)
+        h = conv_bn(h, take(self.pw1, slots, C), _take_bias(self.pw1_bias, slots, C), self.bn1, slots, C, groups=n)
+        h = depthwise_conv(F.relu(h), take(self.dw2, slots, C), 1, self.pad)
+        pw2, pw2_bias = take(self.pw2, slots, C), _take_bias(self.pw2_bias, slots, C)
+        return conv_bn(h, pw2, pw2_bias, self.bn2, slots, C, groups=n)
 
 
 class GroupDilConv(GroupOp):
@@ -184,10 +203,9 @@ class GroupDilConv(GroupOp):
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
-        h = x.repeat(1, n, 1, 1) if n > 1 else x
+        h = tile_channels(x, n)
         h = depthwise_conv(h, take(self.dw, slots, C), self.stride, self.pad, dilation=2)
-        h = F.conv2d(h, take(self.pw, slots, C), _take_bias(self.pw_bias, slots, C), groups=n)
-        return stacked_bn(h, self.bn, slots, C)
+        return conv_bn(h, take(self.pw, slots, C), _take_bias(self.pw_bias, slots, C), self.bn, slots, C, groups=n)
 
 
 class GroupFactorizedReduce(GroupOp):
@@ -230,7 +248,7 @@ class GroupReLUConvBN(GroupOp):
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         weight, bias = take(self.weight, slots, self.C), _take_bias(self.bias, slots, self.C)
-        return stacked_bn(F.conv2d(x, weight, bias, stride=self.stride, padding=self.pad), self.bn, slots, self.C)
+        return conv_bn(x, weight, bias, self.bn, slots, self.C, stride=self.stride, padding=self.pad)
 
 
 class GroupNoise(GroupOp):

@@ -206,9 +206,30 @@ class AvgPool3x3(nn.Module):
         return box / _box_count(x.shape[-2], x.shape[-1], x.device, x.dtype)
 
 
-class MaxPool3x3(nn.MaxPool2d):
+def max_pool3x3(x: Tensor, stride: int) -> Tensor:
+    """3x3 max pool, padding 1. Where no gradient is wanted (evaluation, fitness) it is the maximum of nine shifted
+    views of the padded map: the same values as ``F.max_pool2d``, many times faster on the CPU for NCHW maps. With a
+    gradient it is ``F.max_pool2d`` (whose gradient goes to one maximum of each window where several tie)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.max_pool2d(x, 3, stride, 1)
+    H, W = x.shape[-2:]
+    Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = [p[:, :, i : i + stride * (Ho - 1) + 1 : stride] for i in range(3)]
+    r = torch.maximum(torch.maximum(rows[0], rows[1]), rows[2])
+    cols = [r[..., j : j + stride * (Wo - 1) + 1 : stride] for j in range(3)]
+    return torch.maximum(torch.maximum(cols[0], cols[1]), cols[2])
+
+
+class MaxPool3x3(nn.Module):
+    """3x3 max pool, padding 1 (see :func:`max_pool3x3`)."""
+
     def __init__(self, stride: int) -> None:
-        super().__init__(3, stride=stride, padding=1)
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return max_pool3x3(x, self.stride)
 
 
 def _register_darts_ops() -> None:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evoray.errors import ConfigError
-from evoray.nn.grouped import build_group_op
+from evoray.nn.grouped import build_group_op, tile_channels
 from evoray.nn.ops import FactorizedReduce, ReLUConvBN, drop_path
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, WeightingContext
 from evoray.spaces.catalog import SPACES, get_space
@@ -80,7 +80,7 @@ class EdgeGroup(nn.Module):
             w = W[[self.edge_ids[s] for s in slots], [cols[i] for i in run]]  # (n,)
             if len(slots) == m:  # every edge of the group: one multiply for all of them
                 if y.shape[1] == C and m > 1:
-                    y = y.repeat(1, m, 1, 1)
+                    y = tile_channels(y, m)
                 term = y * w.repeat_interleave(C).view(1, m * C, 1, 1)
                 full = term if full is None else full + term
             else:
