@@ -9,7 +9,9 @@ images) with the runtime defaults of ``RuntimeConfig()`` (its ``channels_last``;
 then ``train_generation`` and ``fitness``; its batches come from its own in-memory pipeline (augmentation included).
 Original: its ``model_search.Network`` and ``utils.discretize`` on the CPU (``.cuda()`` made a no-op), driven by the
 ``train`` and ``validation`` loops of its ``train_search.py`` as written there, fed the same images as pre-built
-normalised tensors (no DataLoader workers). Prints per round and the median: seconds per generation (and its split
+normalised tensors (no DataLoader workers), in a process of its own: evoray's runtime (``runtime.reuse_memory``: the
+allocator keeps freed memory) is set in evoray's process only, so the original runs as it runs by itself. Prints per
+round and the median: seconds per generation (and its split
 into the training pass and the fitness), images/s (the training images plus P x the validation images), the ratio,
 and the achieved GFLOP/s (multiply-adds of one supernet forward counted by thop, x2 FLOPs each, x3 for a training
 step) beside the measured fp32 matmul peak. At the defaults a run takes about 5 minutes on 2 cores.
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from measure import count_macs, gflops, import_original, interleave, matmul_peak, synthetic_npz
+from measure import Child, count_macs, gflops, import_original, interleave, matmul_peak, synthetic_npz
 from torch import Tensor, nn
 
 from evoray.data import DataConfig
@@ -74,6 +76,7 @@ def evoray_trainer(args: argparse.Namespace, folder: Path, channels_last: bool) 
         device=torch.device("cpu"),
         precision=runtime.precision,
         channels_last=channels_last,
+        reuse_memory=runtime.reuse_memory and not args.no_reuse_memory,
     )
 
 
@@ -140,6 +143,28 @@ class OriginalGeneration:
                     ind.top5.update(prec5.data, n)
 
 
+def original_job(
+    folder: Path, args: argparse.Namespace, alphas: list[Alphas], queues: tuple[Batches, Batches]
+) -> tuple[Callable[[], float], float]:
+    """The original in its own process (:class:`measure.Child`): built and warmed up there; returns one generation
+    (answering with the seconds of its training pass) and its multiply-adds per image."""
+    torch.set_num_threads(args.threads)
+    original = OriginalGeneration(folder, args, alphas)
+    train_queue, valid_queue = queues
+    original.train(train_queue[:1])
+    original.validation([(valid_queue[0][0][: args.batch], valid_queue[0][1][: args.batch])])
+
+    def generation() -> float:
+        start = time.perf_counter()
+        original.train(train_queue)
+        original.scheduler.step()
+        train_s = time.perf_counter() - start
+        original.validation(valid_queue)
+        return train_s
+
+    return generation, count_macs(original.model, (valid_queue[0][0][:2],))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--original", type=Path, required=True, help="folder of the original EvNAS code")
@@ -154,13 +179,13 @@ def main() -> None:
     parser.add_argument("--valid-images", type=int, default=1024)
     parser.add_argument("--fitness-batch", type=int, default=1024, help="the original's valid_queue batch")
     parser.add_argument("--no-channels-last", action="store_true", help="evoray in NCHW whatever RuntimeConfig says")
+    parser.add_argument("--no-reuse-memory", action="store_true", help="evoray without RuntimeConfig's reuse_memory")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     default_cl = RuntimeConfig().channels_last
+    trainer_reuse = RuntimeConfig().reuse_memory and not args.no_reuse_memory
     channels_last = default_cl and not args.no_channels_last
     alphas = population(args.population)
-    original = OriginalGeneration(args.original, args, alphas)
-
     with tempfile.TemporaryDirectory() as tmp:
         trainer = evoray_trainer(args, Path(tmp), channels_last)
     # the same images for the original, normalised, as plain NCHW tensors
@@ -174,14 +199,13 @@ def main() -> None:
 
     x2 = valid_queue[0][0][:2]
     decoded = trainer.decode(alphas[0])
-    macs = {
-        "evoray": count_macs(trainer.net, (x2.to(memory_format=trainer.fmt), decoded)),
-        "original": count_macs(original.model, (x2,)),
-    }
+    original = Child(original_job, args.original, args, alphas, (train_queue, valid_queue))
+    macs = {"evoray": count_macs(trainer.net, (x2.to(memory_format=trainer.fmt), decoded)), "original": original.info}
     peak = matmul_peak()
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, evoray channels_last {channels_last} "
-        f"(RuntimeConfig default {default_cl}), fp32 matmul peak {peak:.1f} GFLOP/s (2048x2048, median of 5)"
+        f"(RuntimeConfig default {default_cl}), reuse_memory {trainer_reuse}, "
+        f"fp32 matmul peak {peak:.1f} GFLOP/s (2048x2048, median of 5)"
     )
     print(
         f"EvNAS generation: DARTS space, C={args.C}, {args.cells} cells, {args.side}x{args.side}, population "
@@ -201,8 +225,6 @@ def main() -> None:
     trainer.net.train()
     with torch.inference_mode():
         trainer.net(valid_queue[0][0][: args.batch].to(memory_format=trainer.fmt), decoded)
-    original.train(train_queue[:1])
-    original.validation([(valid_queue[0][0][: args.batch], valid_queue[0][1][: args.batch])])
 
     generation = iter(range(1, 1_000_000))
     train_s: dict[str, list[float]] = {"evoray": [], "original": []}  # the training pass's share of each round
@@ -214,14 +236,11 @@ def main() -> None:
         return trainer.fitness(alphas, g)
 
     def original_generation() -> None:
-        start = time.perf_counter()
-        original.train(train_queue)
-        original.scheduler.step()
-        train_s["original"].append(time.perf_counter() - start)
-        original.validation(valid_queue)
+        train_s["original"].append(original())
 
     jobs: dict[str, Callable[[], object]] = {"evoray": evoray_generation, "original": original_generation}
     times = interleave(jobs, args.rounds)
+    original.close()
 
     def work(name: str) -> float:  # multiply-adds of one generation
         return 3 * macs[name] * n_train + macs[name] * args.population * n_valid

@@ -11,8 +11,9 @@ for the space, then the size below; the default ``RuntimeConfig()``, its ``chann
 (NAS-Bench-201-algos/GDAS.sh, NASNet-space-search-by-GDAS.sh), its optimiser and scheduler
 (``get_optim_scheduler``: SGD, Nesterov, weight decay 5e-4), Adam on the alphas (lr 3e-4, betas (0.5, 0.999), weight
 decay 1e-3), tau 10 (the first epoch's), and the body of ``search_func`` of exps/NAS-Bench-201-algos/GDAS.py (clip 5
-over every parameter), on the same batches, on the CPU (``.cuda()`` made a no-op; no DataParallel). The CPU size:
-C=8, N cells per stage (NAS-Bench-201: 3N cells and two residual blocks; DARTS space: 3N cells, as AutoDL counts N),
+over every parameter), on the same batches, on the CPU (``.cuda()`` made a no-op; no DataParallel), in a process of
+its own, so that evoray's process-wide runtime settings (``runtime.reuse_memory``) do not reach it. The CPU size: C=8,
+N cells per stage (NAS-Bench-201: 3N cells and two residual blocks; DARTS space: 3N cells, as AutoDL counts N),
 16x16 images, batch 64 for both codes (the GDAS-NASNet config says 256).
 
 Departures from the original, none of which changes its arithmetic: its ``obtain_accuracy`` is replaced by the same
@@ -36,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import count_macs, gflops, import_original, interleave, matmul_peak, synthetic_npz
+from measure import Child, count_macs, gflops, import_original, interleave, matmul_peak, synthetic_npz
 from torch import Tensor, nn
 
-from evoray.runtime import RuntimeConfig
+from evoray.runtime import RuntimeConfig, apply_runtime
 from evoray.searchers import SEARCHERS
 from evoray.searchers.base import Searcher
 from evoray.searchers.experiment import ExperimentConfig, trial_config
@@ -75,6 +76,7 @@ def evoray_searcher(space: str, args: argparse.Namespace, folder: Path) -> Searc
     if args.no_channels_last:
         base["runtime"] = {"channels_last": False}
     cfg = trial_config(ExperimentConfig(searchers=["gdas"], base=base), "gdas", 0, {})
+    apply_runtime(cfg.runtime)  # as a trial does: the allocator setting (threads stay the bench's: runtime.threads 0)
     searcher = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
     searcher.begin_epoch()  # tau of the first epoch
     searcher.net.train()
@@ -184,30 +186,42 @@ def same_paths(fn: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
-    """Measure one space; returns evoray's speed-up."""
-    with tempfile.TemporaryDirectory() as tmp:
-        searcher = evoray_searcher(space, args, Path(tmp))
-    original = AutodlGdas(args.original, space, args)
-    assert searcher.data.arch is not None
-    searcher.data.train.set_epoch(0)
-    searcher.data.arch.set_epoch(0)
-    (x, y), (xv, yv) = next(iter(searcher.data.train)), next(iter(searcher.data.arch))
-    batch: Batch = (x, y, xv, yv)  # normalised and augmented by evoray's pipeline; NCHW for the original
-
-    def evoray_steps() -> None:
-        for _ in range(args.steps):
-            searcher.step(*searcher.to_device(x, y), *searcher.to_device(xv, yv))
+def original_job(root: Path, space: str, args: argparse.Namespace, batch: Batch) -> tuple[Callable[[], None], float]:
+    """AutoDL's GDAS in its own process (:class:`measure.Child`): built there, its multiply-adds counted on the paths
+    of seed 0 on (as evoray's), warmed up; returns ``--steps`` steps on ``batch`` and the multiply-adds per image."""
+    torch.set_num_threads(args.threads)
+    original = AutodlGdas(root, space, args)
 
     def original_steps() -> None:
         for _ in range(args.steps):
             original.step(*batch)
 
+    torch.manual_seed(0)
+    macs = count_macs(_Logits(original.model), (batch[0][:2],), draws=args.draws)
+    run = same_paths(original_steps)
+    run()  # warm-up
+    return run, macs
+
+
+def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
+    """Measure one space; returns evoray's speed-up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        searcher = evoray_searcher(space, args, Path(tmp))
+    assert searcher.data.arch is not None
+    searcher.data.train.set_epoch(0)
+    searcher.data.arch.set_epoch(0)
+    (x, y), (xv, yv) = next(iter(searcher.data.train)), next(iter(searcher.data.arch))
+    batch: Batch = (x, y, xv, yv)  # normalised and augmented by evoray's pipeline; NCHW for the original
+    original = Child(original_job, args.original, space, args, batch)
+
+    def evoray_steps() -> None:
+        for _ in range(args.steps):
+            searcher.step(*searcher.to_device(x, y), *searcher.to_device(xv, yv))
+
     x2 = x[:2]
     torch.manual_seed(0)  # the same seed, so both codes count the same sampled paths
     evoray_macs = count_macs(searcher.net, (x2.to(memory_format=searcher.fmt),), draws=args.draws)
-    torch.manual_seed(0)
-    macs = {"evoray": evoray_macs, "original": count_macs(_Logits(original.model), (x2,), draws=args.draws)}
+    macs = {"evoray": evoray_macs, "original": original.info}
     cells = args.N if space == "nb201" else 3 * args.N
     net = f"C={args.C}, N={args.N} ({3 * args.N} cells)" if space == "nb201" else f"C={args.C}, {cells} cells"
     print(
@@ -218,10 +232,10 @@ def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
         f"multiply-adds of one forward of a sampled path per image (thop, mean of the same {args.draws} paths): "
         + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in macs.items())
     )
-    jobs = {"evoray": same_paths(evoray_steps), "original": same_paths(original_steps)}
-    for job in jobs.values():
-        job()  # warm-up
-    times = interleave(jobs, args.rounds)
+    evoray_job = same_paths(evoray_steps)
+    evoray_job()  # warm-up (the original warmed up in its process)
+    times = interleave({"evoray": evoray_job, "original": original}, args.rounds)
+    original.close()
     images = 2 * args.batch * args.steps
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"{'':10s} {'ms/step':>8s} {'images/s':>9s} {'GFLOP/s':>8s} {'of peak':>8s}   (median of {args.rounds})")

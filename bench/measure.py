@@ -1,5 +1,6 @@
 """What the benches against the original codes share: the machine's fp32 matmul peak, multiply-adds counted by thop,
-interleaved timing rounds, and importing an original code from the folder the user names.
+interleaved timing rounds, a job in a process of its own (an original code runs as it runs by itself, untouched by
+evoray's process-wide runtime settings), and importing an original code from the folder the user names.
 
 Counting: thop hooks the modules it has a rule for (convolutions, linear, BatchNorm, pools). evoray's supernets run the
 edges of a cell as grouped convolutions on parameters of their own modules (``F.conv2d``), which thop has no rule for
@@ -18,11 +19,13 @@ import copy
 import importlib
 import io
 import math
+import multiprocessing as mp
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -148,6 +151,34 @@ def interleave(jobs: Mapping[str, Callable[[], object]], rounds: int, log: bool 
         if log:
             print(f"  round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
     return times
+
+
+class Child:
+    """A job in a spawned process of its own: ``factory(*args)`` builds it there and returns ``(run, info)``; ``info``
+    comes back once, and each call of this object runs ``run`` once there and returns its result. ``factory`` must be
+    importable (a module-level function of the bench)."""
+
+    def __init__(self, factory: Callable[..., tuple[Callable[[], Any], Any]], *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, there = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(there, factory, args), daemon=True)
+        self.process.start()
+        self.info = self.conn.recv()
+
+    def __call__(self) -> Any:
+        self.conn.send("run")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.process.join()
+
+
+def _serve(conn: Connection, factory: Callable[..., tuple[Callable[[], Any], Any]], args: tuple[Any, ...]) -> None:
+    run, info = factory(*args)
+    conn.send(info)
+    while conn.recv() == "run":
+        conn.send(run())
 
 
 def import_original(folder: Path, module: str, needs: str) -> ModuleType:

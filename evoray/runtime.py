@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +24,10 @@ class RuntimeConfig:
     channels_last: bool = True
     threads: int = field(default=0, metadata={"min": 0})  # torch intra-op threads; 0 leaves PyTorch's default
     deterministic: bool = False  # ask cuDNN/PyTorch for deterministic kernels (slower on a GPU)
+    # keep freed host memory in the process for the next tensor (glibc malloc: no mmap per large block, no trimming):
+    # a fitness pass at batch 1024 otherwise page-faults through every fresh tensor (bench/evnas.py: its forward
+    # takes half the time); the price is that the process's resident memory stays at its peak
+    reuse_memory: bool = True
 
 
 @dataclass
@@ -53,10 +60,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters
+_memory_reused = False
+
+
+def reuse_freed_memory() -> bool:
+    """Make this process's allocator keep freed memory for reuse: glibc's malloc serves every block from its heap
+    (no ``mmap``, whose pages fault in again on each new tensor) and returns memory to the system only above 1 GiB
+    free. Once per process; False where the C library is not glibc (then nothing changes)."""
+    global _memory_reused
+    if _memory_reused or not sys.platform.startswith("linux"):
+        return _memory_reused
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
+    except (OSError, AttributeError):  # not glibc
+        return False
+    del version
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
+    _memory_reused = all(mallopt(param, value) == 1 for param, value in settings)
+    return _memory_reused
+
+
 def apply_runtime(cfg: RuntimeConfig) -> torch.device:
-    """Set threads and determinism; return the device."""
+    """Set threads, determinism and the allocator; return the device."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if cfg.reuse_memory:
+        reuse_freed_memory()
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False

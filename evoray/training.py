@@ -22,7 +22,7 @@ from evoray.data import BatchSource, DataConfig, build_data, describe
 from evoray.errors import ConfigError
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
-from evoray.optim import OptimConfig, build_schedule, build_sgd, step_schedule_first
+from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients, step_schedule_first
 from evoray.profiling import profile_model
 from evoray.runs import RunDir
 from evoray.runs.curves import write_curves
@@ -227,7 +227,7 @@ def fit_model(
             scaler.scale(loss).backward()
             if o.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                clip_gradients([p for p in model.parameters() if p.grad is not None], o.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             if not math.isfinite(loss.item()):

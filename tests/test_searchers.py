@@ -147,13 +147,11 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) 
     loss = F.cross_entropy(s.net(x, weights), y)
     grads = torch.autograd.grad(loss, s.net.arch_parameters())
     edges = s.space.num_edges
-    assert len(runs) == len(s.net.cells) * edges  # every edge of every cell ran ...
-    assert all(len(ops) == 1 for ops in runs.values())  # ... exactly one op
+    assert all(len(ops) == 1 for ops in runs.values())  # every edge ran exactly one op ...
     for c, cell in enumerate(s.net.cells):
-        chosen = weights[cell.cell_type].active
-        assert [runs[(c, e)][0] for e in range(edges)] == [
-            s.space.edge_ops(cell.cell_type, e)[chosen[e][0]] for e in range(edges)
-        ]
+        chosen = [s.space.edge_ops(cell.cell_type, e)[k] for e, (k,) in enumerate(weights[cell.cell_type].active)]
+        # ... its sampled op; a sampled `none` outputs zeros without running an op
+        assert [runs[(c, e)][0] if (c, e) in runs else "none" for e in range(edges)] == chosen
     for ct, g in zip(s.net.alphas, grads, strict=True):  # straight-through: every logit of every edge ...
         for e, (k,) in enumerate(weights[ct].active or []):
             assert (g[e] == 0).all() if s.space.edge_ops(ct, e)[k] == "none" else (g[e] != 0).all()  # ... but `none`

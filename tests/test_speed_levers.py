@@ -5,17 +5,22 @@ pool)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from evoray.nn import grouped
 from evoray.nn.grouped import tile_channels
-from evoray.nn.ops import max_pool3x3
+from evoray.nn.ops import depthwise_conv, max_pool3x3
 from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
-from evoray.nn.weighting import WEIGHTINGS
+from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, path_weights, random_path
 from evoray.spaces import SPACES, get_space
+from evoray.spaces.derive import random_genotype
 
 
 def _supernet(space_name: str, mode: str) -> Supernet:
@@ -121,3 +126,138 @@ def test_batchnorm_folded_into_the_convolution_in_evaluation(space_name: str, mo
     with torch.inference_mode():
         plain = net(x)
     torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
+
+
+def _written_out(weights: dict[str, EdgeWeights]) -> dict[str, EdgeWeights]:
+    """The same edge weights without the single-path form: every edge's ``w * op(x)`` and zero terms written out."""
+    return {ct: dataclasses.replace(ew, picked=None, rest=None) for ct, ew in weights.items()}
+
+
+@pytest.mark.parametrize("path", ["gumbel-hard", "random", "given cell"])
+@pytest.mark.parametrize("space_name", SPACES.names())
+def test_single_path_node_sum_equals_the_written_out_edges(space_name: str, path: str) -> None:
+    """A single path computed node by node (``evoray.nn.straight``: the ops' outputs summed, the straight-through
+    weights' gradients as dot products) gives the outputs and gradients, weights and alphas, of ``w * op(x)`` (plus the
+    zero-valued weights of the ops not run, on NAS-Bench-201) written out edge by edge."""
+    net = _supernet(space_name, "gumbel-hard")
+    net.tau = 0.7
+    space = net.space
+    net.train()
+    x = torch.randn(4, 3, 8, 8)
+    torch.manual_seed(11)
+    if path == "gumbel-hard":
+        weights = net.edge_weights()
+    elif path == "random":
+        weights = {ct: random_path(space, ct) for ct in space.cell_types}
+    else:
+        genotype = random_genotype(space, np.random.default_rng(3))
+        weights = {ct: path_weights(space, ct, genotype.cell(ct)) for ct in space.cell_types}
+    assert all(ew.single_path for ew in weights.values())
+    params = list(net.parameters())
+    results = []
+    for ws in (weights, _written_out(weights)):
+        state = copy.deepcopy(net.state_dict())
+        torch.manual_seed(5)  # the same noise ops
+        out = net(x, ws)
+        grads = torch.autograd.grad(out.square().sum(), params, allow_unused=True, retain_graph=True)
+        results.append((out, grads))
+        net.load_state_dict(state)  # the running statistics as before
+    (out, grads), (out_ref, grads_ref) = results
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(net.named_parameters(), grads, grads_ref, strict=True):
+        assert (a is None) == (b is None) or float(torch.as_tensor(a if a is not None else b).abs().max()) == 0, name
+        if a is not None and b is not None:
+            err = float((a - b).norm())
+            assert err <= 1e-5 * float(b.norm()) + 1e-6, f"{name}: gradient difference {err:.2e}"
+    if path == "gumbel-hard":  # the alphas' gradient is the point of the straight-through weights: not all zero
+        assert any(float(g.abs().sum()) > 0 for g in grads[-len(net.arch_parameters()) :] if g is not None)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize(
+    "k,stride,dilation", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (3, 1, 2), (5, 1, 2), (3, 2, 2), (5, 2, 2)]
+)
+@pytest.mark.parametrize("side", [1, 2, 3, 4, 7, 8])
+def test_depthwise_conv_routes_equal_conv2d(side: int, k: int, stride: int, dilation: int, grad: bool) -> None:
+    """Every route of ``depthwise_conv`` (polyphase, even-even component, cropped taps, dilated or not) gives
+    ``F.conv2d``'s output, and with gradients on its input and weight gradients, on maps smaller than the kernel."""
+    torch.manual_seed(side)
+    padding = dilation * (k // 2)
+    x = torch.randn(2, 3, side, side + side % 2).contiguous(memory_format=torch.channels_last)  # odd and even maps
+    w = torch.randn(3, 1, k, k)
+    ref_x, ref_w = x.clone().requires_grad_(grad), w.clone().requires_grad_(grad)
+    ref = F.conv2d(ref_x, ref_w, stride=stride, padding=padding, dilation=dilation, groups=3)
+    if not grad:
+        with torch.inference_mode():
+            out = depthwise_conv(x, w, stride, padding, dilation)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        return
+    xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    out = depthwise_conv(xg, wg, stride, padding, dilation)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (xg, wg), g)
+    want = torch.autograd.grad(ref, (ref_x, ref_w), g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("slots", [None, [1], [0, 2]])
+def test_shared_pool_keeps_each_edges_batchnorm_statistics(slots: list[int] | None) -> None:
+    """A pool shared by three edges, normalised once: the output and every requested edge's running statistics equal
+    those of that edge's own ``BatchNorm2d``; the other edges' statistics are left alone."""
+    torch.manual_seed(0)
+    pool = grouped.SharedPool(4, 3, "max", 1, bn=True).train()
+    edges = [torch.nn.BatchNorm2d(4, affine=False).train() for _ in range(3)]
+    with torch.no_grad():  # distinct starting statistics per edge
+        pool.bn.running_mean.uniform_(-1, 1)
+        pool.bn.running_var.uniform_(0.5, 2)
+        for s, bn in enumerate(edges):
+            bn.running_mean.copy_(pool.bn.running_mean[4 * s : 4 * s + 4])
+            bn.running_var.copy_(pool.bn.running_var[4 * s : 4 * s + 4])
+    before = pool.bn.running_mean.clone(), pool.bn.running_var.clone()
+    for _ in range(2):
+        x = torch.randn(5, 4, 6, 6) * 3 + 1
+        out = pool(x, slots)
+        for s in slots if slots is not None else range(3):
+            torch.testing.assert_close(out, edges[s](F.max_pool2d(x, 3, 1, 1)), rtol=1e-5, atol=1e-5)
+    for s in range(3):
+        rows = slice(4 * s, 4 * s + 4)
+        if slots is None or s in slots:
+            torch.testing.assert_close(pool.bn.running_mean[rows], edges[s].running_mean, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(pool.bn.running_var[rows], edges[s].running_var, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(pool.bn.running_mean[rows], before[0][rows])
+            assert torch.equal(pool.bn.running_var[rows], before[1][rows])
+
+
+_FAULTS = """
+import resource, sys, torch
+from evoray.runtime import RuntimeConfig, apply_runtime
+apply_runtime(RuntimeConfig(device="cpu", reuse_memory=sys.argv[1] == "1"))
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.randn(10_000_000)  # 40 MB
+def rounds(n):
+    for _ in range(n):
+        y = x * 2
+        z = y + x
+        w = torch.cat([z, y])
+        del y, z, w
+rounds(3)  # warm-up
+before = faults()
+rounds(10)
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator setting is glibc's (Linux)")
+def test_reused_memory_does_not_fault_in_every_new_tensor() -> None:
+    """``runtime.reuse_memory`` (on by default): temporaries of 40-80 MB reuse the memory freed by the ones before
+    instead of faulting in 10,000-20,000 fresh pages each."""
+    counts = {}
+    for reuse in ("0", "1"):
+        run = subprocess.run([sys.executable, "-c", _FAULTS, reuse], capture_output=True, text=True, check=True)
+        counts[reuse] = int(run.stdout.split()[-1])
+    assert counts["0"] > 200_000, counts  # the plain allocator maps and faults in every temporary anew
+    assert counts["1"] < counts["0"] / 5, counts

@@ -152,8 +152,14 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
     assert weights[first].active is not None and weights[first].active[0] == [0]
     runs, handles = _count_op_runs(net)
     out = net(torch.randn(2, 3, 8, 8), weights)
-    n_cells = sum(isinstance(c, SearchCell) for c in net.cells)
-    assert len(runs) == n_cells * space.num_edges
+    def sampled(c: int, e: int) -> str:
+        ct = net.cells[c].cell_type
+        return space.edge_ops(ct, e)[weights[ct].active[e][0]]  # type: ignore[index]
+
+    cells = [c for c, cell in enumerate(net.cells) if isinstance(cell, SearchCell)]
+    # every edge runs exactly its sampled op; a sampled `none` outputs zeros without running an op
+    assert set(runs) == {(c, e) for c in cells for e in range(space.num_edges) if sampled(c, e) != "none"}
+    assert all(sampled(c, 0) == "none" for c in cells if net.cells[c].cell_type == first)
     assert set(runs.values()) == {1}, "every edge must run exactly one op"
     out.logsumexp(1).sum().backward()
     for ct, alpha in net.alphas.items():

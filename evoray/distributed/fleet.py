@@ -127,6 +127,7 @@ class SupernetFleet:
             "precision": cfg.runtime.precision,
             "channels_last": cfg.runtime.channels_last,
             "shards": cfg.distributed.shards,
+            "reuse_memory": cfg.runtime.reuse_memory,
         }
         self.restarts = 0
         self.actors: list[Any] = []

@@ -60,6 +60,7 @@ def build_backend(cfg: EvolveConfig, device: torch.device) -> FitnessBackend:
             cfg.runtime.precision,
             cfg.runtime.channels_last,
             shards=cfg.distributed.shards,
+            reuse_memory=cfg.runtime.reuse_memory,
         )
         return SupernetBackend(trainer)
     return BACKENDS.get(f.backend)(table=f.table, metric=f.metric, report=f.report, arch_column=f.arch_column)

@@ -24,7 +24,7 @@ from evoray.evolution.individual import Individual
 from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights, decode_one_hot
 from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients
-from evoray.runtime import autocast
+from evoray.runtime import autocast, reuse_freed_memory
 from evoray.spaces import get_space
 
 Alphas = dict[str, np.ndarray]
@@ -53,7 +53,10 @@ class SupernetTrainer:
         shards: int = 1,
         rank: int = 0,
         world: int = 1,
+        reuse_memory: bool = True,
     ) -> None:
+        if reuse_memory:  # this process's allocator (the trainer may live in a Ray actor of its own)
+            reuse_freed_memory()
         if shards % world:
             raise ConfigError(f"{shards} batch shards cannot be split evenly over {world} replicas")
         self.space = get_space(net_cfg.space)

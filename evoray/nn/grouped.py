@@ -41,6 +41,10 @@ def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
     if slots is None:
         return bn(x)
     assert bn.running_mean is not None and bn.running_var is not None
+    if slots == list(range(slots[0], slots[0] + len(slots))):  # consecutive edges: their rows, updated in place
+        rows = slice(slots[0] * C, (slots[-1] + 1) * C)
+        mean, var = bn.running_mean[rows], bn.running_var[rows]
+        return F.batch_norm(x, mean, var, None, None, bn.training, bn.momentum or 0.1, bn.eps)
     mean, var = take(bn.running_mean, slots, C).clone(), take(bn.running_var, slots, C).clone()
     out = F.batch_norm(x, mean, var, None, None, bn.training, bn.momentum or 0.1, bn.eps)
     if bn.training:
@@ -145,20 +149,22 @@ class SharedPool(GroupOp):
             rep = tile_channels(y, n)
             mean, var = take(self.bn.running_mean, slots, self.C), take(self.bn.running_var, slots, self.C)
             return F.batch_norm(rep, mean, var, None, None, False, 0.0, self.bn.eps)
-        out = F.batch_norm(y, None, None, None, None, True, 0.0, self.bn.eps)
-        self._track(y.detach(), slots)
+        # batch statistics once, from the normalisation itself (rstd = 1 / sqrt(biased var + eps))
+        out, mean, rstd = torch.native_batch_norm(y, None, None, None, None, True, 0.0, self.bn.eps)
+        self._track(mean.detach(), rstd.detach(), y.numel() // y.shape[1], slots)
         return out
 
     @torch.no_grad()
-    def _track(self, y: Tensor, slots: Slots) -> None:
+    def _track(self, mean: Tensor, rstd: Tensor, n: int, slots: Slots) -> None:
+        """Every requested edge's running statistics, as its own ``BatchNorm2d`` would update them (unbiased var)."""
         bn = self.bn
         assert bn is not None and bn.running_mean is not None and bn.running_var is not None
-        var, mean = torch.var_mean(y, dim=(0, 2, 3), unbiased=True)
+        var = (rstd.pow(-2) - bn.eps) * (n / max(n - 1, 1))
         momentum = bn.momentum or 0.1
-        for s in range(self.m) if slots is None else slots:
-            sl = slice(s * self.C, (s + 1) * self.C)
-            bn.running_mean[sl].mul_(1 - momentum).add_(mean, alpha=momentum)
-            bn.running_var[sl].mul_(1 - momentum).add_(var, alpha=momentum)
+        rows = slice(None) if slots is None else slots
+        for running, batch in ((bn.running_mean, mean), (bn.running_var, var)):
+            per_edge = running.view(self.m, self.C)
+            per_edge[rows] = per_edge[rows] * (1 - momentum) + batch * momentum
         if bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
 

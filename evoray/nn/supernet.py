@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from evoray.errors import ConfigError
 from evoray.nn.grouped import build_group_op, tile_channels
 from evoray.nn.ops import FactorizedReduce, ReLUConvBN, drop_path
+from evoray.nn.straight import node_sum
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, WeightingContext
 from evoray.spaces.catalog import SPACES, get_space
 from evoray.spaces.derive import derive_genotype
@@ -99,6 +100,27 @@ class EdgeGroup(nn.Module):
             outs.append(out)
         return outs
 
+    def single(self, x: Tensor, ew: EdgeWeights) -> list[Tensor | None]:
+        """A single path (``ew.single_path``): each edge's one op output, unscaled; None where the edge outputs zeros
+        (``none``, or no op). ``x`` is activated only if a sampled op reads it activated."""
+        assert ew.active is not None
+        C = self.C
+        ys: list[Tensor | None] = [None] * len(self.edge_ids)
+        x_relu: Tensor | None = None
+        for name, op in self.ops.items():
+            if name == "none":
+                continue
+            members, cols = self.members[name], self.cols[name]
+            run = [i for i, s in enumerate(members) if cols[i] in ew.active[self.edge_ids[s]]]
+            if not run:
+                continue
+            if op.relu_first and x_relu is None:
+                x_relu = F.relu(x)
+            y = op(x_relu if op.relu_first else x, None if len(run) == len(members) else run)
+            for k, i in enumerate(run):
+                ys[members[i]] = y if y.shape[1] == C else y[:, k * C : (k + 1) * C]
+        return ys
+
 
 class SearchCell(nn.Module):
     """A supernet cell: DARTS (two inputs, preprocessed) or NAS-Bench-201 (one input). ``style``: see the module."""
@@ -133,14 +155,17 @@ class SearchCell(nn.Module):
             for j in range(last)
         )
         self.incoming = [[e for e, (t, _) in enumerate(space.edges) if t == target] for target in range(last + 1)]
+        self.source = [j for _, j in space.edges]
 
     def forward(self, inputs: list[Tensor], ew: EdgeWeights, drop_prob: float = 0.0) -> Tensor:
         if self.darts:
             states = [self.preprocess0(inputs[0]), self.preprocess1(inputs[1])]
         else:
             states = [inputs[0]]
-        edge_out: dict[int, Tensor] = {}
         drop = self.training and drop_prob > 0.0
+        if ew.single_path and not drop:
+            return self._single_path(states, ew)
+        edge_out: dict[int, Tensor] = {}
 
         def run(j: int) -> None:
             group = self.groups[j]
@@ -161,9 +186,38 @@ class SearchCell(nn.Module):
             states.append(node)
             if target < len(self.groups):
                 run(target)
+        return self._output(states)
+
+    def _output(self, states: list[Tensor]) -> Tensor:
         if self.darts:
             return torch.cat(states[self.num_inputs :], dim=1)
         return states[-1]
+
+    def _single_path(self, states: list[Tensor], ew: EdgeWeights) -> Tensor:
+        """The cell on a single path: each node one :func:`node_sum` of its edges' op outputs."""
+        assert ew.picked is not None
+        ys: dict[int, Tensor | None] = {}
+
+        def run(j: int) -> None:
+            group = self.groups[j]
+            assert isinstance(group, EdgeGroup)
+            ys.update(zip(group.edge_ids, group.single(states[j], ew)))
+
+        for j in range(self.num_inputs):
+            run(j)
+        for i in range(self.steps):
+            target = self.num_inputs + i
+            edges = self.incoming[target]
+            outs = [ys[e] for e in edges]
+            zero = None
+            if all(y is None for y in outs):  # every edge outputs zeros: the node's shape from its first source
+                stride = self.groups[self.source[edges[0]]].stride
+                zero = states[self.source[edges[0]]][:, :, ::stride, ::stride].mul(0.0)
+            rest = [ew.rest[e] for e in edges] if ew.rest is not None else None
+            states.append(node_sum(outs, [ew.picked[e] for e in edges], rest, zero))
+            if target < len(self.groups):
+                run(target)
+        return self._output(states)
 
 
 class Supernet(nn.Module):

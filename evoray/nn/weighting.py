@@ -40,6 +40,15 @@ class EdgeWeights:
     weights: Tensor  # (E, K)
     active: list[list[int]] | None = None  # per edge, the op columns to run; None: every op but `none`
     zero_terms: bool = False  # add the weights of the ops not run as zero-valued terms (GDAS on NAS-Bench-201)
+    # A single path whose weights are one in value (a hard sample, a given cell): each edge runs at most one op and
+    # outputs it unscaled; ``picked[e]`` (the weight of edge e's op) and ``rest[e]`` (the zero-valued sum of the
+    # others', with ``zero_terms``) only carry gradients (``evoray.nn.straight``).
+    picked: tuple[Tensor, ...] | None = None
+    rest: tuple[Tensor, ...] | None = None
+
+    @property
+    def single_path(self) -> bool:
+        return self.picked is not None
 
 
 @dataclass
@@ -84,7 +93,10 @@ def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
     weights = hard - probs.detach() + probs
     active = [[int(i)] for i in index.flatten().tolist()]
-    return EdgeWeights(weights, active=active, zero_terms=ctx.space.family.hard_sample_zero_terms)
+    zero_terms = ctx.space.family.hard_sample_zero_terms
+    picked = weights.gather(-1, index).squeeze(-1)  # (E,), one in value
+    rest = (weights.sum(-1) - picked).unbind(0) if zero_terms else None  # zero in value
+    return EdgeWeights(weights, active=active, zero_terms=zero_terms, picked=picked.unbind(0), rest=rest)
 
 
 @WEIGHTINGS.register("decoded")
@@ -118,7 +130,9 @@ def path_weights(
     use outputs zeros."""
     weights = torch.from_numpy(one_hot_cell(space, cell_type, cell)).to(device)  # (E, K)
     active = [[int(k) for k in torch.nonzero(row).flatten().tolist()] for row in weights]
-    return EdgeWeights(weights, active=active)
+    if any(len(ops) > 1 for ops in active):  # a family whose edges carry more than one op
+        return EdgeWeights(weights, active=active)
+    return EdgeWeights(weights, active=active, picked=weights.sum(-1).unbind(0))
 
 
 def random_path(space: SearchSpace, cell_type: str, device: torch.device | str = "cpu") -> EdgeWeights:
@@ -126,4 +140,4 @@ def random_path(space: SearchSpace, cell_type: str, device: torch.device | str =
     index = [int(torch.randint(len(space.edge_ops(cell_type, e)), ())) for e in range(space.num_edges)]
     weights = torch.zeros(space.alpha_shape(cell_type), device=device)
     weights[range(len(index)), index] = 1.0
-    return EdgeWeights(weights, active=[[k] for k in index])
+    return EdgeWeights(weights, active=[[k] for k in index], picked=weights.sum(-1).unbind(0))
