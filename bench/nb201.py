@@ -243,8 +243,10 @@ def run_table(name: str, seed: int, table: dict[str, tuple[float, float]]) -> di
 
 
 def job(name: str, seed: int, size_name: str, budget: float = 1.0) -> dict[str, Any]:
+    from evoray.runtime import reuse_freed_memory
 
     torch.set_num_threads(1)
+    reuse_freed_memory()  # the default runtime's allocator setting (runtime.reuse_memory)
     torch.manual_seed(seed)
     size = SIZES[size_name]
 
