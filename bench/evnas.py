@@ -145,7 +145,7 @@ class OriginalGeneration:
 
 def original_job(
     folder: Path, args: argparse.Namespace, alphas: list[Alphas], queues: tuple[Batches, Batches]
-) -> tuple[Callable[[], float], float]:
+) -> tuple[dict[str, Callable[[], float]], float]:
     """The original in its own process (:class:`measure.Child`): built and warmed up there; returns one generation
     (answering with the seconds of its training pass) and its multiply-adds per image."""
     torch.set_num_threads(args.threads)
@@ -162,7 +162,7 @@ def original_job(
         original.validation(valid_queue)
         return train_s
 
-    return generation, count_macs(original.model, (valid_queue[0][0][:2],))
+    return {"run": generation}, count_macs(original.model, (valid_queue[0][0][:2],))
 
 
 def main() -> None:

@@ -186,7 +186,9 @@ def same_paths(fn: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def original_job(root: Path, space: str, args: argparse.Namespace, batch: Batch) -> tuple[Callable[[], None], float]:
+def original_job(
+    root: Path, space: str, args: argparse.Namespace, batch: Batch
+) -> tuple[dict[str, Callable[[], None]], float]:
     """AutoDL's GDAS in its own process (:class:`measure.Child`): built there, its multiply-adds counted on the paths
     of seed 0 on (as evoray's), warmed up; returns ``--steps`` steps on ``batch`` and the multiply-adds per image."""
     torch.set_num_threads(args.threads)
@@ -200,7 +202,7 @@ def original_job(root: Path, space: str, args: argparse.Namespace, batch: Batch)
     macs = count_macs(_Logits(original.model), (batch[0][:2],), draws=args.draws)
     run = same_paths(original_steps)
     run()  # warm-up
-    return run, macs
+    return {"run": run}, macs
 
 
 def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
@@ -234,7 +236,7 @@ def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
     )
     evoray_job = same_paths(evoray_steps)
     evoray_job()  # warm-up (the original warmed up in its process)
-    times = interleave({"evoray": evoray_job, "original": original}, args.rounds)
+    times = interleave({"evoray": evoray_job, "original": original.job("run")}, args.rounds)
     original.close()
     images = 2 * args.batch * args.steps
     medians = {name: statistics.median(t) for name, t in times.items()}

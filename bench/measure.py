@@ -154,31 +154,35 @@ def interleave(jobs: Mapping[str, Callable[[], object]], rounds: int, log: bool 
 
 
 class Child:
-    """A job in a spawned process of its own: ``factory(*args)`` builds it there and returns ``(run, info)``; ``info``
-    comes back once, and each call of this object runs ``run`` once there and returns its result. ``factory`` must be
-    importable (a module-level function of the bench)."""
+    """Jobs in a spawned process of their own: ``factory(*args)`` builds them there and returns ``(jobs, info)``,
+    ``jobs`` a dict of named callables; ``info`` comes back once, and ``child(name)`` runs job ``name`` once there and
+    returns its result (``child.job(name)``: the same as a callable of no arguments). ``factory`` must be importable
+    (a module-level function of the bench)."""
 
-    def __init__(self, factory: Callable[..., tuple[Callable[[], Any], Any]], *args: Any) -> None:
+    def __init__(self, factory: Callable[..., tuple[dict[str, Callable[[], Any]], Any]], *args: Any) -> None:
         ctx = mp.get_context("spawn")
         self.conn, there = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(there, factory, args), daemon=True)
         self.process.start()
         self.info = self.conn.recv()
 
-    def __call__(self) -> Any:
-        self.conn.send("run")
+    def __call__(self, name: str = "run") -> Any:
+        self.conn.send(name)
         return self.conn.recv()
 
+    def job(self, name: str) -> Callable[[], Any]:
+        return lambda: self(name)
+
     def close(self) -> None:
-        self.conn.send("stop")
+        self.conn.send(None)
         self.process.join()
 
 
-def _serve(conn: Connection, factory: Callable[..., tuple[Callable[[], Any], Any]], args: tuple[Any, ...]) -> None:
-    run, info = factory(*args)
+def _serve(conn: Connection, factory: Callable[..., tuple[dict[str, Callable[[], Any]], Any]], args: tuple) -> None:
+    jobs, info = factory(*args)
     conn.send(info)
-    while conn.recv() == "run":
-        conn.send(run())
+    while (name := conn.recv()) is not None:
+        conn.send(jobs[name]())
 
 
 def import_original(folder: Path, module: str, needs: str) -> ModuleType:

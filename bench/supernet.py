@@ -3,8 +3,9 @@
 Every weighting mode at two sizes: the paper's (C=16, 8 cells, 32x32, batch 64) and a CPU size (C=8, 5 cells,
 16x16, batch 64). With ``--original DIR`` (the ``cnn/`` folder of a checkout of the original DARTS code) the original
 search network is measured at the same size and thread count, interleaved round by round with evoray's softmax mode,
-and the ratios are printed. evoray runs as a default run does: the runtime of ``RuntimeConfig()`` (its
-``channels_last``; ``--no-channels-last`` turns it off), inference mode for evaluation.
+and the ratios are printed; the original runs in a process of its own, as it runs by itself. evoray runs as a default
+run does: the runtime of ``RuntimeConfig()`` (its ``channels_last``, ``--no-channels-last`` turns it off; its
+``reuse_memory``), inference mode for evaluation.
 
 Each row also gives the achieved GFLOP/s, from the multiply-adds of one forward counted by thop (``bench/measure.py``:
 in training mode, BatchNorms included, for the evaluation columns too; the sampled paths averaged in the gumbel-hard
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from measure import count_macs, gflops, import_original, interleave, matmul_peak
+from measure import Child, count_macs, gflops, import_original, interleave, matmul_peak
 from torch import nn
 
 from evoray.nn.supernet import DartsSupernet
@@ -76,38 +77,66 @@ def original_net(src: Path, C: int, cells: int) -> nn.Module:
     return module.Network(C, 10, cells, nn.CrossEntropyLoss())  # type: ignore[no-any-return]
 
 
-def measure(
-    builders: dict[str, Callable[[], nn.Module]], size: str, rounds: int, steps: int, channels_last: bool
-) -> dict[str, tuple[float, float, float]]:
-    """Median images/s (train, eval) of each named network, measured round-robin so that load drifts evenly, and the
-    multiply-adds of one forward per image."""
+def _batch(size: str) -> tuple[torch.Tensor, torch.Tensor]:
     _, _, side, batch = SIZES[size]
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, side, side, generator=gen)
-    y = torch.randint(0, 10, (batch,), generator=gen)
+    return torch.randn(batch, 3, side, side, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+
+
+def _jobs(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict[str, Callable[[], object]]:
+    """Timed training steps and evaluations of ``net``, warmed up."""
+    is_evoray = isinstance(net, DartsSupernet)
+    params = list(net.weight_parameters()) if is_evoray else list(net.parameters())
+    train, evaluate = _train_step(net, params, x, y), _eval_step(net, x, inference=is_evoray)
+    train()
+    evaluate()  # warm-up
+
+    def timed_train() -> float:
+        net.train()
+        return _timed(train, steps)
+
+    return {"train": timed_train, "eval": functools.partial(_timed, evaluate, steps)}
+
+
+def original_jobs(src: Path, size: str, threads: int, steps: int) -> tuple[dict[str, Callable[[], object]], float]:
+    """The original's network in a process of its own (``measure.Child``): its jobs and multiply-adds per image."""
+    torch.set_num_threads(threads)
+    C, cells, _, _ = SIZES[size]
+    x, y = _batch(size)
+    torch.manual_seed(0)
+    net = original_net(src, C, cells)
+    return _jobs(net, x, y, steps), count_macs(net, (x[:2],))
+
+
+def measure(
+    builders: dict[str, Callable[[], nn.Module]],
+    size: str,
+    rounds: int,
+    steps: int,
+    channels_last: bool,
+    original: Child | None = None,
+) -> dict[str, tuple[float, float, float]]:
+    """Median images/s (train, eval) of each named network (and of the ``original``'s, run in its process), measured
+    round-robin so that load drifts evenly, and the multiply-adds of one forward per image."""
+    x, y = _batch(size)
+    batch = x.shape[0]
     jobs: dict[str, Callable[[], object]] = {}
     macs = {}
     for name, build in builders.items():
         torch.manual_seed(0)
         net = build()
-        is_evoray = isinstance(net, DartsSupernet)
-        xi = x.to(memory_format=torch.channels_last) if (channels_last and is_evoray) else x
+        xi = x.to(memory_format=torch.channels_last) if channels_last else x
         sampled = isinstance(net, DartsSupernet) and net.weighting == "gumbel-hard"  # one op per edge: mean of paths
         macs[name] = count_macs(net, (xi[:2],), draws=16 if sampled else 1)
-        params = list(net.weight_parameters()) if isinstance(net, DartsSupernet) else list(net.parameters())
-        train, evaluate = _train_step(net, params, xi, y), _eval_step(net, xi, inference=is_evoray)
-        train()
-        evaluate()  # warm-up
-
-        def timed_train(net: nn.Module = net, train: Callable[[], None] = train) -> None:
-            net.train()
-            _timed(train, steps)
-
-        jobs[f"{name}/train"] = timed_train
-        jobs[f"{name}/eval"] = functools.partial(_timed, evaluate, steps)
+        jobs.update({f"{name}/{kind}": job for kind, job in _jobs(net, xi, y, steps).items()})
+    names = list(builders)
+    if original is not None:
+        names.append("original/softmax")
+        macs["original/softmax"] = original.info
+        jobs.update({f"original/softmax/{kind}": original.job(kind) for kind in ("train", "eval")})
     times = interleave(jobs, rounds, log=False)
     med = {job: statistics.median(t) / steps for job, t in times.items()}
-    return {n: (batch / med[f"{n}/train"], batch / med[f"{n}/eval"], macs[n]) for n in builders}
+    return {n: (batch / med[f"{n}/train"], batch / med[f"{n}/eval"], macs[n]) for n in names}
 
 
 def main() -> None:
@@ -137,12 +166,15 @@ def main() -> None:
         builders: dict[str, Callable[[], nn.Module]] = {
             f"evoray/{m}": functools.partial(evoray_net, m, C, cells, channels_last) for m in modes
         }
+        steps = args.steps or (5 if size == "cpu" else 1)
+        original = None
         if args.original is not None:
             if not (args.original / "model_search.py").is_file():
                 raise SystemExit(f"--original {args.original}: no model_search.py there")
-            builders["original/softmax"] = functools.partial(original_net, args.original, C, cells)
-        steps = args.steps or (5 if size == "cpu" else 1)
-        res = measure(builders, size, args.rounds, steps, channels_last)
+            original = Child(original_jobs, args.original, size, torch.get_num_threads(), steps)
+        res = measure(builders, size, args.rounds, steps, channels_last, original)
+        if original is not None:
+            original.close()
         print(f"\n{size} size: C={C}, {cells} cells, {side}x{side}, batch {batch}  (median of {args.rounds})")
         print(
             f"{'network':24s} {'MACs/img':>9s} {'train/s':>9s} {'GFLOP/s':>8s} {'of peak':>8s} "
