@@ -152,6 +152,7 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
     assert weights[first].active is not None and weights[first].active[0] == [0]
     runs, handles = _count_op_runs(net)
     out = net(torch.randn(2, 3, 8, 8), weights)
+
     def sampled(c: int, e: int) -> str:
         ct = net.cells[c].cell_type
         return space.edge_ops(ct, e)[weights[ct].active[e][0]]  # type: ignore[index]
