@@ -91,7 +91,7 @@ class EdgeGroup(nn.Module):
         for s, e in enumerate(self.edge_ids):
             terms = ([full[:, s * C : (s + 1) * C]] if full is not None else []) + parts[s]
             if not terms:
-                terms = [x[:, :, :: self.stride, :: self.stride].mul(0.0)]
+                terms = [self.zeros(x)]
             out = terms[0]
             for t in terms[1:]:
                 out = out + t
@@ -99,6 +99,10 @@ class EdgeGroup(nn.Module):
                 out = out + (W[e].sum() - W[e, ew.active[e]].sum())
             outs.append(out)
         return outs
+
+    def zeros(self, x: Tensor) -> Tensor:
+        """What an edge of this group outputs when no op runs on it: zeros of its output's shape."""
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
     def single(self, x: Tensor, ew: EdgeWeights) -> list[Tensor | None]:
         """A single path (``ew.single_path``): each edge's one op output, unscaled; None where the edge outputs zeros
@@ -211,8 +215,9 @@ class SearchCell(nn.Module):
             outs = [ys[e] for e in edges]
             zero = None
             if all(y is None for y in outs):  # every edge outputs zeros: the node's shape from its first source
-                stride = self.groups[self.source[edges[0]]].stride
-                zero = states[self.source[edges[0]]][:, :, ::stride, ::stride].mul(0.0)
+                group = self.groups[self.source[edges[0]]]
+                assert isinstance(group, EdgeGroup)
+                zero = group.zeros(states[self.source[edges[0]]])
             rest = [ew.rest[e] for e in edges] if ew.rest is not None else None
             states.append(node_sum(outs, [ew.picked[e] for e in edges], rest, zero))
             if target < len(self.groups):
