@@ -25,8 +25,8 @@ class RuntimeConfig:
     threads: int = field(default=0, metadata={"min": 0})  # torch intra-op threads; 0 leaves PyTorch's default
     deterministic: bool = False  # ask cuDNN/PyTorch for deterministic kernels (slower on a GPU)
     # keep freed host memory in the process for the next tensor (glibc malloc: no mmap per large block, no trimming):
-    # a fitness pass at batch 1024 otherwise page-faults through every fresh tensor (bench/evnas.py: its forward
-    # takes half the time); the price is that the process's resident memory stays at its peak
+    # a fitness pass at batch 1024 otherwise page-faults through every fresh tensor and takes twice as long
+    # (bench/evnas.py); the price is that the process's resident memory stays at its peak
     reuse_memory: bool = True
 
 
@@ -73,10 +73,10 @@ def reuse_freed_memory() -> bool:
         return _memory_reused
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
+        libc.gnu_get_libc_version  # noqa: B018 -- present only in glibc, whose mallopt parameters these are
+        mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc
         return False
-    del version
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
     _memory_reused = all(mallopt(param, value) == 1 for param, value in settings)
