@@ -2,7 +2,7 @@
 lookup.
 
     python bench/nb201.py [--searchers evnas,darts1,darts2,gdas,xnas,rsps,random,ga] [--seeds 0,1,2] [--jobs 2]
-                          [--save results.jsonl] [--archive DIR] [--size cpu|paper]
+                          [--save results.jsonl] [--archive DIR] [--size cpu|cpu3|paper]
 
 Data: ../shared/data/cifar10-train-10k.npz split in halves (weights / alphas and fitness) at 16x16 pixels, and the
 NAS-Bench-201 12-epoch table ../shared/data/nb201-12epoch.csv. Each search runs in-process (plain PyTorch, one thread
@@ -22,6 +22,13 @@ an epoch is 78 steps instead of the paper's 391 (25,000 images), so every alpha 
 XNAS' eta follows from its T. EvNAS keeps 50 generations with a population of 20 and tournaments of 4 (the
 paper's 50 and 10; each individual's fitness reads the 5,000 validation images). ``--size paper`` is the papers'
 search at full size (C=16, N=5, 32x32, the whole 10k file: a GPU's job).
+
+``--size cpu3`` is the same proxy with N=3 cells per stage (9 searching cells sharing one set of alphas, against the
+paper's 15): every alpha's gradient then sums what three cells of a stage ask of it. At N=1 a search sees too little of
+what the paper's network asks: GDAS drifts to skip connections and `none` there, and AutoDL-Projects' own GDAS does the
+same on the same batches (bench/nb201_gdas_original.py: 78.5 and 78.8 at the 12-epoch test for seeds 0 and 1, cells
+without a convolution); at N=3 both find cells of 3x3 and 1x1 convolutions (evoray 84.4 / 83.2, the original 84.2 at
+epoch 175 of 250). Epochs, steps and every rate stay those of ``cpu``; a step costs about 2.5 times as much.
 Table baselines: random search and the GA on the 12-epoch validation column, 150 distinct cells each.
 """
 
@@ -58,6 +65,7 @@ PUBLISHED = {
 SEARCHERS = ("evnas", "darts1", "darts2", "gdas", "xnas", "rsps", "random", "ga")
 SIZES = {  # supernet C, cells per stage, image side, training images (before the halves), steps ratio to the paper
     "cpu": {"C": 8, "N": 1, "side": 16, "images": 10_000, "alpha_lr_scale": 391 / 78},
+    "cpu3": {"C": 8, "N": 3, "side": 16, "images": 10_000, "alpha_lr_scale": 391 / 78},
     "paper": {"C": 16, "N": 5, "side": 32, "images": 10_000, "alpha_lr_scale": 391 / 78},
 }
 KENDALL_CELLS, KENDALL_SEED = 64, 201
