@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from evoray.nn import grouped
 from evoray.nn.grouped import tile_channels
 from evoray.nn.ops import depthwise_conv, max_pool3x3
-from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
+from evoray.nn.supernet import DartsSupernet, NB201Supernet, SearchCell, Supernet
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, path_weights, random_path
 from evoray.spaces import SPACES, get_space
 from evoray.spaces.derive import random_genotype
@@ -99,6 +99,34 @@ def test_channels_last_equals_nchw(space_name: str, mode: str) -> None:
         else:
             evals.append(net(xi.clone().requires_grad_(True)).detach())
     torch.testing.assert_close(evals[1], evals[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", WEIGHTINGS.names())
+@pytest.mark.parametrize("space_name", SPACES.names())
+def test_cell_outputs_stay_channels_last(space_name: str, mode: str) -> None:
+    """In channels-last format every cell's output, and every edge op's, keeps the channels innermost (channels-last,
+    or a channel slice of such a tensor), in training and in evaluation: one NCHW state would make the next cells'
+    convolutions convert it or run the NCHW kernels (a reduction cell's factorized-reduce skips did, until their
+    halves were concatenated instead of reshaped)."""
+    net = _supernet(space_name, mode).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    seen: list[str] = []
+
+    def check(module: torch.nn.Module, args: object, out: object) -> None:
+        for t in out if isinstance(out, (list, tuple)) else [out]:
+            if isinstance(t, torch.Tensor) and t.dim() == 4 and min(t.shape[1:]) > 1:
+                seen.append(type(module).__name__)
+                assert t.stride(1) == 1, f"{type(module).__name__} output {tuple(t.shape)} strides {t.stride()}"
+
+    for module in net.modules():
+        if isinstance(module, (grouped.GroupOp, SearchCell)):
+            module.register_forward_hook(check)
+    for training in (True, False):
+        net.train(training)
+        torch.manual_seed(5)
+        with torch.set_grad_enabled(training):
+            net(x)
+    assert "SearchCell" in seen
 
 
 @pytest.mark.parametrize("space_name", SPACES.names())

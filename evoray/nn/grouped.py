@@ -234,9 +234,10 @@ class GroupFactorizedReduce(GroupOp):
         b = F.conv2d(
             x[:, :, 1:, 1:], take(self.conv_2, slots, half), _take_bias(self.conv_2_bias, slots, half), stride=2
         )
-        B, _, H, W = a.shape  # (B, nC/2, H/2, W/2)
-        h = torch.cat([a.reshape(B, n, half, H, W), b.reshape(B, n, half, H, W)], dim=2).reshape(B, n * C, H, W)
-        return stacked_bn(h, self.bn, slots, C)
+        # (B, nC/2, H/2, W/2) each; edge s takes its half of a, then its half of b (a concatenation keeps the input's
+        # memory format, where a reshape through five dimensions would make the cell's output contiguous)
+        halves = [t[:, s * half : (s + 1) * half] for s in range(n) for t in (a, b)] if n > 1 else [a, b]
+        return stacked_bn(torch.cat(halves, dim=1), self.bn, slots, C)
 
 
 class GroupReLUConvBN(GroupOp):
@@ -265,9 +266,11 @@ class GroupNoise(GroupOp):
         self.stride = stride
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
+        cl = x.stride(1) == 1 and x.shape[1] > 1  # the samples in NCHW order (as without channels-last), then its format
         x = x[:, :, :: self.stride, :: self.stride]
         B, _, H, W = x.shape
-        return torch.randn(B, _n(slots, self.m) * self.C, H, W, device=x.device, dtype=x.dtype)
+        noise = torch.randn(B, _n(slots, self.m) * self.C, H, W, device=x.device, dtype=x.dtype)
+        return noise.contiguous(memory_format=torch.channels_last) if cl else noise
 
 
 def build_group_op(name: str, C: int, m: int, stride: int, pool_bn: bool, bias: bool = False) -> GroupOp:
