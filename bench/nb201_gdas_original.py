@@ -1,16 +1,16 @@
 """AutoDL-Projects' own GDAS at bench/nb201.py's CPU proxy, on the same batches as evoray's GDAS there: what the
 original code finds at that budget.
 
-    python bench/nb201_gdas_original.py --original /path/to/AutoDL-Projects [--seed 0] [--epochs 250]
+    python bench/nb201_gdas_original.py --original /path/to/AutoDL-Projects [--seed 0] [--epochs 250] [--size cpu|cpu3]
 
-The original's search network (``TinyNetworkGDAS`` at C=8, N=1, 16x16, built as bench/gdas.py builds it), its SGD
-and cosine schedule (GDAS.config), Adam on the alphas at the proxy's scaled learning rate (bench/nb201.py: 3e-4 x
-391/78), tau from 10 to 0.1 over the epochs as its GDAS.py sets it, and the body of its ``search_func``; the batches
-are evoray's for the same seed (the proxy's training half, and its validation half drawn as shuffled passes). Every
-25 epochs it prints tau, the mean entropy of softmax(alpha), the mean |alpha|, the derived cell and that cell's
-NAS-Bench-201 12-epoch CIFAR-10 test accuracy; the last line is the found cell (the original reports its last
-epoch's). Compare with ``python bench/nb201.py --searchers gdas --seeds 0``. One seed takes about 15 minutes on one
-core.
+The original's search network (``TinyNetworkGDAS`` at the proxy's C=8, N=1 (``--size cpu3``: N=3), 16x16, built as
+bench/gdas.py builds it), its SGD and cosine schedule (GDAS.config), Adam on the alphas at the proxy's scaled
+learning rate (bench/nb201.py: 3e-4 x 391/78), tau from 10 to 0.1 over the epochs as its GDAS.py sets it, and the
+body of its ``search_func``; the batches are evoray's for the same seed (the proxy's training half, and its
+validation half drawn as shuffled passes). Every 25 epochs it prints tau, the mean entropy of softmax(alpha), the
+mean |alpha|, the derived cell and that cell's NAS-Bench-201 12-epoch CIFAR-10 test accuracy; the last line is the
+found cell (the original reports its last epoch's). Compare with ``python bench/nb201.py --searchers gdas --seeds
+0``. One seed takes about 15 minutes on one core.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--original", type=Path, required=True, help="root of an AutoDL-Projects checkout")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=sorted(SIZES), default="cpu", help="bench/nb201.py's proxy size")
     parser.add_argument("--epochs", type=int, default=250)
     args = parser.parse_args()
     if not TABLE.is_file():
@@ -39,7 +40,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     reuse_freed_memory()  # as bench/nb201.py's searches run
-    size = SIZES["cpu"]
+    size = SIZES[args.size]
     cfg = search_config("gdas", args.seed, size)
     torch.manual_seed(args.seed)
     evoray = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))  # its data pipeline: the same batches
