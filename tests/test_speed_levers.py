@@ -259,6 +259,41 @@ def test_shared_pool_keeps_each_edges_batchnorm_statistics(slots: list[int] | No
             assert torch.equal(pool.bn.running_var[rows], before[1][rows])
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("slots", [None, [1], [0, 2]])
+@pytest.mark.parametrize("C", [2, 8])
+def test_stacked_batchnorm_equals_each_edges_batchnorm(C: int, slots: list[int] | None, momentum):
+    """The per-edge BatchNorms of a grouped op (``stacked_bn``): output, input gradient and every requested edge's
+    running statistics (its momentum or, with momentum None, the cumulative average of BatchNorm recalibration) equal
+    those of that edge's own ``BatchNorm2d``."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3 * C, affine=False, momentum=momentum).train()
+    edges = [torch.nn.BatchNorm2d(C, affine=False, momentum=momentum).train() for _ in range(3)]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        for s, e in enumerate(edges):
+            e.running_mean.copy_(bn.running_mean[C * s : C * s + C])
+            e.running_var.copy_(bn.running_var[C * s : C * s + C])
+    chosen = list(range(3)) if slots is None else slots
+    for _ in range(3):
+        x = (torch.randn(4, len(chosen) * C, 6, 6) * 3 + 1).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        out = grouped.stacked_bn(x, bn, slots, C)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        g = torch.randn_like(out)
+        (gx,) = torch.autograd.grad(out, x, g)
+        for i, s in enumerate(chosen):
+            xi = x.detach()[:, i * C : (i + 1) * C].clone().requires_grad_(True)
+            ref = edges[s](xi)
+            torch.testing.assert_close(out[:, i * C : (i + 1) * C], ref, rtol=1e-5, atol=1e-5)
+            (gref,) = torch.autograd.grad(ref, xi, g[:, i * C : (i + 1) * C])
+            torch.testing.assert_close(gx[:, i * C : (i + 1) * C], gref, rtol=1e-4, atol=1e-5)
+    for s in chosen:
+        torch.testing.assert_close(bn.running_mean[C * s : C * s + C], edges[s].running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var[C * s : C * s + C], edges[s].running_var, rtol=1e-5, atol=1e-6)
+
+
 _FAULTS = """
 import resource, sys, torch
 from evoray.runtime import RuntimeConfig, apply_runtime

@@ -36,17 +36,30 @@ def tile_channels(x: Tensor, n: int) -> Tensor:
     return x if n == 1 else torch.cat([x] * n, dim=1)
 
 
+def _update_factor(bn: nn.BatchNorm2d) -> float:
+    """How far this forward moves ``bn``'s running statistics, as ``nn.BatchNorm2d`` counts it: its momentum, or with
+    momentum None a cumulative average (BatchNorm recalibration); counts the batch."""
+    if not bn.training:
+        return 0.0
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    if bn.momentum is None:
+        return 1.0 / float(bn.num_batches_tracked) if bn.num_batches_tracked is not None else 0.0
+    return bn.momentum
+
+
 def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
     """BatchNorm (no affine) with per-edge running statistics, for the edges in ``slots``."""
     if slots is None:
         return bn(x)
     assert bn.running_mean is not None and bn.running_var is not None
+    momentum = _update_factor(bn)
     if slots == list(range(slots[0], slots[0] + len(slots))):  # consecutive edges: their rows, updated in place
         rows = slice(slots[0] * C, (slots[-1] + 1) * C)
         mean, var = bn.running_mean[rows], bn.running_var[rows]
-        return F.batch_norm(x, mean, var, None, None, bn.training, bn.momentum or 0.1, bn.eps)
+        return F.batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps)
     mean, var = take(bn.running_mean, slots, C).clone(), take(bn.running_var, slots, C).clone()
-    out = F.batch_norm(x, mean, var, None, None, bn.training, bn.momentum or 0.1, bn.eps)
+    out = F.batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps)
     if bn.training:
         with torch.no_grad():
             for i, s in enumerate(slots):
@@ -266,7 +279,7 @@ class GroupNoise(GroupOp):
         self.stride = stride
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
-        cl = x.stride(1) == 1 and x.shape[1] > 1  # the samples in NCHW order (as without channels-last), then its format
+        cl = x.stride(1) == 1 and x.shape[1] > 1  # drawn in NCHW order (as without channels-last), then this format
         x = x[:, :, :: self.stride, :: self.stride]
         B, _, H, W = x.shape
         noise = torch.randn(B, _n(slots, self.m) * self.C, H, W, device=x.device, dtype=x.dtype)
