@@ -163,6 +163,26 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     proc.wait()
 
 
+def test_a_checkpoint_killed_between_its_two_files_resumes_from_one_save(tmp_path) -> None:
+    """A process killed after a checkpoint's tensors file and before its JSON leaves the JSON of the save before: the
+    resume takes the state the tensors were saved with, never the tensors of one save with the state of another."""
+    import torch
+
+    from evoray.runs.directory import load_checkpoint, save_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    assert load_checkpoint(folder) is None
+    save_checkpoint(folder, {"generation": 0}, {"w": torch.zeros(3)})
+    older = (folder / "last.json").read_bytes()
+    save_checkpoint(folder, {"generation": 1}, {"w": torch.ones(3)})
+    (folder / "last.json").write_bytes(older)  # the second save's JSON never written
+    state, tensors = load_checkpoint(folder)
+    assert state == {"generation": 1} and set(tensors) == {"w"} and torch.equal(tensors["w"], torch.ones(3))
+    (folder / "last.json").unlink()  # killed within the first save
+    state, tensors = load_checkpoint(folder)
+    assert state == {"generation": 1} and torch.equal(tensors["w"], torch.ones(3))
+
+
 def test_evolve_killed_before_its_first_checkpoint_starts_over_to_the_same_result(tmp_path) -> None:
     ref = tmp_path / "ref"
     evolve(tiny("evolution.generations=2"), ref, log=QUIET)

@@ -267,7 +267,7 @@ class RunDir:
     # -- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], tensors: dict[str, Any], name: str = "last") -> None:
         """``state`` (JSON-able) and ``tensors`` (tensors and plain containers) as one checkpoint; the tensors file
-        is written first, so a state file always has its tensors."""
+        carries the state too, so a resume never pairs the tensors of one save with the state of another."""
         save_checkpoint(self.path / CHECKPOINTS, state, tensors, name)
 
     def load_checkpoint(self, name: str = "last") -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -330,26 +330,46 @@ def read_config(path: Path) -> dict[str, Any]:
 # -- checkpoints: tensors (weights_only) beside JSON ----------------------------------------------------------------
 
 
+# The tensors file holds its own copy of the state: a process killed between writing the tensors and the JSON leaves
+# a JSON one save older than the tensors, and resuming from that pair would mix two saves.
+_STATE = "__state__"
+
+
 def save_checkpoint(folder: Path, state: dict[str, Any], tensors: dict[str, Any], name: str = "last") -> None:
+    """``tensors`` (with ``state`` as JSON text) in ``name.pt``, then ``state`` in ``name.json`` for people and tools;
+    each written atomically."""
     import torch
 
+    text = json.dumps(state, allow_nan=True)
     buf = io.BytesIO()
-    torch.save(tensors, buf)
+    torch.save({**tensors, _STATE: text}, buf)
     atomic_write(folder / f"{name}.pt", buf.getvalue())
-    atomic_write(folder / f"{name}.json", json.dumps(state, allow_nan=True).encode("utf-8"))
+    atomic_write(folder / f"{name}.json", text.encode("utf-8"))
 
 
 def load_checkpoint(folder: Path, name: str = "last") -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(state, tensors) of checkpoint ``name`` in ``folder``; None when there is none; a corrupt or unsafe file is a
-    one-line ``ConfigError`` (the tensors are read with ``weights_only=True``: no code runs)."""
+    """(state, tensors) of checkpoint ``name`` in ``folder``, the state the tensors file was saved with; None when
+    there is none; a corrupt or unsafe file is a one-line ``ConfigError`` (the tensors are read with
+    ``weights_only=True``: no code runs)."""
     meta, weights = folder / f"{name}.json", folder / f"{name}.pt"
-    if not meta.is_file():
+    if not meta.is_file() and not weights.is_file():
         return None
-    try:
-        state = read_json(meta, "checkpoint")
-    except ConfigError as err:
-        raise ConfigError(f"{err}: the checkpoint is corrupt") from None
-    return state, load_tensors(weights, "checkpoint")
+    state: dict[str, Any] | None = None
+    if meta.is_file():
+        try:
+            state = read_json(meta, "checkpoint")
+        except ConfigError as err:
+            raise ConfigError(f"{err}: the checkpoint is corrupt") from None
+    tensors = load_tensors(weights, "checkpoint")
+    saved = tensors.pop(_STATE, None)
+    if isinstance(saved, str):
+        try:
+            state = json.loads(saved)  # the JSON file may be one save older (killed between the two writes)
+        except json.JSONDecodeError:
+            raise ConfigError(f"checkpoint {str(weights)!r} is corrupt (its state is not JSON)") from None
+    if state is None:
+        raise ConfigError(f"checkpoint {str(meta)!r} does not exist beside its tensors file")
+    return state, tensors
 
 
 def load_tensors(path: Path, what: str) -> dict[str, Any]:
