@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from evoray.commands.evolve import evolve
 from evoray.errors import ConfigError
@@ -96,3 +97,50 @@ def test_lost_worker_node_does_not_change_the_archive(tmp_path) -> None:
     a, b = pd.read_parquet(ref / "archive.parquet"), pd.read_parquet(out / "archive.parquet")
     assert (a.genotype == b.genotype).all()
     np.testing.assert_allclose(a.fitness, b.fitness, atol=1e-6)
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_states_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return bool(a == b)
+
+
+def test_an_actor_lost_while_the_state_is_fetched_is_replaced(ray_session) -> None:
+    """A node lost while the checkpoint's state is fetched, or between a training pass and its state: the fleet is
+    rebuilt, the pass runs again, and the state is the one an undisturbed fleet gives."""
+    from evoray.distributed import fleet as fleet_mod
+    from evoray.evolution.operators import init_uniform
+    from evoray.spaces import get_space
+
+    cfg = tiny("distributed.num_actors=1")
+    rng = np.random.default_rng(0)
+    population = [init_uniform(get_space(cfg.supernet.space), rng) for _ in range(2)]
+    ref = fleet_mod.SupernetFleet(cfg)
+    ref.train(population, 0)
+    want = ref.state_dict()
+    ref.shutdown()
+
+    fleet = fleet_mod.SupernetFleet(cfg)
+    get_all = fleet_mod._get_all
+
+    def then_kill(refs):  # the pass completes; its actor dies before the driver holds the new state
+        out = get_all(refs)
+        fleet_mod._get_all = get_all
+        ray_session.kill(fleet.actors[0], no_restart=True)
+        return out
+
+    fleet_mod._get_all = then_kill
+    try:
+        fleet.train(population, 0)
+    finally:
+        fleet_mod._get_all = get_all
+    assert fleet.restarts == 1
+    ray_session.kill(fleet.actors[0], no_restart=True)  # lost while the checkpoint fetches the state
+    got = fleet.state_dict()
+    assert fleet.restarts == 2
+    assert _states_equal(got, want)
+    fleet.shutdown()

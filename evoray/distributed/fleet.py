@@ -160,7 +160,7 @@ class SupernetFleet:
     def _retrying(self, work: Callable[[], T]) -> T:
         """``work`` on the actors, run again on a rebuilt fleet after an actor or node failure."""
         if self._state is None:
-            self.state_dict()  # the state to rebuild from if this work fails
+            self._fetch_state()  # the state to rebuild from if this work fails
         while True:
             try:
                 return work()
@@ -172,11 +172,16 @@ class SupernetFleet:
     def placements(self) -> list[dict[str, Any]]:
         return ray.get([a.where.remote() for a in self.actors])  # type: ignore[no-any-return]
 
-    def state_dict(self) -> dict[str, Any]:
-        """The replicas' shared state (they are identical; actor 0's is taken)."""
+    def _fetch_state(self) -> dict[str, Any]:
         state: dict[str, Any] = ray.get(self.actors[0].state_dict.remote())
         self._state = state
         return state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The replicas' shared state (they are identical; actor 0's is taken). An actor lost while it is fetched
+        is replaced like any other failure: the rebuilt fleet starts from the state the last completed call left,
+        which is this state, since fitness passes do not change it."""
+        return self._retrying(self._fetch_state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._state = state
@@ -187,11 +192,10 @@ class SupernetFleet:
 
         def work() -> dict[str, float]:
             stats = _get_all([a.train_generation.remote(population, generation) for a in self.actors])
+            self._fetch_state()  # lost before the state is held: the whole pass runs again from the last one
             return {"train_loss": float(np.mean([s["train_loss"] for s in stats]))}
 
-        out = self._retrying(work)
-        self.state_dict()
-        return out
+        return self._retrying(work)
 
     def fitness(self, population: Sequence[Alphas], generation: int, keys: Sequence[int]) -> list[float]:
         """Every individual's fitness, the population split over the actors."""
