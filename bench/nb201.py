@@ -169,16 +169,13 @@ def run_gradient(name: str, seed: int, size: dict[str, Any], budget: float, log:
     }
 
 
-def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[str, Any]:
+def evnas_config(seed: int, size: dict[str, Any], budget: float = 1.0) -> Any:
+    """The EvNAS search of the module's proxy: population 20, tournaments of 4, 50 generations (scaled by
+    ``budget``), the original's SGD (Nesterov, configs/EvNAS.config), fitness in BN eval mode on the validation half."""
     from evoray.config import config_from_dict
     from evoray.evolution.config import EvolveConfig
-    from evoray.evolution.run import alphas_for
-    from evoray.evolution.search import run_evolution
-    from evoray.evolution.strategies import build_strategy
-    from evoray.evolution.supernet_fitness import SupernetBackend, SupernetTrainer
-    from evoray.spaces import get_space
 
-    cfg = config_from_dict(
+    return config_from_dict(
         EvolveConfig,
         {
             "seed": seed,
@@ -196,6 +193,16 @@ def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[
             "distributed": {"num_actors": 0},
         },
     )
+
+
+def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[str, Any]:
+    from evoray.evolution.run import alphas_for
+    from evoray.evolution.search import run_evolution
+    from evoray.evolution.strategies import build_strategy
+    from evoray.evolution.supernet_fitness import SupernetBackend, SupernetTrainer
+    from evoray.spaces import get_space
+
+    cfg = evnas_config(seed, size, budget)
     space = get_space("nb201")
     trainer = SupernetTrainer(
         cfg.supernet, cfg.optim, cfg.fitness, cfg.data, cfg.evolution.generations, seed, torch.device("cpu")
