@@ -179,8 +179,9 @@ class SupernetFleet:
 
     def state_dict(self) -> dict[str, Any]:
         """The replicas' shared state (they are identical; actor 0's is taken). An actor lost while it is fetched
-        is replaced like any other failure: the rebuilt fleet starts from the state the last completed call left,
-        which is this state, since fitness passes do not change it."""
+        is replaced like any other failure: the rebuilt fleet starts from the state the last training pass left,
+        which is this state, since a fitness pass changes no weight or statistic (on a space with RobustDARTS' noise
+        op it draws from the torch generator, whose state then comes from before the pass)."""
         return self._retrying(self._fetch_state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
