@@ -83,17 +83,21 @@ def reuse_freed_memory() -> bool:
     return _memory_reused
 
 
+def set_determinism(deterministic: bool) -> None:
+    """Deterministic kernels (and no cuDNN autotuning), or cuDNN's autotuner, for this process: every process that
+    computes (the driver, an actor, a trial) sets it for itself."""
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def apply_runtime(cfg: RuntimeConfig) -> torch.device:
     """Set threads, determinism and the allocator; return the device."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cfg.reuse_memory:
         reuse_freed_memory()
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
+    set_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")

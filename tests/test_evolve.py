@@ -234,6 +234,12 @@ def test_supernet_fitness_needs_a_validation_half() -> None:
     tiny("data.train_portion=1.0", "fitness.backend=tabular", "fitness.table=x.parquet")  # a table reads no data
 
 
+def test_supernet_fitness_refuses_fp16_without_loss_scaling() -> None:
+    with pytest.raises(ConfigError, match=r"runtime\.precision=fp16 is not supported by the EvNAS supernet"):
+        tiny("runtime.precision=fp16")
+    tiny("runtime.precision=bf16")
+
+
 def test_supernet_fitness_scores_the_validation_half_plain_or_augmented() -> None:
     cfg = tiny("data.augment=true")
     space = get_space(cfg.supernet.space)

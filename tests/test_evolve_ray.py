@@ -41,6 +41,18 @@ def test_actors_that_do_not_fit_the_cpus_are_refused(tmp_path, ray_session) -> N
         evolve(cfg, tmp_path / "run", log=lambda _: None)
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_actors_take_the_runs_determinism(ray_session, deterministic: bool) -> None:
+    """``runtime.deterministic`` holds in the actors that train and score, not only in the driver that set it."""
+    from evoray.distributed.fleet import SupernetFleet
+
+    fleet = SupernetFleet(tiny("distributed.num_actors=1", f"runtime.deterministic={str(deterministic).lower()}"))
+    try:
+        assert [p["deterministic"] for p in fleet.placements()] == [deterministic]
+    finally:
+        fleet.shutdown()
+
+
 CLUSTER_SCRIPT = textwrap.dedent(
     """
     import os, sys, threading, time

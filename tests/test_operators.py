@@ -224,3 +224,27 @@ def test_registries_map_yaml_names() -> None:
     assert genotype_of(space, MUTATIONS.get("one_edge")(a, space, 0.0, rng)) != genotype_of(space, a)
     with pytest.raises(ConfigError, match="unknown mutation 'flip'; valid: one_edge, reset_rows"):
         MUTATIONS.get("flip")
+
+
+def test_recorded_genotype_is_the_decoded_cell_at_a_float32_tie() -> None:
+    """The genotype an individual is recorded as and the cell the supernet trains and scores come from the same
+    float32 strengths: two edges whose strengths differ by less than float32 rounding (edges 3 and 4: the same row
+    but for one entry a float32 step lower) rank alike in both (a float64 ranking of the recorded genotype picked
+    the other edge)."""
+    import torch
+
+    from evoray.nn.weighting import decode_one_hot
+    from evoray.spaces.derive import one_hot_cell
+
+    space = get_space("darts")
+    rng = np.random.default_rng(0)
+    a = {ct: rng.random(space.alpha_shape(ct)).astype(np.float32) for ct in space.cell_types}
+    row = a["normal"]  # node 3 reads edges 2, 3, 4 (inputs 0, 1, 2); op 0 is `none`, which ranks no edge
+    row[2, 1:] += 2.0  # edge 2 the strongest: edges 3 and 4 compete for the second place
+    row[4] = row[3]
+    j = next(k for k in range(1, row.shape[1]) if k != int(row[4].argmax()))
+    row[4, j] = np.nextafter(row[4, j], np.float32(-1.0))
+    recorded = genotype_of(space, a)
+    for ct in space.cell_types:
+        decoded = decode_one_hot(torch.from_numpy(a[ct]), space, ct).numpy()
+        np.testing.assert_array_equal(decoded, one_hot_cell(space, ct, recorded.cell(ct)))

@@ -211,6 +211,22 @@ def test_xnas_wiped_experts_never_run_again() -> None:
     assert "max_pool_3x3" not in str(s.genotype().cell("normal"))
 
 
+def test_xnas_alphas_carry_no_gradient_from_one_weight_step_to_the_next() -> None:
+    """XNAS has no optimiser for its alphas: the gradient a weight step leaves on them must not add up over the steps
+    (with ``optim.clip_all`` it would count in every later clipping norm)."""
+    s = SEARCHERS.get("xnas")(tiny("xnas", optim={"clip_all": True}), CPU)
+    (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
+    s.weight_step(x, y)
+    first = {ct: a.grad.clone() for ct, a in s.net.alphas.items() if a.grad is not None}
+    assert first, "the weight step's backward reaches the alphas"
+    s.expert_update(xv, yv)
+    alphas = list(s.net.alphas.values())  # the gradient this step alone gives them, from the same state:
+    expected = torch.autograd.grad(F.cross_entropy(s.forward(x), y), alphas)
+    s.weight_step(x, y)
+    for alpha, g in zip(alphas, expected):
+        torch.testing.assert_close(alpha.grad, g)
+
+
 # -- SNAS -------------------------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.individual import Individual
 from evoray.evolution.supernet_fitness import SupernetTrainer
+from evoray.runtime import set_determinism
 
 Alphas = dict[str, np.ndarray]
 T = TypeVar("T")
@@ -34,8 +35,11 @@ T = TypeVar("T")
 class SupernetActor:
     """One supernet replica on one device."""
 
-    def __init__(self, trainer_kwargs: dict[str, Any], rank: int, world: int, threads: int) -> None:
+    def __init__(
+        self, trainer_kwargs: dict[str, Any], rank: int, world: int, threads: int, deterministic: bool = False
+    ) -> None:
         torch.set_num_threads(threads)
+        set_determinism(deterministic)  # runtime.deterministic, which the driver set only for itself
         self.device = worker_device()
         self.trainer = SupernetTrainer(**trainer_kwargs, device=self.device, rank=rank, world=world)
         self.rank, self.world = rank, world
@@ -53,6 +57,7 @@ class SupernetActor:
             "device": str(self.device),
             "rank": self.rank,
             "cuda_devices": torch.cuda.device_count(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
         }
 
     def init_group(self, host: str, port: int, timeout_s: int) -> None:
@@ -140,7 +145,7 @@ class SupernetFleet:
         res = placement(self.cfg.resources)
         self.actors = [
             SupernetActor.options(**res, scheduling_strategy="SPREAD").remote(  # type: ignore[attr-defined]
-                self.kwargs, rank, world, threads_of(self.cfg.resources)
+                self.kwargs, rank, world, threads_of(self.cfg.resources), self.cfg.runtime.deterministic
             )
             for rank in range(world)
         ]

@@ -52,6 +52,10 @@ class EvolveConfig:
             raise ConfigError(f"unknown fitness backend {self.fitness.backend!r}; valid: {', '.join(BACKENDS.names())}")
         if self.fitness.backend == "supernet":
             self.data.require_validation_half("the EvNAS fitness")
+            if self.runtime.precision == "fp16":
+                raise ConfigError(
+                    "runtime.precision=fp16 is not supported by the EvNAS supernet (no loss scaling); use bf16 or fp32"
+                )
         d = self.distributed
         if self.fitness.backend == "supernet" and d.num_actors > 0 and d.shards % d.num_actors:
             raise ConfigError(f"distributed.batch_shards={d.shards} must be a multiple of num_actors={d.num_actors}")

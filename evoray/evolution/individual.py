@@ -14,7 +14,7 @@ import numpy as np
 
 from evoray.errors import ConfigError
 from evoray.spaces import Genotype, SearchSpace, derive_genotype
-from evoray.spaces.derive import softmax
+from evoray.spaces.derive import decoding_strengths
 
 Alphas = dict[str, np.ndarray]  # cell type -> (E, K) float32
 ORIGINS = ("random", "elite", "crossover", "mutation", "seed")
@@ -51,8 +51,8 @@ class Individual:
 
 def genotype_of(space: SearchSpace, alphas: Mapping[str, np.ndarray]) -> Genotype:
     """The genotype an individual stands for: derived from the softmax of its alphas with the space's default
-    method, as EvNAS decodes it."""
-    return derive_genotype(space, {ct: softmax(alphas[ct]) for ct in space.cell_types})
+    method, as EvNAS decodes it (the same float32 strengths as ``evoray.nn.weighting.decode_one_hot``)."""
+    return derive_genotype(space, {ct: decoding_strengths(alphas[ct]) for ct in space.cell_types})
 
 
 def check_alphas(space: SearchSpace, alphas: Mapping[str, np.ndarray], what: str = "alphas") -> Alphas:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evoray.registry import Registry
-from evoray.spaces.derive import default_method, derive_cell, one_hot_cell
+from evoray.spaces.derive import decoding_strengths, default_method, derive_cell, one_hot_cell
 from evoray.spaces.genotype import CellGenotype
 from evoray.spaces.space import SearchSpace
 
@@ -106,7 +106,7 @@ def decoded_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
 
 def decode_one_hot(alpha: Tensor, space: SearchSpace, cell_type: str) -> Tensor:
     """The one-hot (E, K) matrix of the genotype derived from ``alpha`` (DARTS top-2, NB201 argmax)."""
-    weights = F.softmax(alpha.detach().float(), dim=-1).cpu().numpy()
+    weights = decoding_strengths(alpha.detach().float().cpu().numpy())
     cell = derive_cell(space, cell_type, weights, default_method(space))
     return torch.from_numpy(one_hot_cell(space, cell_type, cell)).to(alpha.device, alpha.dtype)
 

@@ -170,8 +170,13 @@ class Searcher:
             return self.net(x, weights).float()
 
     def zero_weight_grads(self) -> None:
-        """Free the weights' gradients, or zero them (``optim.keep_zero_grads``, PyTorch 1.x's zero_grad)."""
+        """Free the weights' gradients, or zero them (``optim.keep_zero_grads``, PyTorch 1.x's zero_grad). Alphas
+        without an optimiser (XNAS' experts, updated by hand) lose the gradient the last weight step left them, which
+        nothing reads and which would otherwise add up step after step in ``optim.clip_all``'s norm."""
         self.w_optimizer.zero_grad(set_to_none=not self.cfg.optim.keep_zero_grads)
+        if self.a_optimizer is None:
+            for alpha in self.net.arch_parameters():
+                alpha.grad = None
 
     def clip_weight_grads(self) -> None:
         """Clip the weights' gradient norm (with ``optim.clip_all``, the alphas' gradients count in it too)."""

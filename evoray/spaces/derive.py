@@ -99,6 +99,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def decoding_strengths(alpha: np.ndarray) -> np.ndarray:
+    """The softmax of one cell type's alphas in float32: the strengths by which EvNAS decodes an individual. One
+    function serves the genotype an individual is recorded as and the cell that is trained and scored, so that
+    strengths equal to float32 rounding break their tie alike in both."""
+    z = np.asarray(alpha, dtype=np.float32)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
 def one_hot_cell(space: SearchSpace, cell_type: str, cell: CellGenotype) -> np.ndarray:
     """(E, K) matrix with a 1 at each (edge, op) that ``cell`` uses."""
     space.check_cell(cell_type, cell.nodes)
