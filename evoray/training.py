@@ -26,10 +26,10 @@ from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients,
 from evoray.profiling import profile_model
 from evoray.runs import RunDir
 from evoray.runs.curves import write_curves
-from evoray.runs.directory import atomic_write
+from evoray.runs.directory import CHECKPOINTS, atomic_write
 from evoray.runs.reader import CURVES
 from evoray.runtime import RuntimeConfig, apply_runtime, autocast, memory_format, seed_everything
-from evoray.spaces.genotype import Genotype
+from evoray.spaces.genotype import Genotype, parse_genotype
 from evoray.spaces.resolve import resolve_genotype
 
 Log = Callable[[str], None]
@@ -163,6 +163,19 @@ def evaluate(
 
 
 OnEpoch = Callable[[int, list[dict[str, Any]], Callable[[], dict[str, Any]]], None]
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "torch_rng", "history")  # what a fit's state holds
+
+
+def check_resume(resume: dict[str, Any], where: str = "checkpoint") -> None:
+    """A one-line ``ConfigError`` naming ``where`` unless ``resume`` holds every key of :func:`fit_model`'s state."""
+    missing = [k for k in RESUME_KEYS if k not in resume]
+    if missing:
+        raise ConfigError(
+            f"{where} lacks {', '.join(repr(k) for k in missing)} (a train checkpoint holds {', '.join(RESUME_KEYS)}); "
+            "it is damaged or not a train checkpoint: start a new run"
+        )
+    if not isinstance(resume["history"], list) or not all(isinstance(h, dict) for h in resume["history"]):
+        raise ConfigError(f"{where} holds a 'history' that is not a list of epoch records: start a new run")
 
 
 def fit_model(
@@ -173,11 +186,15 @@ def fit_model(
     log: Log = print,
     resume: dict[str, Any] | None = None,
     on_epoch: OnEpoch | None = None,
+    *,
+    where: str = "checkpoint",
+    on_start: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (already on ``device``) for ``cfg.optim.epochs`` epochs over ``train`` with the recipe of
     ``cfg``; returns the per-epoch history. After each epoch, ``on_epoch(epoch, history, state)`` may checkpoint
     ``state()`` (tensors and plain containers); ``resume`` takes such a state back and continues after its epoch, to
-    the results of an uninterrupted run."""
+    the results of an uninterrupted run (a state that does not fit is a one-line ``ConfigError`` naming ``where``).
+    ``on_start()`` runs once the state is restored, before the first epoch."""
     o = cfg.optim
     fmt = memory_format(cfg.runtime)
     model.to(memory_format=fmt)
@@ -188,11 +205,18 @@ def fit_model(
     history: list[dict[str, Any]] = []
     start = 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        torch.set_rng_state(resume["torch_rng"])
+        check_resume(resume, where)
+        try:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            scaler.load_state_dict(resume["scaler"])
+            torch.set_rng_state(resume["torch_rng"])
+            if resume.get("cuda_rng") is not None and device.type == "cuda":  # absent in older checkpoints
+                torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+            raise ConfigError(f"{where} does not fit this run ({reason}); start a new run") from None
         history = [dict(h) for h in resume["history"]]
         start = len(history)
 
@@ -203,9 +227,12 @@ def fit_model(
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,  # drop path's masks
             "history": history,
         }
 
+    if on_start is not None:
+        on_start()
     for epoch in range(start, o.epochs):
         if o.lr_step_at_start:
             step_schedule_first(scheduler)
@@ -247,40 +274,77 @@ def fit_model(
     return history
 
 
+def resumed_genotype(cfg: TrainConfig, recorded: Any, where: str, log: Log = print) -> Genotype:
+    """The genotype a resumed run started with (``recorded``, as its run.json or checkpoint holds it), not what
+    ``model.genotype`` (perhaps a file, since edited or moved) gives now: a spec that now gives another genotype is a
+    one-line ``ConfigError`` naming both; one that no longer resolves continues with the recorded genotype. A run
+    that recorded none (an older run) takes ``model.genotype`` as it resolves now."""
+    spec = cfg.model.genotype
+    if not isinstance(recorded, str) or not recorded.strip():
+        return resolve_genotype(spec)
+    try:
+        genotype = parse_genotype(recorded)
+    except ConfigError:
+        raise ConfigError(f"{where} records genotype {recorded!r}, which is not a genotype; start a new run") from None
+    try:
+        current = resolve_genotype(spec)
+    except ConfigError as err:
+        log(f"model.genotype {spec!r} no longer resolves ({err}); continuing with the run's genotype {genotype}")
+        return genotype
+    if str(current) != str(genotype):
+        raise ConfigError(
+            f"{where} was started with genotype {genotype}, but model.genotype {spec!r} now gives {current}; restore "
+            "it to continue this run, or start a new run for the new genotype"
+        )
+    return genotype
+
+
 def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print) -> dict[str, Any]:
     """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency. With a run
-    directory: its config, a checkpoint and the curves after every epoch (a resumed run continues from the last),
-    then ``results.json``, ``history.json`` and ``weights.pt``."""
+    directory: its config, a checkpoint and the curves after every epoch (a resumed run continues from the last, with
+    the genotype it started with), then ``results.json``, ``history.json`` and ``weights.pt``."""
     device = apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
-    genotype = resolve_genotype(cfg.model.genotype)
+    checkpoint, resume, where = None, None, "checkpoint"
+    if run is not None:
+        checkpoint = run.load_checkpoint()
+        where = f"checkpoint {str(run.path / CHECKPOINTS / 'last.pt')!r}"
+        if checkpoint is not None:
+            resume = checkpoint[1]
+            check_resume(resume, where)
+    if run is not None and run.resumed:
+        recorded = run.manifest.get("genotype")
+        if checkpoint is not None and isinstance(checkpoint[0], dict) and checkpoint[0].get("genotype") is not None:
+            recorded = checkpoint[0]["genotype"]  # what the checkpoint's weights were trained for
+        genotype = resumed_genotype(cfg, recorded, f"run {str(run.path)!r}", log)
+    else:
+        genotype = resolve_genotype(cfg.model.genotype)
     check_network(cfg, genotype)
     data = build_data(cfg.data, seed=cfg.seed, split="train")
     model = build_model(cfg, genotype, data.num_classes, data.in_channels).to(device)
     o = cfg.optim
-    resume = None
-    if run is not None:
-        checkpoint = run.load_checkpoint()
-        resume = None if checkpoint is None else checkpoint[1]
-        run.start(
-            config_to_dict(cfg),
-            cfg.seed,
-            {"space": "nb201" if genotype.is_nb201 else "darts", "method": "train", "genotype": str(genotype)},
-        )
-        if resume is not None:
-            log(f"resuming {run.path} after epoch {len(resume['history'])}")
-    n_train = data.train.num_examples
-    log(f"training {genotype} on {cfg.data.dataset} ({n_train} images) for {o.epochs} epochs on {device}")
+
+    def on_start() -> None:  # the checkpoint fits: only now is the run directory written to
+        if run is not None:
+            run.start(
+                config_to_dict(cfg),
+                cfg.seed,
+                {"space": "nb201" if genotype.is_nb201 else "darts", "method": "train", "genotype": str(genotype)},
+            )
+            if resume is not None:
+                log(f"resuming {run.path} after epoch {len(resume['history'])}")
+        n_train = data.train.num_examples
+        log(f"training {genotype} on {cfg.data.dataset} ({n_train} images) for {o.epochs} epochs on {device}")
 
     def on_epoch(epoch: int, history: list[dict[str, Any]], state: Callable[[], dict[str, Any]]) -> None:
         if run is None:
             return
-        run.save_checkpoint({"epoch": epoch}, state())
+        run.save_checkpoint({"epoch": epoch, "genotype": str(genotype)}, state())
         write_curves(run.path / CURVES, history)
         run.update(progress={"epoch": epoch + 1, "of": o.epochs})
 
     start = time.perf_counter()
-    history = fit_model(cfg, model, data.train, device, log, resume, on_epoch)
+    history = fit_model(cfg, model, data.train, device, log, resume, on_epoch, where=where, on_start=on_start)
     train_time = time.perf_counter() - start
     test = evaluate(model, data.test, device, cfg.runtime.precision, cfg.runtime.channels_last)
     log(f"test top1 {test['top1']:.2f}% top5 {test['top5']:.2f}% loss {test['loss']:.4f} ({train_time:.0f} s)")

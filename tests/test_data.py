@@ -346,3 +346,41 @@ def test_bad_values_raise_config_errors(change: dict, message: str) -> None:
 def test_unknown_split_raises() -> None:
     with pytest.raises(ConfigError, match="unknown data split 'valid'; valid: train, search"):
         build_data(DataConfig(), seed=0, split="valid")
+
+
+def _damaged_npz(tmp_path: Path, kind: str) -> Path:
+    images, labels = np.zeros((4, 8, 8), dtype=np.uint8), np.arange(4)
+    path = tmp_path / f"{kind}.npz"
+    if kind == "truncated":
+        np.savez(path, images=images, labels=labels)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "corrupt":
+        np.savez_compressed(path, images=np.arange(4 * 64, dtype=np.uint8).reshape(4, 8, 8), labels=labels)
+        data = bytearray(path.read_bytes())
+        data[100:140] = b"\x00" * 40
+        path.write_bytes(bytes(data))
+    elif kind == "object-images":
+        np.savez(path, images=np.array([images[0], "x"], dtype=object), labels=labels)
+    elif kind == "object-labels":
+        np.savez(path, images=images, labels=np.array([0, "a", None, 1], dtype=object))
+    elif kind == "scalar-classes":
+        np.savez(path, images=images, labels=labels, classes=np.array(4))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("truncated", "is damaged or not an .npz"),
+        ("corrupt", "is damaged: 'images' could not be read"),
+        ("object-images", "'images' is an array of Python objects; expected images"),
+        ("object-labels", "'labels' is an array of Python objects; expected labels"),
+        ("scalar-classes", r"classes must be a 1-d array of class names \(K,\), got shape \(\)"),
+    ],
+)
+def test_a_damaged_npz_is_one_line_naming_the_file(tmp_path, kind: str, message: str) -> None:
+    path = _damaged_npz(tmp_path, kind)
+    with pytest.raises(ConfigError, match=message) as err:
+        build_data(DataConfig(dataset="npz", root=str(path)), seed=0)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

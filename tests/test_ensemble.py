@@ -1,10 +1,12 @@
 """``evoray.ensemble`` logic without training: every combiner against hand-worked logits, the metrics against hand
-computations, greedy selection, validation-only selection, corruptions, committee checks."""
+computations, greedy selection, validation-only selection, corruptions, committee checks, deduplication of the pool,
+saved and torn logits files."""
 
 from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 
 from evoray.ensemble.combiners import COMBINERS, make_combiner
 from evoray.ensemble.committees import LogitPool, check_committee, measure, select_committee
-from evoray.ensemble.config import CommitteeConfig
+from evoray.ensemble.config import CommitteeConfig, EnsembleConfig
 from evoray.ensemble.measures import (
     committee_metrics,
     disagreement,
@@ -23,9 +25,14 @@ from evoray.ensemble.measures import (
     reliability,
     softmax,
 )
+from evoray.ensemble.members import LOGITS_FILE, load_member, save_member
 from evoray.ensemble.predict import MemberLogits
 from evoray.ensemble.shift import contrast, corrupt, gaussian_blur, gaussian_noise
+from evoray.ensemble.sources import DataInfo, MemberSpec, archive_genotypes, genotype_key, resolve_pool
 from evoray.errors import ConfigError
+from evoray.runs import individual_row, write_archive
+from evoray.spaces.genotype import CellGenotype, Genotype, parse_genotype
+from evoray.spaces.published import published_genotype
 
 E2 = math.exp(2.0)
 # Two members, two examples, three classes.
@@ -239,3 +246,118 @@ def test_corruptions_are_seeded_clipped_and_grow_with_severity() -> None:
         assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     with pytest.raises(ConfigError, match=r"severity must be in 1\.\.5"):
         corrupt(x, "contrast", 6, gen())
+
+
+def test_contrast_moves_each_channel_towards_its_own_mean() -> None:
+    """CIFAR-10-C: ``means = np.mean(x, axis=(0, 1))`` of an HWC image, i.e. one mean per channel of each image."""
+    red = torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 1.0
+    assert torch.equal(contrast(red, 5, torch.Generator()), red)  # each channel is constant: a pure red stays red
+    x = torch.tensor([[[[0.0, 0.2], [0.4, 1.0]], [[0.8, 0.8], [0.8, 0.8]]]])  # (1, 2, 2, 2); channel means 0.4, 0.8
+    # severity 1, factor 0.75: (x - 0.4) * 0.75 + 0.4 in channel 0; channel 1 is constant and stays 0.8
+    want = torch.tensor([[[[0.1, 0.25], [0.4, 0.85]], [[0.8, 0.8], [0.8, 0.8]]]])
+    assert torch.allclose(contrast(x, 1, torch.Generator()), want)
+    assert torch.allclose(contrast(torch.cat([x, red[:, :2, :2, :2]]), 1, torch.Generator())[0], want[0])
+
+
+def _reversed(genotype: Genotype) -> Genotype:
+    """The same architecture written differently: every node's edges and every concat in reverse order."""
+    return Genotype(
+        tuple(
+            (name, CellGenotype(tuple(node[::-1] for node in cell.nodes), cell.concat[::-1]))
+            for name, cell in genotype.cells
+        )
+    )
+
+
+def _archive(path: Path, genotypes: list[str]) -> Path:
+    """A population archive whose rows are ``genotypes``, fittest first."""
+    rows = [
+        individual_row(0, i, [], "init", g, 90.0 - 10 * i, None, {}, "darts", "ga", None, 0)
+        for i, g in enumerate(genotypes)
+    ]
+    path.mkdir(parents=True, exist_ok=True)
+    write_archive(path / "archive.parquet", rows)
+    return path
+
+
+def test_a_genotype_with_its_edges_listed_in_another_order_is_a_duplicate(tmp_path) -> None:
+    darts = published_genotype("DARTS_V2")
+    flipped = _reversed(darts)
+    assert str(flipped) != str(darts) and str(parse_genotype(str(flipped))) == str(flipped)
+    assert genotype_key(parse_genotype(str(flipped))) == genotype_key(darts)
+    assert genotype_key(published_genotype("GDAS_V1")) != genotype_key(darts)
+    gdas = str(published_genotype("GDAS_V1"))
+    archive = _archive(tmp_path / "evo", [str(darts), str(flipped), gdas])
+    top = archive_genotypes(str(archive), 2, "last", "members.archives[0]")
+    assert [g for _, g, _ in top] == [str(darts), gdas]  # the flipped copy takes no top_k slot
+
+    cfg = EnsembleConfig()
+    cfg.members.published = ["DARTS_V2"]
+    cfg.members.archives = [str(_archive(tmp_path / "other", [str(flipped)]))]
+    lines: list[str] = []
+    pool = resolve_pool(cfg, DataInfo(10, 3, 100, 20, 50), lines.append)
+    assert [m.name for m in pool] == ["DARTS_V2"]  # trained once
+    assert "member other-g0-i0 has the genotype of DARTS_V2; trained once" in lines
+
+
+def _member(name: str = "m") -> tuple[MemberSpec, MemberLogits]:
+    spec = MemberSpec(name, "checkpoint", "checkpoint /x", str(published_genotype("DARTS_V2")), path="/x")
+    y = np.array([0, 1])
+    info = {"kind": spec.kind, "genotype": spec.genotype, "origin": spec.origin}
+    return spec, MemberLogits(name, A, y, B, y, {"contrast-1": A}, info)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "empty",  # EOFError
+        "truncated",  # zipfile.BadZipFile
+        "flipped",  # zlib.error (or a bad CRC: BadZipFile)
+        "garbage",
+    ],
+)
+def test_a_torn_member_logits_file_is_a_one_line_error(damage: str, tmp_path) -> None:
+    spec, result = _member()
+    save_member(EnsembleConfig(), spec, result, tmp_path)
+    path = tmp_path / "m" / LOGITS_FILE
+    saved = load_member(spec, tmp_path)
+    assert saved is not None and np.array_equal(saved.test, B) and np.array_equal(saved.shifted["contrast-1"], A)
+    data = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":  # a byte in the middle of the first member's compressed data
+        k = data.index(b"PK\x03\x04") + 30 + len("shift/contrast-1.npy") + 20
+        path.write_bytes(data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1 :])
+    else:
+        path.write_bytes(b"not a zip file at all")
+    with pytest.raises(ConfigError) as err:
+        load_member(spec, tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "unreadable" in message
+    assert "delete that file" in message and "start the committee run afresh" in message
+
+
+def test_the_pool_logits_are_saved_atomically(tmp_path, monkeypatch) -> None:
+    """A save that fails halfway leaves the previous logits.npz whole (and no stray file once it succeeds)."""
+    _, result = _member("m")
+    pool = LogitPool.from_members([result])
+    path = tmp_path / "logits.npz"
+    pool.save(path)
+    assert LogitPool.load(path).names == ["m"] and [p.name for p in tmp_path.iterdir()] == ["logits.npz"]
+
+    def torn(file, **arrays) -> None:  # the disk fills after a few bytes
+        if isinstance(file, (str, Path)):
+            Path(file).write_bytes(b"PK\x03\x04")
+        else:
+            file.write(b"PK\x03\x04")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", torn)
+    with pytest.raises(OSError, match="no space left"):
+        LogitPool.from_members([_member("n")[1]]).save(path)
+    monkeypatch.undo()
+    again = LogitPool.load(path)
+    assert again.names == ["m"] and np.array_equal(again.test[0], B)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +21,13 @@ from evoray.config import load_config
 from evoray.distributed.members import run_members_on_ray
 from evoray.ensemble.committees import LogitPool
 from evoray.ensemble.config import EnsembleConfig
-from evoray.ensemble.runner import plan
+from evoray.ensemble.predict import MemberLogits
+from evoray.ensemble.runner import plan, run_ensemble
 from evoray.errors import ConfigError
 from evoray.evolution.config import EvolveConfig
+from evoray.runs import RunDir, individual_row, write_archive
 from evoray.runtime import torch_threads
+from evoray.spaces.published import published_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTEES = (
@@ -251,3 +255,56 @@ def test_killed_committee_run_resumes_without_training_a_member_twice(tmp_path) 
     assert all(f"member {n}: done in an earlier attempt, reused" in proc.stdout for n in finished)
     report = json.loads((out / "report.json").read_text())
     assert [m["name"] for m in report["members"]] == ["DARTS_V2", "GDAS_V1", "EvNAS_A"]
+
+
+def _finished_search_run(path: Path, started: str, genotype: str) -> None:
+    """A finished run directory written by hand: a manifest and a one-row archive."""
+    path.mkdir(parents=True)
+    manifest = {"format": 1, "command": "search", "name": path.name, "status": "done", "started": started}
+    (path / "run.json").write_text(json.dumps(manifest))
+    write_archive(path / "archive.parquet", [individual_row(0, 0, [], "init", genotype, 90.0, None, {}, "darts")])
+
+
+def test_a_resume_draws_members_from_the_run_picked_at_the_first_start(tmp_path) -> None:
+    """members.latest_run is resolved once: a run that finishes between two attempts does not replace the members
+    the first attempt trained (made-up logits stand in for training)."""
+    runs = tmp_path / "runs"
+    _finished_search_run(runs / "search" / "first", "2024-01-01T00:00:00", str(published_genotype("DARTS_V2")))
+    cfg = tiny(
+        "members.published=[]",
+        "members.latest_run=true",
+        f"members.runs_dir={runs}",
+        "committees=[{combiner: prob_mean}]",
+        "shift.corruptions=[]",
+    )
+    asked: list[str] = []
+
+    def executor(cfg, specs, log, on_result, fail: bool = False) -> list[MemberLogits]:
+        out = []
+        for i, spec in enumerate(specs):
+            asked.append(spec.name)
+            logits = np.random.default_rng(i).normal(size=(4, 10)).astype(np.float32)
+            labels = np.arange(4)
+            info = {"kind": spec.kind, "genotype": spec.genotype, "origin": spec.origin}
+            out.append(MemberLogits(spec.name, logits, labels, logits, labels, {}, info))
+            on_result(i, out[-1])
+        if fail:
+            raise RuntimeError("killed")
+        return out
+
+    out = tmp_path / "ens"
+    with pytest.raises(RuntimeError, match="killed"), RunDir.open("ensemble", out, "ens") as run:
+        run_ensemble(cfg, run, lambda *a: executor(*a, fail=True), QUIET)
+    assert asked == ["first-g0-i0"]
+    _finished_search_run(runs / "search" / "newer", "2024-01-02T00:00:00", str(published_genotype("GDAS_V1")))
+    lines: list[str] = []
+    with RunDir.open("ensemble", out, "ens", resume=True) as run:
+        run_ensemble(cfg, run, executor, lines.append)
+    assert asked == ["first-g0-i0"]  # nothing trained again, nothing new trained
+    assert any("members.latest_run:" in line and "first" in line and "first start" in line for line in lines), lines
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["members"]] == ["first-g0-i0"]
+    shutil.rmtree(runs / "search" / "first")
+    gone = r"members\.latest_run: the run .* is gone"
+    with pytest.raises(ConfigError, match=gone), RunDir.open("ensemble", out, "ens", resume=True) as run:
+        run_ensemble(cfg, run, executor, QUIET)

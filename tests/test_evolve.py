@@ -296,3 +296,28 @@ def test_supernet_fitness_batch_size() -> None:
     assert seen == [40, 40, 16]  # the 96 validation images of 192 (train_portion 0.5)
     x, _ = next(iter(trainer.batches(0)))
     assert x.shape[0] == 32  # training keeps data.batch_size
+
+
+def test_resume_does_not_reread_a_moved_initial_population(tmp_path) -> None:
+    first = tmp_path / "first"
+    evolve(tiny("evolution.generations=1", "initial_population=DARTS_V2"), first, log=lambda _: None)
+    second = tmp_path / "second"
+    cfg = tiny("evolution.generations=1", f"initial_population={first}")
+    result = evolve(cfg, second, log=lambda _: None)
+    archive = _archive(second)
+    first.rename(tmp_path / "moved")  # the seed population's source is gone; the checkpoint holds the population
+    resumed = evolve(cfg, second, resume=True, log=lambda _: None)
+    assert resumed["genotype"] == result["genotype"] and resumed["fitness"] == result["fitness"]
+    pd.testing.assert_frame_equal(_archive(second), archive)
+
+
+def test_checkpoint_holds_the_gpu_rng_and_resumes_without_it(tmp_path) -> None:
+    from evoray.runs.directory import load_checkpoint, save_checkpoint
+
+    cfg = tiny("evolution.generations=1")
+    result = evolve(cfg, tmp_path, log=lambda _: None)
+    state, tensors = load_checkpoint(tmp_path / "checkpoints")
+    assert "cuda_rng" in tensors and tensors["cuda_rng"] is None  # a CPU run: saved, empty
+    del tensors["cuda_rng"]  # a checkpoint written before the key existed still resumes
+    save_checkpoint(tmp_path / "checkpoints", state, tensors)
+    assert evolve(cfg, tmp_path, resume=True, log=lambda _: None)["genotype"] == result["genotype"]

@@ -219,3 +219,114 @@ def test_autodl_node_tuple_form() -> None:
     g = parse_genotype(text)
     assert g.cell_types == ("normal",)
     assert g.normal.nodes[3] == (("sep_conv_5x5", 4), ("sep_conv_3x3", 3))
+
+
+def _json_text(old: str, new: str) -> str:
+    """DARTS_V2 as JSON text with one piece of it replaced, to write what ``json.dumps`` never would."""
+    text = json.dumps(parse_genotype(DARTS_V2).to_json())
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+EMPTY_NODES = (
+    "Genotype(normal=[[], [], [], []], normal_concat=[2, 3, 4, 5], reduce=[[], [], [], []], reduce_concat=[2, 3])"
+)
+MALFORMED = [
+    # (id, text, fragment of the one-line message)
+    (
+        "edge-extra-element",
+        DARTS_V2.replace("('sep_conv_3x3', 0)", "('sep_conv_3x3', 0, 7)", 1),
+        "bad edge ('sep_conv_3x3', 0, 7)",
+    ),
+    (
+        "edge-bool-input",
+        DARTS_V2.replace("('sep_conv_3x3', 1)", "('sep_conv_3x3', True)", 1),
+        "bad edge ('sep_conv_3x3', True)",
+    ),
+    (
+        "concat-string",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat='2345'"),
+        "normal_concat '2345' must be",
+    ),
+    (
+        "concat-float",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[2.9, 3, 4, 5]"),
+        "normal_concat [2.9, 3, 4, 5] must be a non-empty list of ints",
+    ),
+    ("concat-int", DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=5"), "normal_concat 5 must be"),
+    (
+        "concat-name",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=['x']"),
+        "normal_concat ['x'] must be",
+    ),
+    ("concat-none", DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=None"), "normal_concat None must be"),
+    (
+        "concat-empty",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[]"),
+        "normal_concat [] must be a non-empty",
+    ),
+    (
+        "concat-huge-int",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[2, 3, 4, 1000000000]"),
+        "ints in 0..63",
+    ),
+    (
+        "range-bool",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(True, 6)"),
+        "range() takes integer literals only",
+    ),
+    (
+        "call-after-call",
+        DARTS_V2 + "(normal=[[('skip_connect', 0)]], normal_concat=[2])",
+        "nothing after its closing parenthesis",
+    ),
+    (
+        "field-twice",
+        DARTS_V2.replace("normal_concat=", "normal_concat=[2], normal_concat=", 1),
+        "normal_concat is given twice",
+    ),
+    ("star-star-fields", "Genotype(**{'normal': [('skip_connect', 0)]})", "expected keyword fields only"),
+    (
+        "orphan-concat",
+        "Genotype(normal=[[('skip_connect', 0)]], normal_concat=[2], reduce_concat=[2])",
+        "reduce_concat has no reduce cell",
+    ),
+    (
+        "op-newline",
+        DARTS_V2.replace("('sep_conv_3x3', 0)", "('sep_conv_3x3\\n', 0)", 1),
+        r"bad op name 'sep_conv_3x3\n'",
+    ),
+    ("all-nodes-empty", EMPTY_NODES, "genotype normal cell has no edges"),
+    ("json-float-input", _json_text('["sep_conv_3x3", 0]', '["sep_conv_3x3", 0.7]'), "bad edge ['sep_conv_3x3', 0.7]"),
+    ("json-string-input", _json_text('["sep_conv_3x3", 0]', '["sep_conv_3x3", "0"]'), "bad edge ['sep_conv_3x3', '0']"),
+    ("json-string-edge", _json_text('["sep_conv_3x3", 0]', '"a0"'), "bad edge 'a0'"),
+    ("json-huge-float", _json_text('["sep_conv_3x3", 0]', '["sep_conv_3x3", 1e400]'), "bad edge ['sep_conv_3x3', inf]"),
+    ("json-huge-int", _json_text('["sep_conv_3x3", 0]', f'["sep_conv_3x3", {"1" * 5000}]'), "does not parse"),
+    ("json-deep", '{"normal": ' + "[" * 100_000, "does not parse"),
+    ("json-concat-float", _json_text('"concat": [2, 3, 4, 5]', '"concat": [2, 3, 4.5]'), "concat [2, 3, 4.5] must be"),
+    ("json-extra-key", _json_text('"concat"', '"extra": 1, "concat"'), 'normal cell: expected {"nodes"'),
+    ("json-cell-name", _json_text('"reduce"', '"re\\nduce"'), "cell name 're\\nduce' is not a name"),
+    ("json-empty-nodes", '{"normal": {"nodes": [[], []], "concat": [2, 3]}}', "genotype normal cell has no edges"),
+    ("arch-superscript", ARCH.replace("~0", "~\u00b2", 1), "bad edge 'nor_conv_3x3~\u00b2'"),
+    ("arch-long-input", "|nor_conv_3x3~" + "1" * 5000 + "|", "expected op~input, the input in digits 0-9"),
+    ("arch-op-newline", ARCH.replace("nor_conv_3x3~0", "nor_conv_3x3\n~0", 1), "bad edge 'nor_conv_3x3\\n~0'"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_genotypes_are_one_line_config_errors(text: str, fragment: str) -> None:
+    """Each malformed string is rejected (not silently misread, not a raw traceback) with one line naming its fault."""
+    with pytest.raises(ConfigError) as err:
+        parse_genotype(text)
+    message = str(err.value)
+    assert fragment in message and "\n" not in message, message
+
+
+def test_one_empty_node_and_autodl_none_fields_still_parse() -> None:
+    """Only a cell with no edge at all is rejected: one node without edges is zeros, as EvalCell builds it."""
+    g = parse_genotype(
+        "Genotype(normal=[[('skip_connect', 0)], [], [], []], normal_concat=[2, 3, 4, 5], reduce=None, "
+        "reduce_concat=None)"
+    )
+    assert g.cell_types == ("normal",) and g.normal.nodes[1:] == ((), (), ())
+    assert parse_genotype(json.dumps(g.to_json())) == g

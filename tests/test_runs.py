@@ -247,3 +247,28 @@ def test_bad_resume_is_one_line_and_changes_nothing(command: str, evolve_run: Pa
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and ("corrupt" in err or "not a" in err), (broken, err)
         assert digest(copy) == before, broken
+
+
+def test_overwrite_refuses_the_current_directory_and_resolves_relative_paths(tmp_path, monkeypatch, capsys) -> None:
+    with RunDir.open("train", tmp_path / "r", "x") as run:
+        run.start({"a": 1}, 0)
+    before = digest(tmp_path)
+    monkeypatch.chdir(tmp_path / "r")
+    for out in (".", "./", str(tmp_path / "r")):
+        with pytest.raises(ConfigError, match=r"will not move aside the run in .* \(the current directory\)"):
+            RunDir.open("train", out, "x", overwrite=True)
+    assert digest(tmp_path) == before
+    assert train_main(["--out", ".", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "current directory" in err, err
+    (tmp_path / "r" / "checkpoints").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path / "r" / "checkpoints")
+    before = digest(tmp_path)
+    with pytest.raises(ConfigError, match="a directory holding the current directory"):
+        RunDir.open("train", "..", "x", overwrite=True)
+    assert digest(tmp_path) == before
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other").mkdir()
+    RunDir.open("train", "other/../r", "x", overwrite=True).release()  # moved aside beside r, not inside other
+    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
+    assert len(aside) == 1 and (tmp_path / aside[0] / "run.json").is_file() and not any((tmp_path / "other").iterdir())

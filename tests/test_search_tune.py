@@ -155,3 +155,26 @@ def test_bad_input_is_one_line(args, message, tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_trial_validated_on_the_test_set_is_archived_without_fitness(tmp_path) -> None:
+    """A single-level trial on the whole training set measured its accuracy on the test set: its archive row has no
+    fitness, so an ensemble's top_k (or an evolve run seeded from the search) never ranks it by test accuracy."""
+    from evoray.ensemble.sources import archive_genotypes
+    from evoray.evolution.operators import init_uniform
+    from evoray.searchers.results import write_population
+
+    space = get_space("darts")
+    rng = np.random.default_rng(0)
+    alphas = [init_uniform(space, rng) for _ in range(2)]
+    genotypes = [format_genotype(derive_genotype(space, {ct: softmax(a[ct]) for ct in a})) for a in alphas]
+    assert genotypes[0] != genotypes[1]
+    summary = [
+        {"trial": i, "searcher": name, "seed": 0, "genotype": g, "valid_acc": acc, "valid_on": on,
+         "params_m": 1.0, "space": "darts", "path": str(tmp_path / f"trial{i}")}
+        for i, (name, g, acc, on) in enumerate(zip(("darts", "snas"), genotypes, (50.0, 90.0), ("split", "test")))
+    ]  # fmt: skip
+    write_population(tmp_path, [{"alphas": a} for a in alphas], summary)
+    archive = read_archive(tmp_path)
+    assert [r["fitness"] for r in archive] == [50.0, None]
+    assert [g for _, g, _ in archive_genotypes(str(tmp_path), 1, "last", "members.archives[0]")] == [genotypes[0]]

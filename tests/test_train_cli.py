@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from evoray.commands.train import main, train
 from evoray.config import load_config
@@ -107,3 +108,77 @@ def test_nb201_genotype_needs_nb201_network() -> None:
     cfg.model.genotype = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
     with pytest.raises(ConfigError, match=r"model\.network=nb201"):
         train_genotype(cfg)
+
+
+# -- resume: the genotype it started with, and checkpoints that do not fit ------------------------------------------
+
+
+def _tiny_run(tmp_path: Path, *extra: str) -> tuple[TrainConfig, Path]:
+    from tests.test_runs import tiny_train
+
+    cfg = tiny_train("optim.epochs=1", *extra)
+    out = tmp_path / "run"
+    train(cfg, out, log=lambda _: None)
+    return cfg, out
+
+
+def test_resume_trains_the_genotype_the_run_started_with(tmp_path, capsys) -> None:
+    from evoray.runs import RunDir
+    from evoray.spaces.published import published_genotype
+    from tests.test_runs import digest
+
+    v1, v2 = str(published_genotype("DARTS_V1")), str(published_genotype("DARTS_V2"))
+    spec = tmp_path / "genotype.json"
+    spec.write_text(json.dumps({"genotype": v2}))
+    cfg, out = _tiny_run(tmp_path, f"model.genotype={spec}")
+    first = json.loads((out / "results.json").read_text())
+    spec.write_text(json.dumps({"genotype": v1}))  # the file edited after the run started
+    before = digest(out)
+    assert main(["--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and v1 in err and v2 in err, err
+    with RunDir.open("train", out, "x", resume=True) as run, pytest.raises(ConfigError, match="now gives"):
+        train_genotype(cfg, run, log=lambda _: None)  # the run's own check, without the command's
+    assert digest(out) == before  # refused before anything was written
+    spec.unlink()  # the file gone: the run continues with the genotype it recorded
+    assert main(["--resume", str(out), "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["genotype"] == v2 and resumed["test_loss"] == first["test_loss"]
+
+
+def test_checkpoint_holds_the_gpu_rng_and_resumes_without_it(tmp_path, capsys) -> None:
+    from evoray.runs.directory import load_checkpoint, save_checkpoint
+
+    _, out = _tiny_run(tmp_path)
+    first = json.loads((out / "results.json").read_text())
+    state, tensors = load_checkpoint(out / "checkpoints")
+    assert "cuda_rng" in tensors and tensors["cuda_rng"] is None  # a CPU run: saved, empty
+    del tensors["cuda_rng"]  # a checkpoint written before the key existed
+    save_checkpoint(out / "checkpoints", state, tensors)
+    assert main(["--resume", str(out), "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (resumed["test_loss"], resumed["test_top1"]) == (first["test_loss"], first["test_top1"])
+
+
+def test_checkpoint_that_does_not_fit_is_one_line_and_changes_nothing(tmp_path, capsys) -> None:
+    from evoray.runs.directory import load_checkpoint, save_checkpoint
+    from tests.test_runs import digest
+
+    _, out = _tiny_run(tmp_path)
+    folder = out / "checkpoints"
+    state, tensors = load_checkpoint(folder)
+    for key in ("history", "model"):
+        save_checkpoint(folder, state, {k: v for k, v in tensors.items() if k != key})
+        before = digest(out)
+        assert main(["--resume", str(out)]) == 2, key
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, err
+        assert f"lacks {key!r}" in err and str(folder / "last.pt") in err, err
+        assert digest(out) == before, key  # refused before anything was written
+    tensors["model"] = {k: torch.zeros(1) for k in tensors["model"]}  # weights of another network
+    save_checkpoint(folder, state, tensors)
+    before = digest(out)
+    assert main(["--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "does not fit this run" in err, err
+    assert digest(out) == before

@@ -2,8 +2,8 @@
 their committees.
 
 With no arguments it runs the embedded default (``ensembles/default.yaml``): a few published genotypes plus the
-best of the newest evolve run, if there is one, at a small size on scikit-learn's digits, as Ray tasks on the CPU in
-a few minutes. ``--config NAME`` takes a shipped spec (``ensembles/NAME.yaml``) or any YAML path.
+best of the newest finished evolve or search run, if there is one, at a small size on scikit-learn's digits, as Ray
+tasks on the CPU in a few minutes. ``--config NAME`` takes a shipped spec (``ensembles/NAME.yaml``) or any YAML path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from evoray.config import load_config
 from evoray.data import describe, require_files
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.members import Executor, run_members_locally
-from evoray.ensemble.runner import plan, run_ensemble
+from evoray.ensemble.runner import plan, recorded_latest, run_ensemble
 from evoray.runs import RunDir
 from evoray.runs.directory import saved_run
 from evoray.spaces import Genotype, parse_genotype
@@ -64,7 +64,9 @@ def ensemble(
 ) -> dict[str, Any]:
     """Build and measure the committees of ``cfg`` into its run directory (``out``, or ``runs/ensemble/<name>``), or
     with ``resume`` continue the run in ``out``, reusing every member it finished."""
-    _, pool, _ = plan(cfg, lambda _: None)  # every bad input fails here, before anything is written
+    resumed = resume and out is not None and Path(out).is_dir()  # its members come from the runs it recorded
+    latest = recorded_latest(Path(out), cfg, lambda _: None) if resumed and out is not None else None
+    _, pool, _ = plan(cfg, lambda _: None, latest)  # every bad input fails here, before anything is written
     check_sizes(cfg, [parse_genotype(m.genotype) for m in pool if m.kind == "genotype"])
     name = cfg.name or f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunDir.open("ensemble", out, name, resume=resume, overwrite=overwrite) as run:

@@ -21,6 +21,7 @@ from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.run import build_backend, initial_alphas, run_evolve
 from evoray.runs import RunDir
+from evoray.runs.directory import CHECKPOINTS
 from evoray.runtime import apply_runtime
 from evoray.spaces import get_space
 
@@ -38,7 +39,8 @@ def evolve(
     """Run the search of ``cfg`` into its run directory (``out``, or ``runs/evolve/<name>``), or with ``resume``
     continue the run in ``out``; returns the summary written to ``best.json``."""
     check_sizes(cfg)
-    initial_alphas(cfg.initial_population, get_space(cfg.supernet.space), 1, np.random.default_rng(0))  # fails now
+    if not (resume and out is not None and (Path(out) / CHECKPOINTS / "last.pt").is_file()):  # else it holds them
+        initial_alphas(cfg.initial_population, get_space(cfg.supernet.space), 1, np.random.default_rng(0))  # fails now
     with RunDir.open("evolve", out, cfg.name or cfg.default_name(), resume=resume, overwrite=overwrite) as run:
         return run_evolve(cfg, run, _backend(cfg), log)
 

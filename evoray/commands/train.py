@@ -18,12 +18,12 @@ from evoray.data import describe, require_files
 from evoray.errors import ConfigError
 from evoray.runs import RunDir
 from evoray.runs.curves import read_curves
-from evoray.runs.directory import saved_run
+from evoray.runs.directory import MANIFEST, is_run, read_json, saved_run
 from evoray.runs.events import train_scalars, write_scalars
 from evoray.runs.reader import CURVES
-from evoray.spaces import check_genotype
+from evoray.spaces import Genotype, check_genotype
 from evoray.spaces.resolve import resolve_genotype
-from evoray.training import TrainConfig, check_network, profile_genotype, train_genotype
+from evoray.training import TrainConfig, check_network, profile_genotype, resumed_genotype, train_genotype
 
 DEFAULT = "train-default.yaml"
 
@@ -42,8 +42,12 @@ def train(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Retrain ``cfg.model.genotype`` into its run directory (``out``, or ``runs/train/<name>``), or with ``resume``
-    continue the run in ``out`` from its last epoch."""
-    check_sizes(cfg)  # a bad genotype, size or data root fails before anything is written
+    continue the run in ``out`` from its last epoch, with the genotype it started with."""
+    genotype = None
+    if resume and out is not None and is_run(Path(out)):  # not what model.genotype (perhaps a file) gives now
+        recorded = read_json(Path(out) / MANIFEST, "run manifest").get("genotype")
+        genotype = resumed_genotype(cfg, recorded, f"run {str(out)!r}", log=lambda _: None)
+    check_sizes(cfg, genotype)  # a bad genotype, size or data root fails before anything is written
     require_files(cfg.data)
     with RunDir.open("train", out, run_name(cfg), resume=resume, overwrite=overwrite) as run:
         result = train_genotype(cfg, run, log)
@@ -51,9 +55,11 @@ def train(
         return result
 
 
-def check_sizes(cfg: TrainConfig) -> None:
-    """The genotype, whole, and a network or batch the machine cannot hold, refused before anything runs."""
-    genotype = resolve_genotype(cfg.model.genotype)
+def check_sizes(cfg: TrainConfig, genotype: Genotype | None = None) -> None:
+    """The genotype (default: ``model.genotype``), whole, and a network or batch the machine cannot hold, refused
+    before anything runs."""
+    if genotype is None:
+        genotype = resolve_genotype(cfg.model.genotype)
     check_network(cfg, genotype)
     check_genotype(genotype)
     shape, m = describe(cfg.data), cfg.model

@@ -3,6 +3,8 @@ image arrays in .npz files, all held in memory; ImageNet folders through a loade
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,23 +229,54 @@ def load_cifar(cfg: DataConfig) -> Arrays:
     return Arrays(train_x, train_y, test_x, test_y, 255.0, num_classes, mean, std)
 
 
+NPZ_EXPECTED = "expected an .npz (numpy.savez) with arrays images (N, H, W[, C]) uint8 or float, labels (N,) int"
+NPZ_ARRAYS = {"images": "(N, H, W[, C]) uint8 or float", "labels": "(N,) int", "classes": "(K,) class names as str"}
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:160]
+
+
 def read_npz(path: str) -> tuple[Tensor, Tensor, int | None]:
     """(images (N, C, H, W), labels (N,) int64, number of class names or None) of an .npz with ``images`` (N, H, W[, C])
     uint8 or float in [0, 1], ``labels`` (N,) and optional ``classes``; rows in a fixed shuffled order."""
     if not Path(path).is_file():
         raise ConfigError(f"npz file {path!r} does not exist")
+    damaged = (OSError, EOFError, zipfile.BadZipFile, zlib.error)  # a truncated or corrupt zip, read or inflated
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"npz file {path!r} could not be read: {exc}") from exc
+    except (*damaged, ValueError) as exc:
+        raise ConfigError(f"npz file {path!r} is damaged or not an .npz ({_reason(exc)}); {NPZ_EXPECTED}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ConfigError(f"npz file {path!r} holds a single array; expected an .npz with keys images and labels")
+
+    def read(key: str) -> np.ndarray:
+        objects = f"npz file {path!r}: {key!r} is an array of Python objects; expected {key} {NPZ_ARRAYS[key]}"
+        try:
+            array = archive[key]
+        except ValueError as exc:  # allow_pickle=False: an object array, or a damaged header
+            if "allow_pickle" in str(exc):
+                raise ConfigError(objects) from None
+            raise ConfigError(f"npz file {path!r} is damaged: {key!r} could not be read ({_reason(exc)})") from None
+        except damaged as exc:
+            raise ConfigError(f"npz file {path!r} is damaged: {key!r} could not be read ({_reason(exc)})") from None
+        if array.dtype.hasobject:
+            raise ConfigError(objects)
+        return array
+
     with archive:
         for key in ("images", "labels"):
             if key not in archive.files:
                 raise ConfigError(f"npz file {path!r} lacks key {key!r} (has: {', '.join(archive.files)})")
-        images, labels = archive["images"], archive["labels"]
-        classes = len(archive["classes"]) if "classes" in archive.files else None
+        images, labels = read("images"), read("labels")
+        classes = None
+        if "classes" in archive.files:
+            names = read("classes")
+            if names.ndim != 1:
+                raise ConfigError(
+                    f"npz file {path!r}: classes must be a 1-d array of class names (K,), got shape {names.shape}"
+                )
+            classes = len(names)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] > 4:

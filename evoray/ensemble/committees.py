@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from evoray.ensemble.config import CommitteeConfig
 from evoray.ensemble.measures import committee_metrics, member_metrics, reliability, softmax
 from evoray.ensemble.predict import MemberLogits
 from evoray.errors import ConfigError
+from evoray.runs.directory import atomic_write
 
 
 @dataclass
@@ -68,7 +70,9 @@ class LogitPool:
             test=self.test,
             test_labels=self.test_labels,
         )
-        np.savez_compressed(path, **arrays)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write(path, buf.getvalue())  # an interrupted save never leaves a torn file
 
     @classmethod
     def load(cls, path: Path) -> LogitPool:

@@ -8,6 +8,8 @@ run that is stopped and resumed never computes a member twice.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,11 @@ def load_member(spec: MemberSpec, root: Path) -> MemberLogits | None:
         with np.load(d / LOGITS_FILE, allow_pickle=False) as f:
             shifted = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("shift/")}
             arrays = {k: f[k] for k in ("valid", "valid_labels", "test", "test_labels")}
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"member logits {str(d / LOGITS_FILE)!r} are unreadable ({type(err).__name__})") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ConfigError(
+            f"member logits {str(d / LOGITS_FILE)!r} are unreadable ({type(err).__name__}); delete that file to "
+            "compute the member again, or start the committee run afresh"
+        ) from None
     info = {k: v for k, v in meta.items() if k not in ("name", "split_seed", "train_portion", "source")}
     state = load_tensors(d / "weights.pt", "member weights") if (d / "weights.pt").is_file() else None
     return MemberLogits(spec.name, **arrays, shifted=shifted, info=info, state=state)

@@ -1,9 +1,11 @@
 """A committee run: resolve the member pool, check the committees, train the members (an executor: in this process,
 or Ray tasks from ``evoray.distributed``), select the committees on validation logits, measure everything, write the
-results into the run directory: ``config.yaml`` (the resolved spec), ``members/<member>/`` (logits.npz, member.json
-and, for members trained here, config.yaml, weights.pt, history.json, train.log), ``logits.npz`` (every member's
-validation, test and shifted test logits), ``report.json``, ``report.md`` and the plots. A resumed run reuses every
-member an earlier attempt finished.
+results into the run directory: ``config.yaml`` (the resolved spec), ``latest.json`` (the runs that
+``members.latest_run`` and ``latest_supernet`` picked at the first start), ``members/<member>/`` (logits.npz,
+member.json and, for members trained here, config.yaml, weights.pt, history.json, train.log), ``logits.npz`` (every
+member's validation, test and shifted test logits), ``report.json``, ``report.md`` and the plots. A resumed run draws
+its members from the runs recorded in ``latest.json`` (not from runs finished since) and reuses every member an
+earlier attempt finished.
 """
 
 from __future__ import annotations
@@ -27,18 +29,24 @@ from evoray.ensemble.committees import (
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.members import Executor, run_members, run_members_locally
 from evoray.ensemble.report import shift_by_severity, write_report
-from evoray.ensemble.sources import DataInfo, MemberSpec, describe_data, resolve_pool
+from evoray.ensemble.sources import LATEST, DataInfo, Latest, MemberSpec, describe_data, resolve_pool
+from evoray.errors import ConfigError
 from evoray.runs import RunDir
+from evoray.runs.directory import read_json
 from evoray.spaces import parse_genotype
 
 Log = Callable[[str], None]
 METRIC_KEYS = ("accuracy", "nll", "ece")
+LATEST_FILE = "latest.json"  # {"latest_run": run dir | null, "latest_supernet": run dir | null}, at the first start
 
 
-def plan(cfg: EnsembleConfig, log: Log = print) -> tuple[DataInfo, list[MemberSpec], list[str]]:
-    """The data, the member pool and the committee labels, with every bad input reported before training."""
+def plan(
+    cfg: EnsembleConfig, log: Log = print, latest: Latest | None = None
+) -> tuple[DataInfo, list[MemberSpec], list[str]]:
+    """The data, the member pool and the committee labels, with every bad input reported before training;
+    ``latest`` pins (or receives) the runs of ``members.latest_run`` / ``latest_supernet`` (see ``resolve_pool``)."""
     info = describe_data(cfg)
-    pool = resolve_pool(cfg, info, log)
+    pool = resolve_pool(cfg, info, log, latest)
     names = [m.name for m in pool]
     labels = committee_names(cfg.committees)
     for i, c in enumerate(cfg.committees):
@@ -143,7 +151,8 @@ def run_ensemble(
 ) -> dict[str, Any]:
     """Run the committee spec ``cfg`` in ``run`` (a resumed run reuses its finished members); returns the --json
     summary (report.json holds everything)."""
-    info, pool_specs, labels = plan(cfg, log)
+    latest = recorded_latest(run.path, cfg, log) if run.resumed else {}
+    info, pool_specs, labels = plan(cfg, log, latest)
     run.start(
         config_to_dict(cfg),
         cfg.seed,
@@ -153,6 +162,7 @@ def run_ensemble(
             "members": len(pool_specs),
         },
     )
+    run.write_json(LATEST_FILE, latest)
     log(
         f"ensemble: {len(pool_specs)} members ({', '.join(m.name for m in pool_specs)}), "
         f"{len(labels)} committees, on {cfg.data.dataset} -> {run.path}"
@@ -191,6 +201,23 @@ def run_ensemble(
         }
     )
     return summary
+
+
+def recorded_latest(run_path: Path, cfg: EnsembleConfig, log: Log = print) -> Latest:
+    """The runs that ``members.latest_run`` / ``latest_supernet`` picked at the first start of the committee run in
+    ``run_path`` (empty for a run started by an older evoray: those options are resolved afresh)."""
+    path = run_path / LATEST_FILE
+    if not path.is_file():
+        if any(getattr(cfg.members, k) for k in LATEST):
+            log(f"resume: {path} is missing (an older evoray started this run); members.latest_* resolved afresh")
+        return {}
+    data = read_json(path, "record of the runs members were drawn from")
+    if any(k not in LATEST or not (v is None or isinstance(v, str)) for k, v in data.items()):
+        raise ConfigError(
+            f"{str(path)!r} is not a record of the runs members were drawn from (expected {{{', '.join(LATEST)}: "
+            "run directory or null}); restore it, or start the committee run afresh"
+        )
+    return data
 
 
 def _space_of(pool: list[MemberSpec]) -> str:

@@ -28,7 +28,7 @@ from evoray.errors import ConfigError
 
 NOISE_STD = (0.04, 0.06, 0.08, 0.09, 0.10)  # gaussian_noise: std of the added noise, per severity
 BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)  # gaussian_blur: kernel sigma in pixels
-CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # contrast: factor towards each image's mean
+CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # contrast: factor towards each channel's spatial mean
 SHIFT_STREAM = 7  # keeps the noise generators apart from the data's streams
 
 
@@ -58,8 +58,9 @@ def gaussian_blur(x: Tensor, severity: int, gen: torch.Generator) -> Tensor:
 
 
 def contrast(x: Tensor, severity: int, gen: torch.Generator) -> Tensor:
-    """(x - m) c + m with m each image's mean over channels and pixels; x (B, C, H, W) in [0, 1]."""
-    m = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    """(x - m) c + m, clipped, with m the mean over the pixels of each channel of each image (CIFAR-10-C's
+    ``np.mean(x, axis=(0, 1))`` of an HWC image); x (B, C, H, W) in [0, 1]."""
+    m = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
     return ((x - m) * CONTRAST[severity - 1] + m).clamp(0.0, 1.0)
 
 

@@ -28,7 +28,7 @@ from evoray.ensemble.config import EnsembleConfig
 from evoray.errors import ConfigError
 from evoray.runs import list_runs, open_run, read_archive
 from evoray.runs.directory import load_tensors
-from evoray.spaces.genotype import parse_genotype
+from evoray.spaces.genotype import Genotype, parse_genotype
 from evoray.spaces.published import published_genotype
 from evoray.spaces.resolve import resolve_genotype
 from evoray.training import TrainConfig, check_network
@@ -36,6 +36,8 @@ from evoray.training import TrainConfig, check_network
 Log = Callable[[str], None]
 KINDS = ("genotype", "checkpoint", "supernet")
 MEMBER_FILE = "member.json"  # written beside the weights of every trained member
+LATEST = ("latest_run", "latest_supernet")  # the members options that pick a run by its age
+Latest = dict[str, str | None]  # what each of LATEST resolved to: a run directory, or None (no run fitted)
 
 
 @dataclass
@@ -92,30 +94,55 @@ def member_train_config(cfg: EnsembleConfig, genotype: str, seed: int) -> TrainC
     )
 
 
-def resolve_pool(cfg: EnsembleConfig, info: DataInfo, log: Log = print) -> list[MemberSpec]:
-    """Every member of the pool, deduplicated, with one-line errors for sources that do not exist or do not fit."""
+def genotype_key(genotype: Genotype) -> tuple[Any, ...]:
+    """A genotype as an architecture, for finding duplicates: a node sums its incoming edges, so each node's edges
+    are a multiset (sorted here) and the cell's output concatenation a set; two texts with one key (e.g. a DARTS
+    cell with a node's two edges listed in either order) are the same architecture."""
+    return tuple(
+        (name, tuple(tuple(sorted(node)) for node in cell.nodes), tuple(sorted(set(cell.concat))))
+        for name, cell in genotype.cells
+    )
+
+
+def resolve_pool(
+    cfg: EnsembleConfig, info: DataInfo, log: Log = print, latest: Latest | None = None
+) -> list[MemberSpec]:
+    """Every member of the pool, deduplicated, with one-line errors for sources that do not exist or do not fit.
+
+    ``latest`` pins ``members.latest_run`` / ``latest_supernet``: an option named in it takes the run recorded there
+    (a resumed committee run draws its members from the runs it drew them from at its first start, not from a
+    newer one); an enabled option missing from it is resolved from ``members.runs_dir`` and written into it."""
     m = cfg.members
+    latest = {} if latest is None else latest
     genotypes: list[tuple[str, str, str]] = []  # (name, canonical genotype, origin)
     for name in m.published:
         genotypes.append((name, str(published_genotype(name)), f"published {name}"))
     archives = list(m.archives)
     if m.latest_run:
-        latest = latest_run(Path(m.runs_dir), cfg.train.model.network == "nb201")
-        if latest is None:
-            log(f"members.latest_run: no run with an archive under {m.runs_dir}/ fits; none added")
+        if "latest_run" in latest:
+            run_path = latest["latest_run"]
+            _check_pinned("latest_run", run_path)
+            log(f"members.latest_run: {run_path or 'none'}, as at this run's first start")
         else:
-            log(f"members.latest_run: {latest}")
-            archives.append(str(latest))
+            found = latest_run(Path(m.runs_dir), cfg.train.model.network == "nb201")
+            run_path = latest["latest_run"] = None if found is None else str(found.resolve())
+            if run_path is None:
+                log(f"members.latest_run: no run with an archive under {m.runs_dir}/ fits; none added")
+            else:
+                log(f"members.latest_run: {run_path}")
+        if run_path is not None:
+            archives.append(run_path)
     for i, path in enumerate(archives):
         genotypes += archive_genotypes(path, m.top_k, m.archive_scope, f"members.archives[{i}]")
 
     pool: list[MemberSpec] = []
-    seen: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
     for name, genotype, origin in genotypes:
-        if genotype in seen:
-            log(f"member {name} has the genotype of {seen[genotype]}; trained once")
+        key = genotype_key(parse_genotype(genotype))
+        if key in seen:
+            log(f"member {name} has the genotype of {seen[key]}; trained once")
             continue
-        seen[genotype] = name
+        seen[key] = name
         for r in range(m.seeds):
             seed = cfg.seed + r
             label = _unique(name if m.seeds == 1 else f"{name}-s{seed}", pool)
@@ -127,15 +154,31 @@ def resolve_pool(cfg: EnsembleConfig, info: DataInfo, log: Log = print) -> list[
     for path in m.supernets:
         pool.append(load_supernet_member(path, cfg, info, pool))
     if m.latest_supernet:
-        supernet = latest_supernet_member(cfg, info, pool, log)
-        if supernet is None:
-            log(f"members.latest_supernet: no evolve run under {m.runs_dir}/ has a supernet that fits the data")
+        if "latest_supernet" in latest:
+            run_path = latest["latest_supernet"]
+            _check_pinned("latest_supernet", run_path)
+            log(f"members.latest_supernet: {run_path or 'none'}, as at this run's first start")
+            supernet = None if run_path is None else load_supernet_member(run_path, cfg, info, pool)
         else:
-            log(f"members.latest_supernet: {supernet.path}")
+            supernet = latest_supernet_member(cfg, info, pool, log)
+            latest["latest_supernet"] = None if supernet is None else supernet.path
+            if supernet is None:
+                log(f"members.latest_supernet: no evolve run under {m.runs_dir}/ has a supernet that fits the data")
+            else:
+                log(f"members.latest_supernet: {supernet.path}")
+        if supernet is not None:
             pool.append(supernet)
     if not pool:
         raise ConfigError("the member pool is empty: no source named in members gave a member")
     return pool
+
+
+def _check_pinned(option: str, path: str | None) -> None:
+    if path is not None and not Path(path).is_dir():
+        raise ConfigError(
+            f"members.{option}: the run {path!r} that this committee run drew members from at its first start is "
+            "gone; restore it, or start the committee run afresh (without --resume)"
+        )
 
 
 def _unique(name: str, pool: list[MemberSpec]) -> str:
@@ -170,10 +213,12 @@ def archive_genotypes(path: str, top_k: int, scope: str, where: str) -> list[tup
     rows = sorted(rows, key=fitness_key)
     run, out, seen = _run_name(Path(path)), [], set()
     for r in rows:
-        genotype = str(parse_genotype(r["genotype"]))
-        if genotype in seen:
+        parsed = parse_genotype(r["genotype"])
+        key = genotype_key(parsed)
+        if key in seen:
             continue
-        seen.add(genotype)
+        seen.add(key)
+        genotype = str(parsed)
         origin = f"archive {path}: generation {r['generation']}, id {r['id']}, fitness {r['fitness']}"
         out.append((f"{run}-g{r['generation']}-i{r['id']}", genotype, origin))
         if len(out) == top_k:
@@ -209,7 +254,7 @@ def latest_supernet_member(cfg: EnsembleConfig, info: DataInfo, pool: list[Membe
         if run.command != "evolve" or not (run.path / "supernet.pt").is_file():
             continue
         try:
-            return load_supernet_member(str(run.path), cfg, info, pool)
+            return load_supernet_member(str(run.path.resolve()), cfg, info, pool)
         except ConfigError as err:
             log(f"members.latest_supernet: passing over {run.path}: {err}")
     return None

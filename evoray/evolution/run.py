@@ -123,10 +123,12 @@ def run_evolve(
     space = get_space(cfg.supernet.space)
     seed_everything(cfg.seed)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(1)[0])
-    if seeds is None:
+    checkpoint = run.load_checkpoint()
+    if checkpoint is not None:  # it holds the population (and the rng): their source is not read again
+        seeds = []
+    elif seeds is None:
         seeds = initial_alphas(cfg.initial_population, space, cfg.evolution.population, rng)
     strategy = build_strategy(cfg.evolution, space, rng, seeds)
-    checkpoint = run.load_checkpoint()
     rows: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     if checkpoint is not None:
@@ -135,6 +137,8 @@ def run_evolve(
             strategy.load_state_dict(state["strategy"])
             backend.load_state_dict(tensors["backend"])
             torch.set_rng_state(tensors["torch_rng"])
+            if tensors.get("cuda_rng") is not None and torch.cuda.is_available():  # absent in older checkpoints
+                torch.cuda.set_rng_state_all(tensors["cuda_rng"])
             history = list(state["history"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
@@ -174,7 +178,7 @@ def run_evolve(
         write_curves(run.path / CURVES, history)
         run.save_checkpoint(
             {"generation": g, "strategy": strategy.state_dict(), "history": history},
-            {"backend": backend.state_dict(), "torch_rng": torch.get_rng_state()},
+            {"backend": backend.state_dict(), "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng()},
         )
         for key in ("best", "mean", "worst"):
             writer.add_scalar(f"fitness/{key}", stats[key], g)
@@ -221,6 +225,12 @@ def run_evolve(
     run.finish({k: result[k] for k in ("genotype", "fitness", "params_m", "evaluations", *report)})
     log(f"best: {best.genotype} (fitness {best.fitness:.2f}) -> {run.path / 'best.json'}")
     return result
+
+
+def _cuda_rng() -> list[torch.Tensor] | None:
+    """The GPU generators' states (drop path draws its masks there) when this process has used CUDA: a driver whose
+    supernet trains on Ray actors, or on the CPU, has none to save (and starts no CUDA context for them)."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
 
 def _best(rows: list[dict[str, Any]], answer: Individual | None, supernet: bool) -> Individual:

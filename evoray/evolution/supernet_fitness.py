@@ -180,6 +180,7 @@ class SupernetTrainer:
             "scheduler": self.scheduler.state_dict(),
             "generation": self.generation,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -188,6 +189,8 @@ class SupernetTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generation = int(state["generation"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":  # absent in older checkpoints
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
 
 @BACKENDS.register("supernet")

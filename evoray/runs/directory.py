@@ -195,12 +195,21 @@ class RunDir:
         return fd
 
     def _move_aside(self) -> None:
-        """--overwrite: the old run moves to ``<dir>.old-<time>``; the directory itself stays (it is locked)."""
+        """--overwrite: the old run moves to ``<dir>.old-<time>``; the directory itself stays (it is locked). The
+        current directory, or one holding it, is refused: its run is not moved out from under the user."""
+        path = self.path.resolve()  # '.', '..', 'a/..' name no folder of their own
+        cwd = Path.cwd().resolve()
+        if path == cwd or path in cwd.parents:
+            where = "the current directory" if path == cwd else "a directory holding the current directory"
+            raise ConfigError(
+                f"--overwrite will not move aside the run in {str(self.path)!r} ({where}); give --out another "
+                f"directory, or continue the run with --resume {self.path}"
+            )
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.old-{stamp}")
+        aside = path.with_name(f"{path.name}.old-{stamp}")
         k = 1
         while aside.exists():
-            aside, k = self.path.with_name(f"{self.path.name}.old-{stamp}-{k}"), k + 1
+            aside, k = path.with_name(f"{path.name}.old-{stamp}-{k}"), k + 1
         aside.mkdir()
         for child in list(self.path.iterdir()):
             shutil.move(str(child), str(aside / child.name))

@@ -49,7 +49,10 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
     """Every trial with alphas becomes one individual of generation 0 (the archive schema of evolve, with the
-    searcher, trial and seed columns); fitness is its validation accuracy. Also ``summary.json``."""
+    searcher, trial and seed columns); fitness is its validation accuracy on the held-out split. A trial of a
+    single-level search on the whole training set was validated on the test set: it is archived without a fitness, so
+    that nothing downstream (an ensemble's ``top_k``, an evolve run seeded from this one) selects by test accuracy.
+    Also ``summary.json``, which keeps every accuracy and the set it was measured on."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for o, s in zip(outcomes, summary):
@@ -57,7 +60,8 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
             continue
         rows.append(
             individual_row(
-                0, s["trial"], [], f"search:{s['searcher']}:s{s['seed']}", s["genotype"], s["valid_acc"],
+                0, s["trial"], [], f"search:{s['searcher']}:s{s['seed']}", s["genotype"],
+                s["valid_acc"] if s["valid_on"] == "split" else None,
                 s["params_m"], o["alphas"], s["space"], s["searcher"], Path(s["path"]).name, s["seed"],
             )
         )  # fmt: skip

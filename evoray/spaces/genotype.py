@@ -19,14 +19,15 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from evoray.errors import ConfigError
 
 Edge = tuple[str, int]  # (op name, input state)
 Node = tuple[Edge, ...]  # the incoming edges of one intermediate node
 
-_OP_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_OP_RE = re.compile(r"[a-z][a-z0-9_]*")  # with fullmatch: `$` would let a trailing newline through
+_INPUT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit also takes '²'
 MAX_STATES = 64  # the most states a cell's concat may name (DARTS cells have 6)
 
 
@@ -84,22 +85,48 @@ class Genotype:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Genotype:
-        try:
-            cells = tuple(
-                (
-                    str(name),
-                    CellGenotype(
-                        nodes=tuple(tuple((str(op), int(j)) for op, j in node) for node in cell["nodes"]),
-                        concat=tuple(int(c) for c in cell["concat"]),
-                    ),
-                )
-                for name, cell in data.items()
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ConfigError(f"malformed genotype JSON ({err}); expected {{cell: {{nodes, concat}}}}") from None
-        genotype = cls(cells)
+        """The genotype :meth:`to_json` wrote; anything else raises a one-line ``ConfigError``."""
+        if not isinstance(data, dict) or not data:
+            raise ConfigError('malformed genotype JSON: expected {cell: {"nodes": [...], "concat": [...]}}')
+        genotype = cls(tuple((name, _json_cell(name, cell)) for name, cell in data.items()))
         _check_structure(genotype)
         return genotype
+
+
+def _json_cell(name: Any, cell: Any) -> CellGenotype:
+    """One cell of :meth:`Genotype.to_json`: ``{"nodes": [[[op, input], ...], ...], "concat": [state, ...]}``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"malformed genotype JSON: cell name {_clip(repr(name))} is not a name like normal or cell")
+    where = f"malformed genotype JSON, {name} cell"
+    if not isinstance(cell, dict) or set(cell) != {"nodes", "concat"}:
+        raise ConfigError(f'{where}: expected {{"nodes": [[[op, input], ...], ...], "concat": [...]}}')
+    nodes = cell["nodes"]
+    if not isinstance(nodes, list) or not all(isinstance(node, list) for node in nodes):
+        raise ConfigError(f"{where}: nodes must be a list of nodes, each a list of [op, input] edges")
+    return CellGenotype(
+        tuple(tuple(_edge(e, where) for e in node) for node in nodes), _concat(cell["concat"], f"{where}: concat")
+    )
+
+
+def _is_int(x: Any) -> TypeGuard[int]:
+    """An int proper: ``True``, ``0.7`` and ``"0"`` are not states."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _edge(e: Any, where: str) -> Edge:
+    """One edge: exactly an op name and an int input, else a ``ConfigError`` prefixed by ``where``."""
+    if not isinstance(e, (list, tuple)) or len(e) != 2 or not isinstance(e[0], str) or not _is_int(e[1]):
+        raise ConfigError(f"{where}: bad edge {_clip(repr(e))}, expected ('op', input) with an int input")
+    return (e[0], e[1])
+
+
+def _concat(value: Any, what: str) -> tuple[int, ...]:
+    """The states a cell concatenates: a non-empty list of ints in ``0..MAX_STATES - 1``, else a ``ConfigError``."""
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(c) and 0 <= c < MAX_STATES for c in value):
+        raise ConfigError(
+            f"{what} {_clip(repr(value))} must be a non-empty list of ints in 0..{MAX_STATES - 1}, e.g. [2, 3, 4, 5]"
+        )
+    return tuple(value)
 
 
 def format_genotype(genotype: Genotype) -> str:
@@ -127,9 +154,10 @@ def parse_genotype(text: str) -> Genotype:
         raise ConfigError("empty genotype string")
     if s.startswith("{"):
         try:
-            return Genotype.from_json(json.loads(s))
-        except json.JSONDecodeError as err:
+            data = json.loads(s)
+        except (ValueError, RecursionError) as err:  # ValueError: also an int of over 4300 digits
             raise ConfigError(f"genotype JSON does not parse: {err}") from None
+        return Genotype.from_json(data)
     if s.startswith("|"):
         return parse_arch(s)
     if s.startswith("Genotype(") and s.endswith(")"):
@@ -149,8 +177,11 @@ def parse_arch(text: str) -> Genotype:
         edges = []
         for item in chunk[1:-1].split("|"):
             op, sep, src = item.partition("~")
-            if not sep or not _OP_RE.match(op) or not src.isdigit():
-                raise ConfigError(f"malformed arch string {_clip(s)!r}: bad edge {item!r}, expected op~input")
+            if not sep or not _OP_RE.fullmatch(op) or not _INPUT_RE.fullmatch(src):
+                raise ConfigError(
+                    f"malformed arch string {_clip(s)!r}: bad edge {_clip(item)!r}, "
+                    "expected op~input, the input in digits 0-9"
+                )
             edges.append((op, int(src)))
         nodes.append(tuple(edges))
     genotype = Genotype((("cell", CellGenotype(tuple(nodes), (len(nodes),))),))
@@ -166,13 +197,16 @@ def _parse_darts(s: str) -> Genotype:
         raise ConfigError(f"malformed genotype {_clip(s)!r}: {err}") from None
     except (SyntaxError, TypeError, MemoryError, RecursionError):
         raise ConfigError(f"malformed genotype {_clip(s)!r}: not a Genotype(name=[...], ...) literal") from None
+    where = f"malformed genotype {_clip(s)!r}"
     cells = []
     for name, value in fields.items():
+        if name.endswith("_concat") and name[: -len("_concat")] not in fields:
+            raise ConfigError(f"{where}: {name} has no {name[: -len('_concat')]} cell")
         if name.endswith("_concat") or value is None:  # e.g. AutoDL's connectN=None
             continue
         if f"{name}_concat" not in fields:
-            raise ConfigError(f"malformed genotype {_clip(s)!r}: {name} has no {name}_concat")
-        concat = tuple(int(c) for c in fields[f"{name}_concat"])
+            raise ConfigError(f"{where}: {name} has no {name}_concat")
+        concat = _concat(fields[f"{name}_concat"], f"{where}: {name}_concat")
         cells.append((name, CellGenotype(_nodes_from_list(value, concat, s), concat)))
     if not cells:
         raise ConfigError(f"malformed genotype {_clip(s)!r}: no cells")
@@ -184,13 +218,17 @@ def _parse_darts(s: str) -> Genotype:
 def _parse_fields(inner: str) -> dict[str, Any]:
     """Keyword fields of ``Genotype(...)`` as Python literals; ``range(a, b)`` is the only call accepted."""
     call = ast.parse(f"f({inner})", mode="eval").body
-    if not isinstance(call, ast.Call) or call.args:
-        raise ValueError("expected keyword fields only")
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id != "f":
+        raise ValueError("expected one Genotype(name=[...], ...) with nothing after its closing parenthesis")
+    if call.args or any(kw.arg is None for kw in call.keywords):
+        raise ValueError("expected keyword fields only, e.g. normal=[...], normal_concat=[2, 3, 4, 5]")
     fields: dict[str, Any] = {}
     for kw in call.keywords:
         v = kw.value
+        if str(kw.arg) in fields:
+            raise ValueError(f"{kw.arg} is given twice")
         if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "range" and not v.keywords:
-            bounds = [a.value for a in v.args if isinstance(a, ast.Constant) and isinstance(a.value, int)]
+            bounds = [a.value for a in v.args if isinstance(a, ast.Constant) and _is_int(a.value)]
             if len(bounds) != len(v.args):
                 raise ValueError("range() takes integer literals only")
             states = range(*bounds)
@@ -210,9 +248,7 @@ def _nodes_from_list(value: Any, concat: tuple[int, ...], s: str) -> tuple[Node,
         raise ConfigError(f"malformed genotype {_clip(s)!r}: a cell must be a non-empty list of (op, input)")
 
     def edge(e: Any) -> Edge:
-        if not isinstance(e, (list, tuple)) or len(e) < 2 or not isinstance(e[0], str) or not isinstance(e[1], int):
-            raise ConfigError(f"malformed genotype {_clip(s)!r}: bad edge {e!r}, expected ('op', input)")
-        return (e[0], e[1])
+        return _edge(e, f"malformed genotype {_clip(s)!r}")
 
     def is_node(n: Any) -> bool:  # a node is a sequence of edges; an edge is ('op', input)
         return isinstance(n, list) or (isinstance(n, tuple) and all(isinstance(e, (list, tuple)) for e in n))
@@ -220,7 +256,7 @@ def _nodes_from_list(value: Any, concat: tuple[int, ...], s: str) -> tuple[Node,
     if all(is_node(n) for n in value):  # explicit nodes
         return tuple(tuple(edge(e) for e in node) for node in value)
     flat = [edge(e) for e in value]
-    steps = max(concat) - 1 if concat else len(flat) // 2
+    steps = max(concat) - 1  # concat is non-empty and below MAX_STATES
     if len(flat) == 2 * steps:
         return tuple(tuple(flat[2 * i : 2 * i + 2]) for i in range(steps))
     sizes = [2 + i for i in range(steps)]
@@ -232,7 +268,7 @@ def _nodes_from_list(value: Any, concat: tuple[int, ...], s: str) -> tuple[Node,
         return tuple(nodes)
     raise ConfigError(
         f"malformed genotype {_clip(s)!r}: {len(flat)} edges for the {steps} nodes"
-        + (f" its concat {list(concat)} implies" if concat else "")
+        + f" its concat {list(concat)} implies"
         + f"; expected {2 * steps} (two per node) or {sum(sizes)} (every edge)"
     )
 
@@ -240,10 +276,18 @@ def _nodes_from_list(value: Any, concat: tuple[int, ...], s: str) -> tuple[Node,
 def _check_structure(genotype: Genotype) -> None:
     for name, cell in genotype.cells:
         n_in = 1 if genotype.is_nb201 else 2
+        if not any(cell.nodes):  # a node may lack edges (it is zeros), but a cell with none ignores its inputs
+            raise ConfigError(
+                f"genotype {name} cell has no edges; give each node its (op, input) edges, e.g. "
+                "[('sep_conv_3x3', 0), ('skip_connect', 1)]"
+            )
         for i, node in enumerate(cell.nodes):
             for op, j in node:
-                if not _OP_RE.match(op):
-                    raise ConfigError(f"genotype {name} cell: bad op name {op!r}")
+                if not _OP_RE.fullmatch(op):
+                    raise ConfigError(
+                        f"genotype {name} cell: bad op name {_clip(repr(op))}; op names are lowercase letters, "
+                        "digits and _"
+                    )
                 if not 0 <= j < n_in + i:
                     raise ConfigError(
                         f"genotype {name} cell: node {n_in + i} takes input {j}; valid inputs 0..{n_in + i - 1}"
