@@ -32,7 +32,9 @@ class OptimConfig:
     weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
     grad_clip: float = field(default=5.0, metadata={"min": 0.0})  # max gradient norm (0 = off)
     # Step the schedule at the start of each epoch, so epoch e trains at the rate of e + 1 and the last one at lr_min:
-    # the DARTS and SNAS code, written for PyTorch 0.3-1.0, call scheduler.step() before the epoch.
+    # what the DARTS and SNAS code (scheduler.step() before each epoch) do under PyTorch >= 1.1. Under the PyTorch
+    # they were published with (0.3.1, 0.4) that first step() gives epoch 0 the initial rate: epoch e at cosine(e),
+    # this option's default.
     lr_step_at_start: bool = False
     # Zero the gradients instead of freeing them between steps (PyTorch 1.x's zero_grad): a parameter that had a
     # gradient once keeps getting weight decay and momentum at every step although its op was not sampled (GDAS, RSPS)
@@ -65,8 +67,8 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
 
 
 def step_schedule_first(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-    """Step ``scheduler`` before the epoch's optimiser steps, on purpose (``lr_step_at_start``: PyTorch 0.3-1.0's
-    order, which PyTorch now warns about)."""
+    """Step ``scheduler`` before the epoch's optimiser steps, on purpose (``lr_step_at_start``: the DARTS and SNAS
+    code's order, which PyTorch now warns about)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
         scheduler.step()

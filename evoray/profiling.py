@@ -18,6 +18,7 @@ import io
 import statistics
 import time
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,8 +62,18 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...], device: torch.dev
     x = _sample_input(net, input_size, 1, device)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        macs, _ = thop.profile(net, inputs=(x,), verbose=False)
+        macs, _ = thop.profile(net, inputs=(x,), custom_ops=_thop_rules(), verbose=False)
     return float(macs)
+
+
+def _thop_rules() -> dict[type, Any]:
+    """thop's own counts for evoray's modules that stand in for PyTorch ones (thop matches exact types): a depthwise
+    conv as ``nn.Conv2d``, the 3x3 average pool as ``nn.AvgPool2d``; the originals' networks count the same."""
+    from thop.vision.basic_hooks import count_avgpool, count_convNd
+
+    from evoray.nn.ops import AvgPool3x3, DepthwiseConv2d
+
+    return {DepthwiseConv2d: count_convNd, AvgPool3x3: count_avgpool}
 
 
 def _synchronize(device: torch.device) -> None:

@@ -102,6 +102,9 @@ def test_run_ids_outside_the_roots_are_refused(tmp_path) -> None:
     assert store.run_id(root / "train" / "t") == "0/train/t"
     with pytest.raises(OutsideRootsError):
         store.run_id(outside)
+    rows, problems = store.listing()  # the linked run is left out of the runs page, which still serves the rest
+    assert [r.id for r in rows] == ["0/train/t"]
+    assert len(problems) == 1 and "links outside the dashboard's roots" in problems[0]
 
 
 def test_unreadable_runs_are_listed_with_their_reason_and_the_rest_serves(tmp_path) -> None:
@@ -161,3 +164,74 @@ def test_pareto_front_and_genealogy() -> None:
     assert [r["id"] for r in lineage(rows, 5)] == [5, 4, 0]
     family, total = drawn_family(rows, 5, limit=3)
     assert total == 5 and [r["id"] for r in family] == [0, 1, 3, 4, 5]
+
+
+def _tune_trial(folder, epochs: int, rows: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"search": {"searcher": "darts", "seed": 0, "epochs": epochs}}))
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_search_trials_read_status_and_epochs_as_run(tmp_path) -> None:
+    """A trial its scheduler stopped early (Tune marks it done) is stopped; a trial restored from a checkpoint
+    reports its later epochs again, and each epoch shows once; a finished search whose Tune storage lies elsewhere
+    still lists its trials, from the run's own archive."""
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    run_dir = synthetic_search(tmp_path / "runs" / "search" / "s", trials=2)
+    store = RunStore([tmp_path / "runs"])
+    elsewhere = search_trials(store, store.open("0/search/s"))
+    assert [(t.name, t.searcher) for t in elsewhere] == [("trial-0", "darts"), ("trial-1", "gdas")]
+
+    def row(epoch: int, acc: float, done: bool = False) -> dict:
+        return {"epoch": epoch, "training_iteration": epoch, "valid_acc": acc, "done": done}
+
+    _tune_trial(run_dir / "tune" / "asha", 4, [row(1, 50.0), row(2, 55.0, done=True)])
+    _tune_trial(run_dir / "tune" / "restored", 3, [row(1, 50.0), row(2, 60.0), row(2, 61.0), row(3, 70.0, True)])
+    trials = {t.name: t for t in search_trials(store, store.open("0/search/s"))}
+    assert trials["asha"].status == "stopped" and trials["asha"].epoch == 2
+    restored = trials["restored"]
+    assert restored.status == "done" and [r["epoch"] for r in restored.rows] == [1, 2, 3]
+    assert [r["valid_acc"] for r in restored.rows] == [50.0, 61.0, 70.0]
+
+
+def test_evolve_page_best_passes_over_failed_individuals(tmp_path) -> None:
+    """While best.json is not written, the best of the newest generation is the fittest scored individual: one whose
+    fitness is NaN (a failed evaluation) or missing never is."""
+    from evoray.dashboard.pages.evolve import _Data, best_key
+
+    rows = [
+        {"generation": 0, "id": 7, "fitness": float("nan")},
+        {"generation": 0, "id": 8, "fitness": 91.0},
+        {"generation": 0, "id": 9, "fitness": None},
+        {"generation": 0, "id": 10, "fitness": 60.0},
+    ]
+    run_dir = synthetic_evolve(tmp_path / "runs" / "e", 1, 3)
+    (run_dir / "best.json").unlink()
+    store = RunStore([tmp_path / "runs"])
+    assert best_key(store, store.open("0/e"), _Data(rows)) == (0, 8)
+
+
+def test_alpha_figures_name_each_edges_own_ops() -> None:
+    """RobustDARTS S1 gives every edge its own two candidates: the heat map and the op distributions name the op of
+    each entry by its edge, not by the first edge's list."""
+    import numpy as np
+
+    from evoray.dashboard.alphas import edge_names, op_names
+    from evoray.dashboard.figures import alphas_figure, op_distribution_figure
+    from evoray.spaces import get_space
+
+    space = get_space("rdarts-s1")
+    E, K = space.alpha_shape("normal")
+    names = op_names(space, "normal", E, K)
+    assert names == [list(space.edge_ops("normal", e)) for e in range(E)]
+    assert len({tuple(n) for n in names}) > 1  # the space's edges differ
+    probs = np.full((E, K), 1.0 / K)
+    heat = alphas_figure(probs, edge_names(space, E), names, "normal").data[0]
+    assert [list(row) for row in heat.customdata] == names and list(heat.x) == [f"slot {k}" for k in range(K)]
+    dist = op_distribution_figure([1, 2], [probs, probs], edge_names(space, E), names, "normal")
+    assert [t.name for t in dist.data] == [op for edge in names for op in edge]
+    darts = get_space("darts")
+    shared = op_names(darts, "normal", *darts.alpha_shape("normal"))
+    assert list(alphas_figure(np.ones((14, 8)) / 8, edge_names(darts, 14), shared, "n").data[0].x) == shared[0]

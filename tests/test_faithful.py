@@ -139,7 +139,7 @@ def test_snas_temperature_and_schedules_match_the_originals() -> None:
     assert snas_tau(opts, 0, 150) == pytest.approx(1 - 0.97 / 150)  # Temp_Scheduler steps before epoch 0
     assert snas_tau(opts, 149, 150) == pytest.approx(0.03)  # and reaches temp_min at the last epoch
     assert snas_tau(SnasOptions(tau_epochs=0), 9, 10) == pytest.approx(0.03)  # horizon = the run's epochs
-    # DARTS and SNAS: scheduler.step() before each epoch, so epoch e trains at cosine(e + 1)
+    # DARTS and SNAS call scheduler.step() before each epoch, under PyTorch 0.3.1 / 0.4; AutoDL's GDAS steps its own
     exp = config_from_dict(ExperimentConfig, {"searchers": ["darts", "snas", "gdas"], "base": {"epochs": 4}})
     for cfg in expand(exp):
         cfg.data = config_from_dict(type(cfg.data), {"dataset": "digits", "limit_train": 64, "batch_size": 32})
@@ -148,10 +148,35 @@ def test_snas_temperature_and_schedules_match_the_originals() -> None:
         s = SEARCHERS.get(cfg.searcher)(cfg, CPU)
         lrs = [s.train_epoch()["lr"] for _ in range(4)]
         o = cfg.optim
-        shift = 1 if cfg.searcher in ("darts", "snas") else 0  # GDAS (AutoDL) trains epoch e at cosine(e)
-        expected = [o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * (e + shift) / 4)) / 2 for e in range(4)]
-        assert lrs == pytest.approx(expected), cfg.searcher
-        assert (lrs[-1] == pytest.approx(o.lr_min)) == (shift == 1)
+        old = _Pytorch03Cosine(o.lr, 4, o.lr_min)
+        published = []
+        for _ in range(4):  # the originals' loop: scheduler.step(), then the epoch at the scheduler's rate
+            old.step()
+            published.append(old.lr)
+        assert lrs == pytest.approx(published), cfg.searcher
+        assert lrs[0] == o.lr and lrs[-1] > o.lr_min  # epoch e at cosine(e): the last just above lr_min
+        if cfg.searcher == "darts":  # the same code under PyTorch >= 1.1: epoch e at cosine(e + 1)
+            cfg.optim.lr_step_at_start = True
+            s = SEARCHERS.get(cfg.searcher)(cfg, CPU)
+            shifted = [s.train_epoch()["lr"] for _ in range(4)]
+            cosine = [o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * (e + 1) / 4)) / 2 for e in range(4)]
+            assert shifted == pytest.approx(cosine) and shifted[-1] == pytest.approx(o.lr_min)
+
+
+class _Pytorch03Cosine:
+    """``CosineAnnealingLR`` as PyTorch 0.3.1-1.0 define it (``_LRScheduler.__init__``: ``self.step(last_epoch + 1);
+    self.last_epoch = last_epoch``; ``step(epoch=None)``: ``epoch = self.last_epoch + 1``), the rate it sets kept."""
+
+    def __init__(self, base: float, t_max: int, eta_min: float, last_epoch: int = -1) -> None:
+        self.base, self.t_max, self.eta_min = base, t_max, eta_min
+        self.step(last_epoch + 1)
+        self.last_epoch = last_epoch
+
+    def step(self, epoch: int | None = None) -> None:
+        if epoch is None:
+            epoch = self.last_epoch + 1
+        self.last_epoch = epoch
+        self.lr = self.eta_min + (self.base - self.eta_min) * (1 + math.cos(math.pi * epoch / self.t_max)) / 2
 
 
 # -- GDAS -------------------------------------------------------------------------------------------------------
@@ -349,7 +374,7 @@ def test_readme_names_every_divergence_from_the_originals() -> None:
         "GDAS-NASNet",
         "zero_grad",
         "DARTS-V1",
-        "cosine(e+1)",
+        "PyTorch they were published with",
         "1 - 0.97",
         "Algorithm 1",
         "archai",

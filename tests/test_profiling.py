@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -58,3 +59,29 @@ def test_profile_model_keys() -> None:
     assert stats["params_m"] == 67 / 1e6
     assert stats["flops_m"] == 60 / 1e6
     assert stats["latency_ms"] > 0
+
+
+def test_count_flops_sees_every_op_of_a_cell() -> None:
+    """The ops that run their convolutions or pools through evoray's own kernels count as the nn layers they stand
+    for: a SepConv as its two depthwise kxk and two 1x1 convs, a DilConv as one of each, the 3x3 average pool as one
+    operation per output element."""
+    from evoray.nn.ops import AvgPool3x3, DilConv, SepConv
+
+    C, H = 8, 16
+    depthwise, pointwise, bn = C * H * H * 3 * 3, C * H * H * C, 2 * C * H * H  # thop: 2 per element of a BN
+    assert count_flops(SepConv(C, C, 3, 1, 1, affine=False), (C, H, H)) == 2 * (depthwise + pointwise + bn)
+    assert count_flops(DilConv(C, C, 3, 1, 2, 2, affine=False), (C, H, H)) == depthwise + pointwise + bn
+    assert count_flops(AvgPool3x3(1), (C, H, H)) == C * H * H
+
+
+def test_count_flops_reproduces_the_originals_counts() -> None:
+    """DARTS_V2 in the DARTS evaluation network (C=36, 20 cells, 32x32) and a NAS-Bench-201 cell in its network
+    (C=16, N=5): the multiply-adds thop counts for quark0/darts' NetworkCIFAR and AutoDL-Projects' TinyNetwork."""
+    from evoray.nn.networks import NB201Network, NetworkCIFAR
+    from evoray.spaces import parse_genotype
+    from evoray.spaces.published import published_genotype
+
+    darts = NetworkCIFAR(36, 10, 20, True, published_genotype("DARTS_V2"))
+    assert count_flops(darts, (3, 32, 32)) / 1e6 == pytest.approx(549.85, abs=0.005)
+    cell = parse_genotype("|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|")
+    assert count_flops(NB201Network(16, 5, cell, 10), (3, 32, 32)) / 1e6 == pytest.approx(48.73, abs=0.005)

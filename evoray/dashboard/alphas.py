@@ -35,11 +35,17 @@ def edge_names(space: SearchSpace | None, n_edges: int) -> list[str]:
     return [f"{source}→{target}" for target, source in space.edges]
 
 
-def op_names(space: SearchSpace | None, cell_type: str, n_ops: int) -> list[str]:
-    """The op of each alpha column (the space's first edge's ops; every edge of evoray's spaces has the same)."""
-    if space is None or cell_type not in space.cell_types or space.num_ops(cell_type) != n_ops:
-        return [f"op {k}" for k in range(n_ops)]
-    return list(space.edge_ops(cell_type, 0))
+def op_names(space: SearchSpace | None, cell_type: str, n_edges: int, n_ops: int) -> list[list[str]]:
+    """The op of each alpha entry, per edge (RobustDARTS' spaces give each edge its own candidates), or ``op k``
+    when the space is unknown or its shape differs."""
+    if (
+        space is None
+        or cell_type not in space.cell_types
+        or space.num_ops(cell_type) != n_ops
+        or space.num_edges != n_edges
+    ):
+        return [[f"op {k}" for k in range(n_ops)] for _ in range(n_edges)]
+    return [list(space.edge_ops(cell_type, e)) for e in range(n_edges)]
 
 
 def epoch_distributions(

@@ -282,13 +282,18 @@ def genealogy_figure(
     return fig
 
 
-def alphas_figure(probs: np.ndarray, edge_names: Sequence[str], op_names: Sequence[str], title: str) -> go.Figure:
-    """A heat map of an (E, K) op distribution: one row per edge, one column per op."""
+def alphas_figure(
+    probs: np.ndarray, edge_names: Sequence[str], op_names: Sequence[Sequence[str]], title: str
+) -> go.Figure:
+    """A heat map of an (E, K) op distribution: one row per edge, one column per op (``op_names`` per edge: where
+    the edges' candidates differ, the columns are slots and each entry names its own op)."""
+    shared = all(list(names) == list(op_names[0]) for names in op_names)
+    columns = list(op_names[0]) if shared else [f"slot {k}" for k in range(probs.shape[1])]
     fig = go.Figure(
         go.Heatmap(
-            z=probs, x=list(op_names), y=list(edge_names), colorscale="Blues", zmin=0.0,
+            z=probs, x=columns, y=list(edge_names), colorscale="Blues", zmin=0.0,
             zmax=float(max(probs.max(), 1e-9)), text=np.round(probs, 2), texttemplate="%{text:.2f}",
-            hovertemplate="%{y} %{x}: %{z:.3f}<extra></extra>",
+            customdata=[list(names) for names in op_names], hovertemplate="%{y} %{customdata}: %{z:.3f}<extra></extra>",
         )
     )  # fmt: skip
     fig.update_layout(title=title, height=120 + 22 * len(edge_names), margin=MARGIN, yaxis={"autorange": "reversed"})
@@ -406,10 +411,14 @@ def trial_curves_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
 
 
 def op_distribution_figure(
-    epochs: Sequence[int], probs: Sequence[np.ndarray], edge_names: Sequence[str], op_names: Sequence[str], title: str
+    epochs: Sequence[int],
+    probs: Sequence[np.ndarray],
+    edge_names: Sequence[str],
+    op_names: Sequence[Sequence[str]],
+    title: str,
 ) -> go.Figure:
     """How each edge's op distribution moves over the epochs: one small stacked-area panel per edge, one colour per
-    op (``probs``: one (E, K) array per epoch)."""
+    op (``probs``: one (E, K) array per epoch; ``op_names``: each edge's candidates)."""
     if not probs:
         return empty("no per-epoch op distribution reported")
     arr = np.stack(probs)  # (T, E, K)
@@ -418,16 +427,18 @@ def op_distribution_figure(
     nrows = math.ceil(n_edges / cols)
     fig = make_subplots(rows=nrows, cols=cols, subplot_titles=list(edge_names), shared_yaxes=True,
                         horizontal_spacing=0.03, vertical_spacing=0.12 if nrows < 4 else 0.06)  # fmt: skip
+    shown: set[str] = set()
     for e in range(n_edges):
-        for k, op in enumerate(op_names):
+        for k, op in enumerate(op_names[e]):
             fig.add_trace(
                 go.Scatter(
                     x=list(epochs), y=arr[:, e, k], mode="lines", stackgroup=f"e{e}", name=op, legendgroup=op,
-                    showlegend=e == 0, line={"width": 0.5, "color": op_colour(op)},
+                    showlegend=op not in shown, line={"width": 0.5, "color": op_colour(op)},
                     hovertemplate=f"{edge_names[e]} {op}: %{{y:.3f}} (epoch %{{x}})<extra></extra>",
                 ),
                 row=e // cols + 1, col=e % cols + 1,
             )  # fmt: skip
+            shown.add(op)
     fig.update_yaxes(range=[0, 1])
     fig.update_layout(title=title, height=170 * nrows + 90, margin=MARGIN, legend={"orientation": "h", "y": -0.08})
     return fig

@@ -143,7 +143,11 @@ class RunStore:
             except ConfigError as err:
                 problems.append(str(err))
                 continue
-            rows += [self.row(run) for run in runs]
+            for run in runs:
+                try:
+                    rows.append(self.row(run))
+                except OutsideRootsError:  # a link under the root to a run elsewhere: never served
+                    problems.append(f"{str(run.path)!r} links outside the dashboard's roots; not listed")
         rows.sort(key=lambda r: r.started, reverse=True)
         return rows, problems
 

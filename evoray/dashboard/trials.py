@@ -91,7 +91,6 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
     for row in store.curves(run):
         by_trial.setdefault(str(row.get("trial")), []).append(row)
     params = {p.parent.name: _read_params(p) for p in params_files}
-    names = sorted(set(params) | set(by_trial))
     summary = {Path(str(s.get("path", ""))).name: s for s in _read_list(run.path / SUMMARY)}
     archive = {}
     if run.has_archive():
@@ -99,6 +98,8 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
             archive = {str(r.get("trial")): r for r in store.archive(run)}
         except Exception:  # a corrupt archive: the trials still show from Tune's files
             archive = {}
+    # Tune's folders, or (a search whose Tune storage lies elsewhere) the run's own summary and archive
+    names = sorted((set(params) | set(by_trial) | set(summary) | set(archive)) - {"", "None"})
     flat = {n: _flat(params.get(n, {})) for n in names}
     varying = sorted(
         k
@@ -108,13 +109,18 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
     running = run.manifest.get("status") == "running"
     out = []
     for name in names:
-        rows = sorted(by_trial.get(name, []), key=lambda r: int(r.get("training_iteration") or r.get("epoch") or 0))
+        # one row per epoch: a trial restored from its checkpoint reports again the epochs after it (the later kept)
+        by_epoch = {_epoch(r): r for r in by_trial.get(name, [])}
+        rows = [by_epoch[e] for e in sorted(by_epoch)]
         last = rows[-1] if rows else {}
         s, a, p = summary.get(name, {}), archive.get(name, {}), params.get(name, {})
+        epochs = _int(p.get("epochs"))
         if s:
             status = str(s.get("status"))
         elif not rows:
             status = "pending" if running else "stopped"
+        elif epochs is not None:  # Tune marks done a trial its scheduler stopped early too
+            status = "done" if _epoch(last) >= epochs else ("running" if running else "stopped")
         else:
             status = "done" if last.get("done") else ("running" if running else "stopped")
         accs = [float(r["valid_acc"]) for r in rows if isinstance(r.get("valid_acc"), (int, float))]
@@ -135,6 +141,11 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
             )
         )
     return out
+
+
+def _epoch(row: dict[str, Any]) -> int:
+    """The epochs a trial's result row closes (Tune's iteration where the row lacks evoray's count)."""
+    return _int(row.get("epoch") or row.get("training_iteration")) or 0
 
 
 def _int(x: Any) -> int | None:

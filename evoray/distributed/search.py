@@ -64,7 +64,9 @@ def run_search(exp: ExperimentConfig, run: RunDir, log: Log = print, quiet_stdou
         "population": str(archive),
         "trials": [{k: s[k] for k in JSON_KEYS} for s in summary],
     }
-    best = max((s for s in summary if s["valid_acc"] is not None), key=lambda s: s["valid_acc"], default=None)
+    # the headline's best trial is chosen on the held-out split only: never a trial by its test accuracy
+    scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split"]
+    best = max(scored, key=lambda s: s["valid_acc"], default=None)
     run.finish(
         {
             "trials": len(summary),

@@ -169,6 +169,7 @@ class _DartsNetwork(nn.Module):
 
     cells: nn.ModuleList
     auxiliary_head: nn.Module | None
+    global_pooling: nn.Module
     classifier: nn.Linear
     aux_index: int
     drop_path_prob: float
@@ -180,7 +181,7 @@ class _DartsNetwork(nn.Module):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1)), logits_aux
+        return self.classifier(torch.flatten(self.global_pooling(s1), 1)), logits_aux
 
 
 class NetworkCIFAR(_DartsNetwork):
@@ -209,6 +210,7 @@ class NetworkCIFAR(_DartsNetwork):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         self.cells, C_prev, C_aux = _darts_cells(genotype, layers, C, C_stem, reduction_prev=False, pool_bn=pool_bn)
         self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)  # a module, as in the originals (counted by thop)
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -245,6 +247,7 @@ class NetworkImageNet(_DartsNetwork):
         self.stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells, C_prev, C_aux = _darts_cells(genotype, layers, C, C, reduction_prev=True, pool_bn=pool_bn)
         self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)  # a module, as in the originals (counted by thop)
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -301,11 +304,12 @@ class NB201Network(nn.Module):
             C_prev = C_curr
         self.cells = nn.Sequential(*layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU())
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)  # a module, as in the originals (counted by thop)
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         h = self.lastact(self.cells(self.stem(x)))  # (B, 4C, H/4, W/4)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)), None
+        return self.classifier(torch.flatten(self.global_pooling(h), 1)), None
 
 
 def build_network(

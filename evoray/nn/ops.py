@@ -127,9 +127,15 @@ def same_depthwise(x: Tensor, weight: Tensor, dilation: int = 1) -> Tensor:
     return F.conv2d(x, weight, padding=(dilation * rh, dilation * rw), dilation=dilation, groups=weight.shape[0])
 
 
-def depthwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` for a bias-free depthwise ``nn.Conv2d``, through :func:`depthwise_conv`."""
-    return depthwise_conv(x, conv.weight, conv.stride[0], int(conv.padding[0]), conv.dilation[0])  # type: ignore[arg-type]
+class DepthwiseConv2d(nn.Conv2d):
+    """A bias-free depthwise ``nn.Conv2d`` (same parameters and state) that runs through :func:`depthwise_conv`.
+    Called as a module, so that per-module counters (thop's FLOPs) see it."""
+
+    def __init__(self, C: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> None:
+        super().__init__(C, C, kernel, stride, padding, dilation=dilation, groups=C, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return depthwise_conv(x, self.weight, self.stride[0], int(self.padding[0]), self.dilation[0])  # type: ignore[arg-type]
 
 
 class DilConv(_ReLUFirst):
@@ -139,12 +145,12 @@ class DilConv(_ReLUFirst):
         self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True
     ) -> None:
         super().__init__()
-        self.dw = nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False)
+        self.dw = DepthwiseConv2d(C_in, kernel, stride, padding, dilation)
         self.pw = nn.Conv2d(C_in, C_out, 1, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def body(self, x: Tensor) -> Tensor:
-        return self.bn(self.pw(depthwise(x, self.dw)))
+        return self.bn(self.pw(self.dw(x)))
 
 
 class SepConv(_ReLUFirst):
@@ -152,16 +158,16 @@ class SepConv(_ReLUFirst):
 
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True) -> None:
         super().__init__()
-        self.dw1 = nn.Conv2d(C_in, C_in, kernel, stride, padding, groups=C_in, bias=False)
+        self.dw1 = DepthwiseConv2d(C_in, kernel, stride, padding)
         self.pw1 = nn.Conv2d(C_in, C_in, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(C_in, affine=affine)
-        self.dw2 = nn.Conv2d(C_in, C_in, kernel, 1, padding, groups=C_in, bias=False)
+        self.dw2 = DepthwiseConv2d(C_in, kernel, 1, padding)
         self.pw2 = nn.Conv2d(C_in, C_out, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(C_out, affine=affine)
 
     def body(self, x: Tensor) -> Tensor:
-        x = self.bn1(self.pw1(depthwise(x, self.dw1)))
-        return self.bn2(self.pw2(depthwise(F.relu(x), self.dw2)))
+        x = self.bn1(self.pw1(self.dw1(x)))
+        return self.bn2(self.pw2(self.dw2(F.relu(x))))
 
 
 class FactorizedReduce(_ReLUFirst):

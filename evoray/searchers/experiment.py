@@ -123,6 +123,13 @@ def expand(exp: ExperimentConfig) -> list[SearchSettings]:
         raise ConfigError(
             f"scheduler.grace_period = {exp.scheduler.grace_period} exceeds the longest trial ({longest} epochs)"
         )
+    on_test = [t for t in trials if t.data.whole_train]
+    if exp.scheduler.kind == "asha" and on_test:
+        raise ConfigError(
+            f"scheduler.kind=asha stops trials by their validation accuracy, but trial {trial_label(on_test[0])} "
+            "validates on the test set (data.train_portion = 1, a single-level search on the whole training set): "
+            "hold out a split (data.train_portion < 1) or use scheduler.kind=none"
+        )
     return trials
 
 

@@ -39,7 +39,8 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "valid_on": "test" if cfg.data.whole_train else "split",
                 "params_m": genotype_params_m(genotype) if genotype else None,
                 "genotype": genotype,
-                "status": "error" if o["error"] else ("done" if m.get("done") else "stopped"),
+                # Tune marks a trial its scheduler stopped early done too: done means every epoch ran
+                "status": "error" if o["error"] else ("done" if int(m.get("epoch", 0)) >= cfg.epochs else "stopped"),
                 "error": o["error"],
                 "path": o["path"],
             }

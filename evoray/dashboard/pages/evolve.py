@@ -3,6 +3,7 @@ genealogy of the best individual (or of any individual clicked in the population
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,17 @@ def best_key(store: RunStore, run: Run, data: _Data) -> tuple[int, int] | None:
         return None
     last = data.generations[-1]
     rows = [r for r in data.rows if int(r["generation"]) == last]
-    top = max(rows, key=lambda r: -1e18 if r.get("fitness") is None else float(r["fitness"]))
+    top = max(rows, key=lambda r: _score(r.get("fitness")))
     return (last, int(top["id"]))
+
+
+def _score(fitness: Any) -> float:
+    """A fitness to rank by: unscored (None) and failed (NaN) individuals below every scored one."""
+    try:
+        f = float(fitness)
+    except (TypeError, ValueError):
+        return -math.inf
+    return f if math.isfinite(f) else -math.inf
 
 
 def draw_generations(store: RunStore, run_id: str, value: int | None, old_max: int | None) -> tuple[Any, ...]:
@@ -223,7 +233,8 @@ def _alphas(row: dict[str, Any]) -> list[Any]:
         if a.ndim != 2:
             continue
         probs = softmax(a)
-        fig = figures.alphas_figure(probs, edge_names(space, a.shape[0]), op_names(space, ct, a.shape[1]), f"{ct} cell")
+        names = op_names(space, ct, *a.shape)
+        fig = figures.alphas_figure(probs, edge_names(space, a.shape[0]), names, f"{ct} cell")
         out.append(graph(f"{P}-alphas-{ct}", fig))
     return out
 

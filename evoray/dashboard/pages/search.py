@@ -180,7 +180,7 @@ def _ops(trial: Trial) -> list[Any]:
             epochs,
             probs,
             edge_names(space, e),
-            op_names(space, ct, k),
+            op_names(space, ct, e, k),
             f"{ct} cell: op distribution per edge over the epochs",
         )
         out.append(graph(f"{P}-ops-{ct}", fig))

@@ -92,7 +92,6 @@ class DARTS(Searcher):
     weighting = "softmax"
     Options = DartsOptions
     paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "darts": {"optim": {"lr_step_at_start": True}},  # quark0/darts steps its scheduler before each epoch
         "nb201": {"optim": {"nesterov": True, "weight_decay": 5e-4, "clip_all": True}},  # AutoDL's DARTS baselines
     }
 

@@ -88,7 +88,6 @@ class SNAS(Searcher):
             "epochs": 150,
             "arch": {"optimizer": "sgd", "weight_decay": 0.0, "grad_clip": 10.0},
             "data": {"train_portion": 1.0},
-            "optim": {"lr_step_at_start": True},
         }
     }
 
