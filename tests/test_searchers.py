@@ -20,7 +20,7 @@ from evoray.searchers.experiment import ExperimentConfig, expand
 from evoray.searchers.methods.darts import unrolled_arch_grad
 from evoray.searchers.methods.snas_resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
 from evoray.searchers.methods.xnas import theory_eta, wipeout
-from evoray.searchers.results import format_table, trial_summary
+from evoray.searchers.results import best_trial, format_table, trial_summary
 from evoray.spaces import get_space
 
 CPU = torch.device("cpu")
@@ -432,6 +432,18 @@ def test_summary_names_the_set_each_trial_was_validated_on() -> None:
     summary = trial_summary(outcomes)
     assert [s["valid_on"] for s in summary] == ["split", "test"]
     assert [line.split()[6] for line in format_table(summary).splitlines()[2:]] == ["split", "test"]
+    summary[1]["valid_acc"] = 90.0  # on the test set: never the headline's best, however high
+    assert best_trial(summary) is summary[0] and best_trial(summary[1:]) is None
+
+
+def test_a_trial_stopped_before_its_last_epoch_is_stopped_though_tune_says_done() -> None:
+    """Tune marks a trial its scheduler stopped early ``done``: the summary says stopped unless every epoch ran."""
+    cfg = tiny("darts")  # 3 epochs
+    outcomes = [
+        {"config": cfg, "metrics": {"epoch": epoch, "valid_acc": 50.0, "done": True}, "error": None, "path": "p"}
+        for epoch in (1, 3)
+    ]
+    assert [s["status"] for s in trial_summary(outcomes)] == ["stopped", "done"]
 
 
 def test_best_validation_accuracy_is_kept_across_a_restore(monkeypatch) -> None:
@@ -526,6 +538,15 @@ def test_xnas_child_takes_no_wiped_op() -> None:
 def test_bad_search_options_are_one_line_errors(searcher: str, sections: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         tiny(searcher, **sections)
+
+
+def test_asha_is_refused_for_trials_validated_on_the_test_set() -> None:
+    """ASHA stops trials by their validation accuracy: a single-level trial's is the test set's."""
+    exp = config_from_dict(ExperimentConfig, {"searchers": ["darts", "snas"], "scheduler": {"kind": "asha"}})
+    with pytest.raises(ConfigError, match=r"scheduler.kind=asha .* trial snas.* validates on the test set"):
+        expand(exp)
+    exp.scheduler.kind = "none"
+    assert [t.data.whole_train for t in expand(exp)] == [False, True]
 
 
 def test_asha_grace_period_must_fit_the_trials() -> None:

@@ -23,7 +23,7 @@ from evoray.distributed.tune import (
 from evoray.runs import RunDir
 from evoray.runs.reader import TUNE
 from evoray.searchers.experiment import ExperimentConfig, expand
-from evoray.searchers.results import format_table, plot_curves, trial_summary, write_population
+from evoray.searchers.results import best_trial, format_table, plot_curves, trial_summary, write_population
 
 JSON_KEYS = ("searcher", "space", "seed", "epochs", "valid_acc", "valid_acc_best", "params_m", "genotype", "status")
 
@@ -64,9 +64,7 @@ def run_search(exp: ExperimentConfig, run: RunDir, log: Log = print, quiet_stdou
         "population": str(archive),
         "trials": [{k: s[k] for k in JSON_KEYS} for s in summary],
     }
-    # the headline's best trial is chosen on the held-out split only: never a trial by its test accuracy
-    scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split"]
-    best = max(scored, key=lambda s: s["valid_acc"], default=None)
+    best = best_trial(summary)
     run.finish(
         {
             "trials": len(summary),

@@ -48,6 +48,13 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def best_trial(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial with the best validation accuracy on the held-out split (a run's headline); trials validated on the
+    test set never compete, so that no trial is chosen by its test accuracy."""
+    scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split"]
+    return max(scored, key=lambda s: s["valid_acc"], default=None)
+
+
 def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
     """Every trial with alphas becomes one individual of generation 0 (the archive schema of evolve, with the
     searcher, trial and seed columns); fitness is its validation accuracy on the held-out split. A trial of a
