@@ -321,3 +321,16 @@ def test_checkpoint_holds_the_gpu_rng_and_resumes_without_it(tmp_path) -> None:
     del tensors["cuda_rng"]  # a checkpoint written before the key existed still resumes
     save_checkpoint(tmp_path / "checkpoints", state, tensors)
     assert evolve(cfg, tmp_path, resume=True, log=lambda _: None)["genotype"] == result["genotype"]
+
+
+@pytest.mark.parametrize("supernet", [False, True])
+def test_the_answer_is_never_an_unscored_individual(supernet: bool) -> None:
+    """A table with a gap (NaN) or an individual never scored (None) must not win the run's answer, wherever it
+    stands among the rows."""
+    from evoray.evolution.run import _best
+    from evoray.runs.archive import individual_row
+
+    alphas = {"cell": np.zeros((6, 5), dtype=np.float32)}
+    scores = [float("nan"), 80.0, None, 84.0, 70.0]
+    rows = [individual_row(0, i, [], "random", "g", f, None, alphas) for i, f in enumerate(scores)]
+    assert _best(rows, None, supernet).id == 3

@@ -10,6 +10,7 @@ resumed run gives the results of an uninterrupted one.
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -239,9 +240,14 @@ def _best(rows: list[dict[str, Any]], answer: Individual | None, supernet: bool)
     if supernet and answer is not None:
         return answer
     if not supernet:
-        return from_record(max(rows, key=lambda r: -1e9 if r["fitness"] is None else r["fitness"]))
+        return from_record(max(rows, key=lambda r: _rank(r["fitness"])))
     last = max(r["generation"] for r in rows)
-    return from_record(max((r for r in rows if r["generation"] == last), key=lambda r: r["fitness"] or -1e9))
+    return from_record(max((r for r in rows if r["generation"] == last), key=lambda r: _rank(r["fitness"])))
+
+
+def _rank(fitness: float | None) -> float:
+    """A fitness to take the best by: unscored (None) and missing (NaN, a table's gap) below every score."""
+    return -math.inf if fitness is None or not math.isfinite(fitness) else float(fitness)
 
 
 def clear_outputs(path: Path) -> None:
