@@ -81,8 +81,8 @@ class SNAS(Searcher):
     bilevel = False  # the weights and the alphas step on the same training batch; no validation batch is read
     families = ("darts",)  # its children (top-2, edge_all) and its resource model are DARTS-cell constructs
     Options = SnasOptions
-    # the original trains on the whole training set and validates on the test set, 150 epochs, its scheduler stepped
-    # before each epoch
+    # the original trains on the whole training set and validates on the test set, 150 epochs (its scheduler, stepped
+    # before each epoch under PyTorch 0.4, trains epoch e at cosine(e): evoray's default)
     paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "darts": {
             "epochs": 150,
