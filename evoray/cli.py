@@ -4,12 +4,16 @@ configs and specs that ship with evoray."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from evoray.config import add_config_args, config_from_dict, config_to_dict, load_config
 from evoray.errors import ConfigError
@@ -42,6 +46,37 @@ def config_path(value: str | None) -> str | None:
     return str(path) if path is not None else value
 
 
+def shipped_configs(cls: type) -> list[str]:
+    """Names of the shipped configs of ``cls`` (those whose top-level keys are all keys of ``cls``), sorted."""
+    try:
+        files = list(resources.files("evoray.configs").iterdir())
+    except ModuleNotFoundError:
+        return []
+    keys = {f.name for f in dataclasses.fields(cls) if f.init}
+    names = []
+    for f in files:
+        if not f.name.endswith(".yaml") or not f.is_file():
+            continue
+        try:
+            data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and data and set(data) <= keys:
+            names.append(f.name.removesuffix(".yaml"))
+    return sorted(names)
+
+
+def require_config(cls: type, value: str | None) -> str | None:
+    """The path of a ``--config`` value (``config_path``); one that names no file is refused in one line that lists
+    the shipped configs of ``cls``."""
+    path = config_path(value)
+    if path is None or Path(path).is_file():
+        return path
+    names = shipped_configs(cls)
+    choices = f"; valid: a YAML file, or a shipped config: {', '.join(names)}" if names else "; give a YAML file"
+    raise ConfigError(f"config file not found: {value}{choices}")
+
+
 def make_parser(
     prog: str, description: str, default_config: str | None, resumable: bool = True
 ) -> argparse.ArgumentParser:
@@ -58,7 +93,7 @@ def make_parser(
 
 
 def load_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    return load_config(cls, config_path(getattr(args, "config", None)), getattr(args, "overrides", None) or ())
+    return load_config(cls, require_config(cls, getattr(args, "config", None)), getattr(args, "overrides", None) or ())
 
 
 def command_config(
@@ -82,7 +117,7 @@ def resumed_config(cls: type[T], saved: dict[str, Any], args: argparse.Namespace
     if (given is None or given == default_config) and not overrides:
         return config
     wanted = (
-        load_config(cls, config_path(given), overrides)
+        load_config(cls, require_config(cls, given), overrides)
         if given not in (None, default_config)
         else load_config(cls, None, overrides, base=config)
     )
@@ -119,10 +154,21 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         return 130
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def emit_json(obj: dict[str, Any]) -> None:
-    """Print ``obj`` as the last line of stdout."""
+    """Print ``obj`` as the last line of stdout: strict JSON, NaN and infinities written as null."""
     sys.stdout.flush()
-    print(json.dumps(obj, default=str), flush=True)
+    print(json.dumps(finite(obj), default=str, allow_nan=False), flush=True)
 
 
 def log_to(stream_is_json: bool) -> Callable[[str], None]:

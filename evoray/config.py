@@ -24,6 +24,11 @@ Example::
 
     cfg = load_config(TrainConfig, "configs/train.yaml", ["optim.lr=0.1", "epochs=3"])
 
+A ``dict`` field whose metadata has ``"dotted_keys": True`` (a grid of ``a.b`` keys) takes ``--set field.a.b=value``
+as its one key ``"a.b"``; other free-form dicts nest, ``--set extra.a.b=1`` giving ``{"a": {"b": 1}}``. A mapping given
+to a section with ``--set section={...}`` merges into it, as the file's section does. Floats must be finite; seeds
+use ``SEED_RANGE``.
+
 Supported annotations: ``int``, ``float`` (ints accepted), ``bool``, ``str``, ``Path``, ``X | None``, other unions
 (first match wins), ``Literal[...]``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]`` (free-form,
 e.g. ``dict[str, Any]``), ``Any`` and nested dataclasses. Configs' modules may use ``from __future__ import
@@ -33,6 +38,7 @@ annotations``; the classes must be defined at module level so their annotations 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -51,6 +57,9 @@ from evoray.errors import ConfigError
 T = TypeVar("T")
 
 _NONE = type(None)
+
+SEED_MAX = 2**32 - 1  # numpy's SeedSequence takes any non-negative int, torch.manual_seed up to 2**64 - 1: one range
+SEED_RANGE: Mapping[str, int] = types.MappingProxyType({"min": 0, "max": SEED_MAX})  # metadata of every seed field
 
 
 def load_config(
@@ -178,6 +187,18 @@ def _init_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
+def _field_default(cls: type, name: str) -> Any:
+    """The value a fresh ``cls`` gives field ``name``: its default_factory's (called), else its default, else None."""
+    f = _init_fields(cls)[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _current(cls: type, current: Any, name: str) -> Any:
+    return getattr(current, name, None) if current is not None else _field_default(cls, name)
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -221,7 +242,7 @@ def _merge(cls: type, current: Any, mapping: Mapping[Any, Any], prefix: str) -> 
         if sub is not None and value is None and _NONE not in typing.get_args(hint):
             continue  # an empty YAML section (`optim:` with every key commented out) changes nothing
         if sub is not None and isinstance(value, Mapping):
-            existing = getattr(current, name, None) if current is not None else None
+            existing = _current(cls, current, name)
             changes[name] = _merge(sub, existing if isinstance(existing, sub) else None, value, key)
         else:
             changes[name] = _coerce(value, hint, key)
@@ -235,15 +256,20 @@ def _set_path(cls: type, current: Any, parts: list[str], raw: str, prefix: str) 
     if name not in fields:
         raise _unknown_key(cls, prefix, name)
     key, hint = _join(prefix, name), hints[name]
+    existing = _current(cls, current, name)
+    sub = _section_type(hint)
     if len(parts) == 1:
-        value = _coerce_override(raw, hint, key)
+        parsed = _parse_value(raw)
+        if sub is not None and isinstance(parsed, Mapping):  # merges into the section, as a file's section does
+            value = _merge(sub, existing if isinstance(existing, sub) else None, parsed, key)
+        else:
+            value = _coerce_override(raw, hint, key)
     else:
-        existing = getattr(current, name, None) if current is not None else None
-        sub = _section_type(hint)
         if sub is not None:
             value = _set_path(sub, existing if isinstance(existing, sub) else None, parts[1:], raw, key)
         elif _is_dict(hint):
-            value = _set_in_dict(existing if isinstance(existing, Mapping) else {}, parts[1:], raw, hint, key)
+            rest = [".".join(parts[1:])] if fields[name].metadata.get("dotted_keys") else parts[1:]
+            value = _set_in_dict(existing if isinstance(existing, Mapping) else {}, rest, raw, hint, key)
         else:
             raise ConfigError(
                 f"config key {key!r} is {_describe(hint)}, not a section; cannot set {'.'.join([key, *parts[1:]])!r}"
@@ -325,6 +351,37 @@ def _type_error(value: Any, hint: Any, key: str) -> ConfigError:
     return ConfigError(f"config key {key!r} must be {_describe(hint)}, got {_show(value)}")
 
 
+class _NotFiniteError(ConfigError):
+    """A NaN or infinite value for a float."""
+
+
+def _takes_str(hint: Any) -> bool:
+    """Whether ``--set key=`` (empty) means ``''`` for a field of ``hint``: a string field, or a free-form value (a
+    key of ``base`` is a string field of the config it feeds)."""
+    if hint is str or hint is Any or hint is object:
+        return True
+    if typing.get_origin(hint) is Literal:
+        return "" in typing.get_args(hint)
+    return _is_union(hint) and any(_takes_str(a) for a in typing.get_args(hint))
+
+
+def _coerce_float(value: Any, hint: Any, key: str) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range
+            raise _NotFiniteError(f"config key {key!r} = {_show(value)} must be a finite number") from None
+    elif isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None:
+        raise _type_error(value, hint, key)
+    if not math.isfinite(number):
+        raise _NotFiniteError(f"config key {key!r} = {_show(number)} must be a finite number")
+    return number
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """``value`` checked against (and converted to) the annotation ``hint``; ConfigError naming ``key`` if not."""
     if hint is Any or hint is object:
@@ -340,12 +397,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         options = [a for a in args if a is not _NONE]
         if len(options) == 1:
             return _coerce(value, options[0], key)
+        not_finite: _NotFiniteError | None = None
         for option in options:
             try:
                 return _coerce(value, option, key)
+            except _NotFiniteError as exc:
+                not_finite = not_finite or exc
             except ConfigError:
                 continue
-        raise _type_error(value, hint, key)
+        raise not_finite or _type_error(value, hint, key)
     if origin is Literal:
         for choice in args:
             if value == choice and type(value) is type(choice):
@@ -360,14 +420,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         raise _type_error(value, hint, key)
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _type_error(value, hint, key)
+        return _coerce_float(value, hint, key)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -412,7 +465,9 @@ def _coerce_sequence(value: Any, hint: Any, key: str) -> list[Any] | tuple[Any, 
 
 def _coerce_override(raw: str, hint: Any, key: str) -> Any:
     """Coerce a ``--set`` value parsed as YAML; if that does not fit, try the raw text, so that a string field
-    takes ``--set name=3`` as ``'3'``."""
+    takes ``--set name=3`` as ``'3'``; an empty value (``--set name=``) is ``''`` where a string fits, else null."""
+    if not raw.strip() and _takes_str(hint):
+        return _coerce("", hint, key)
     parsed = _parse_value(raw)
     try:
         return _coerce(parsed, hint, key)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evoray.config import config_to_dict
+from evoray.config import SEED_RANGE, config_to_dict
 from evoray.data import BatchSource, DataConfig, build_data, describe
 from evoray.errors import ConfigError
 from evoray.metrics import AverageMeter, accuracy
@@ -80,7 +80,7 @@ class TrainConfig(Recipe):
     """Retrain a genotype from scratch: a recipe, its data and seed. Defaults are the DARTS CIFAR-10 evaluation
     recipe."""
 
-    seed: int = 0  # seeds weights, data order and augmentation
+    seed: int = field(default=0, metadata=SEED_RANGE)  # seeds weights, data order and augmentation
     name: str = ""  # run name: the run goes to runs/train/<name> unless --out is given
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", batch_size=96, cutout=16))
     profile: ProfileConfig = field(default_factory=ProfileConfig)

@@ -124,6 +124,29 @@ ROWS = [
     ("evolve", ["--resume", "{evolve}", "--set", "seed=3"], "evolve", "would change seed"),
     ("train", ["--resume", "{train}", "--genotype", "DARTS_V1"], "train", "--genotype and --profile do not apply"),
     ("ensemble", ["--out", "{new}", *sets("executor=local", "members.checkpoints=[{evolve}]")], "new", "weights.pt"),
+    (
+        "train",
+        ["--out", "{new}", "--config", "nosuch"],
+        "new",
+        "config file not found: nosuch; valid: a YAML file, or a shipped config: darts-cifar10, darts-imagenet, "
+        "nb201-train, train-default",
+    ),
+    ("evolve", ["--out", "{new}", "--config", "nosuch"], "new", "shipped config: evnas-cifar10, evnas-nb201, evolve"),
+    ("search", ["--out", "{new}", "--config", "nosuch"], "new", "shipped config: search-cifar10, search-default"),
+    ("search", ["--out", "{new}", "--set", "grid.seed=[1, 2]"], "new", "grid.seed cannot be set: each trial's seed"),
+    ("search", ["--out", "{new}", "--set", "base.seed=3"], "new", "use seeds: [...] instead"),
+    ("search", ["--out", "{new}", "--set", "per_searcher.darts.searcher=gdas"], "new", "use searchers: [...] instead"),
+    ("search", ["--out", "{new}", "--set", "grid.optim.lr=0.1"], "new", "'grid.optim.lr' must be a list, got 0.1"),
+    ("train", ["--out", "{new}", "--set", "optim.lr=.inf"], "new", "'optim.lr' = inf must be a finite number"),
+    ("train", ["--out", "{new}", "--set", "optim.lr=nan"], "new", "'optim.lr' = nan must be a finite number"),
+    ("evolve", ["--out", "{new}", "--set", "resources.cpus=.inf"], "new", "'resources.cpus' = inf must be a finite"),
+    ("search", ["--out", "{new}", "--set", "base.optim.lr=-.inf"], "new", "'optim.lr' = -inf must be a finite"),
+    ("evolve", ["--out", "{new}", "--set", "seed=-1"], "new", "'seed' = -1 is out of range [0, 4294967295]"),
+    ("evolve", ["--out", "{new}", "--set", "seed=4294967296"], "new", "is out of range [0, 4294967295]"),
+    ("search", ["--out", "{new}", "--set", "seeds=[0, -1]"], "new", "'seeds[1]' = -1 is out of range [0, 4294967295]"),
+    ("train", ["--out", "{new}", "--set", "seed=-1"], "new", "'seed' = -1 is out of range [0, 4294967295]"),
+    ("ensemble", ["--out", "{new}", *sets("seed=4294967295", "members.seeds=2")], "new", "member seeds past"),
+    ("ensemble", ["--out", "{new}", "--config", "nosuch"], "new", "committee spec not found: nosuch; valid: a YAML"),
 ]
 
 
@@ -138,6 +161,33 @@ def test_bad_input_is_one_line_and_touches_nothing(command, args, target, messag
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert digest(runs[target]) == before
     assert not runs["new"].exists()
+
+
+def test_json_last_line_is_strict_json(capsys) -> None:
+    """NaN and infinities are written as null: the last line parses as strict JSON."""
+    from evoray.cli import emit_json
+
+    def strict(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    emit_json({"a": float("nan"), "b": [1.5, float("inf"), (float("-inf"),)], "c": {"d": float("nan")}, "p": Path("x")})
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last, parse_constant=strict) == {"a": None, "b": [1.5, None, [None]], "c": {"d": None}, "p": "x"}
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1"])
+def test_dashboard_port_out_of_range_is_one_line(port, tmp_path, monkeypatch, capsys) -> None:
+    from dash import Dash
+
+    from evoray.dashboard.app import main
+
+    served = []
+    monkeypatch.setattr(Dash, "run", lambda self, *a, **k: served.append(k))
+    assert main([str(tmp_path), "--port", port]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err == f"error: --port {port} is out of range; valid: 1 to 65535", err
+    assert not served and not captured.out
 
 
 def test_ray_authentication_is_left_as_the_user_set_it(tmp_path) -> None:

@@ -218,3 +218,106 @@ def test_required_optional_section_and_fixed_tuple() -> None:
     assert load_config(Outer, overrides=["name=b", "inner.width=2"], base=Outer("a")).inner == Inner(2)
     with pytest.raises(ConfigError, match="config key 'shape' must be a list of 2 items"):
         config_from_dict(Outer, {"name": "a", "shape": [1, 2, 3]})
+
+
+# -- --set of a whole section, dotted grid keys, empty strings, non-finite floats, seeds ------------------------
+
+
+@dataclass
+class Factory:
+    data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=8, root="/factory"))
+    grid: dict[str, list[Any]] = field(default_factory=dict, metadata={"dotted_keys": True})
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def test_set_section_mapping_merges_into_the_current_section(tmp_path: Path) -> None:
+    path = _write(tmp_path, "optim: {lr: 0.5, milestones: [1, 2]}\ndata: {batch_size: 32}\n")
+    cfg = load_config(RunConfig, path, ["optim={lr: 0.05}", "data={cutout: true}"])
+    assert cfg.optim == OptimConfig(lr=0.05, milestones=[1, 2])  # milestones from the file, not the class default
+    assert cfg.data.batch_size == 32 and cfg.data.cutout is True
+    assert load_config(RunConfig, path, ["optim={}"]).optim.milestones == [1, 2]  # as an empty YAML section
+    # a section with a default_factory starts from the factory's value, not the class's bare defaults
+    assert load_config(Factory, overrides=["data={cutout: true}"]).data == DataConfig(8, True, root="/factory")
+    assert config_from_dict(Factory, {"data": {"cutout": True}}).data == DataConfig(8, True, root="/factory")
+
+
+def test_set_section_mapping_keeps_the_shipped_files_keys() -> None:
+    from evoray.training import TrainConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "train-default.yaml"
+    file_cfg = load_config(TrainConfig, path)
+    cfg = load_config(TrainConfig, path, ["optim={lr: 0.05}"])
+    assert cfg.optim.lr == 0.05 and cfg.optim.epochs == file_cfg.optim.epochs != TrainConfig().optim.epochs
+
+
+def test_dotted_grid_keys_take_the_rest_of_the_key_whole() -> None:
+    from evoray.searchers.experiment import ExperimentConfig, expand
+
+    cfg = load_config(Factory, overrides=["grid.optim.lr=[0.1, 0.01]", "extra.a.b=1"])
+    assert cfg.grid == {"optim.lr": [0.1, 0.01]} and cfg.extra == {"a": {"b": 1}}  # other dicts still nest
+    exp = load_config(ExperimentConfig, overrides=["searchers=[darts]", "grid.optim.lr=[0.1, 0.01]"])
+    assert exp.grid == {"optim.lr": [0.1, 0.01]}
+    assert [t.optim.lr for t in expand(exp)] == [0.1, 0.01]
+    with pytest.raises(ConfigError, match=r"config key 'grid\.optim\.lr' must be a list, got 0\.1"):
+        load_config(Factory, overrides=["grid.optim.lr=0.1"])
+
+
+def test_an_empty_value_is_an_empty_string_where_a_string_fits() -> None:
+    cfg = load_config(RunConfig, overrides=["name=", "data.root=/x", "data.root=", "extra.k="])
+    assert cfg.name == "" and cfg.data.root == "" and cfg.extra == {"k": ""}
+    with pytest.raises(ConfigError, match="config key 'epochs' must be an int, got None"):
+        load_config(RunConfig, overrides=["epochs="])
+    from evoray.searchers.config import SearchConfig
+
+    assert load_config(SearchConfig, overrides=["step_order=arch_first", "step_order="]).step_order == ""
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=inf", "config key 'optim.lr' = inf must be a finite number"),
+        ("optim.lr=.inf", "config key 'optim.lr' = inf must be a finite number"),
+        ("optim.lr=-.inf", "config key 'optim.lr' = -inf must be a finite number"),
+        ("optim.lr=1e999", "config key 'optim.lr' = inf must be a finite number"),
+        ("optim.lr=.nan", "config key 'optim.lr' = nan must be a finite number"),
+        ("optim.lr=NaN", "config key 'optim.lr' = nan must be a finite number"),
+        ("data.mean=[0.1, .inf]", "config key 'data.mean[1]' = inf must be a finite number"),
+    ],
+)
+def test_non_finite_floats_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, overrides=[override])
+    assert str(info.value) == message
+
+
+def test_non_finite_floats_are_refused_from_files_and_every_config(tmp_path: Path) -> None:
+    from evoray.evolution.config import EvolveConfig
+    from evoray.runtime import ResourcesConfig
+
+    with pytest.raises(ConfigError, match=r"'data\.train_portion' = nan must be a finite number"):
+        config_from_dict(RunConfig, {"data": {"train_portion": float("nan")}})
+    with pytest.raises(ConfigError, match=r"'optim\.lr' = inf must be a finite number"):
+        load_config(RunConfig, _write(tmp_path, "optim: {lr: .inf}\n"))
+    with pytest.raises(ConfigError, match=r"'resources\.cpus' = inf must be a finite number"):
+        load_config(EvolveConfig, overrides=["resources.cpus=.inf"])
+    with pytest.raises(ConfigError, match=r"'cpus' = -inf must be a finite number"):
+        config_from_dict(ResourcesConfig, {"cpus": float("-inf")})
+
+
+@pytest.mark.parametrize("key", ["evolve:seed", "search:seed", "experiment:seeds"])
+def test_seeds_are_in_range(key: str) -> None:
+    from evoray.config import SEED_MAX
+    from evoray.evolution.config import EvolveConfig
+    from evoray.searchers.config import SearchConfig
+    from evoray.searchers.experiment import ExperimentConfig
+
+    kind, name = key.split(":")
+    cls = {"evolve": EvolveConfig, "search": SearchConfig, "experiment": ExperimentConfig}[kind]
+    wrap = (lambda v: f"[0, {v}]") if name == "seeds" else str
+    where = f"{name}[1]" if name == "seeds" else name
+    assert SEED_MAX == 2**32 - 1
+    load_config(cls, overrides=[f"{name}={wrap(SEED_MAX)}"])
+    for bad in (-1, SEED_MAX + 1, 2**64):
+        with pytest.raises(ConfigError) as info:
+            load_config(cls, overrides=[f"{name}={wrap(bad)}"])
+        assert str(info.value) == f"config key {where!r} = {bad} is out of range [0, {SEED_MAX}]"

@@ -486,6 +486,24 @@ def test_options_of_another_searcher_are_refused() -> None:
         config_from_dict(ExperimentConfig, {"searchers": ["enas"]})
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"grid": {"seed": [0, 1]}}, r"grid\.seed cannot be set: .* use seeds: \[\.\.\.\] instead"),
+        ({"grid": {"searcher": ["darts", "gdas"]}}, r"grid\.searcher cannot be set: .* use searchers: \[\.\.\.\]"),
+        ({"base": {"seed": 3}}, r"base\.seed cannot be set: .* use seeds: \[\.\.\.\] instead"),
+        ({"base": {"searcher": "gdas"}}, r"base\.searcher cannot be set"),
+        ({"per_searcher": {"darts": {"searcher": "gdas"}}}, r"per_searcher\.darts\.searcher cannot be set"),
+        ({"per_searcher": {"gdas": {"seed": 1}}}, r"per_searcher\.gdas\.seed cannot be set: .* use seeds"),
+    ],
+)
+def test_seed_and_searcher_come_from_the_lists_only(data: dict, message: str) -> None:
+    """A grid over seed (or a base/per_searcher seed or searcher) would be overwritten by each trial's own: refused."""
+    with pytest.raises(ConfigError, match=message) as info:
+        config_from_dict(ExperimentConfig, {"searchers": ["darts"], **data})
+    assert "\n" not in str(info.value)
+
+
 def test_trial_configs_layer_paper_defaults_under_the_user() -> None:
     exp = config_from_dict(
         ExperimentConfig,

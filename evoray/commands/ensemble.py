@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,31 @@ from evoray.data import describe, require_files
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.members import Executor, run_members_locally
 from evoray.ensemble.runner import plan, recorded_latest, run_ensemble
+from evoray.errors import ConfigError
 from evoray.runs import RunDir
 from evoray.runs.directory import saved_run
 from evoray.spaces import Genotype, parse_genotype
 
 
 def spec_path(name: str | None) -> str | None:
-    """A YAML path as given, or ``ensembles/<name>.yaml`` as shipped with evoray for a bare spec name."""
+    """A YAML path as given, or ``ensembles/<name>.yaml`` as shipped with evoray for a bare spec name; anything else
+    is a one-line ``ConfigError`` listing the shipped specs."""
     if name is None or Path(name).is_file():
         return name
     path = shipped("ensembles", name if name.endswith(".yaml") else f"{name}.yaml")
-    return str(path) if path is not None else name
+    if path is None:
+        specs = ", ".join(sorted(p.stem for p in shipped_specs()))
+        raise ConfigError(f"committee spec not found: {name}; valid: a YAML file, or a shipped spec: {specs}")
+    return str(path)
+
+
+def shipped_specs() -> list[Path]:
+    """The committee specs shipped with evoray (``ensembles/*.yaml``)."""
+    try:
+        folder = resources.files("evoray.ensembles")
+    except ModuleNotFoundError:
+        return []
+    return [Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml") and f.is_file()]
 
 
 def check_sizes(cfg: EnsembleConfig, genotypes: list[Genotype]) -> None:

@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port {args.port} is out of range; valid: 1 to 65535", file=sys.stderr)
+        return 2
     roots = args.roots or [DEFAULT_ROOT]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:

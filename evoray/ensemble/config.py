@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from evoray.config import SEED_RANGE
 from evoray.data import DataConfig
 from evoray.errors import ConfigError
 from evoray.runtime import ResourcesConfig
@@ -98,7 +99,7 @@ class EnsembleConfig:
     set from which committees are selected (the same for every member). The test set only measures."""
 
     name: str = ""  # run name: the run goes to runs/ensemble/<name> unless --out is given ("" = spec and time)
-    seed: int = field(default=0, metadata={"min": 0})  # validation split, member seeds, corruption noise
+    seed: int = field(default=0, metadata=SEED_RANGE)  # validation split, member seeds, corruption noise
     data: DataConfig = field(
         default_factory=lambda: DataConfig(
             dataset="cifar10", root="data/cifar10", train_portion=0.9, batch_size=96, cutout=16
@@ -117,6 +118,11 @@ class EnsembleConfig:
         if not self.committees:
             raise ConfigError("committees is empty; give at least one, e.g. [{combiner: prob_mean}]")
         self.data.require_validation_half("the committees' selection")
+        if self.seed + self.members.seeds - 1 > SEED_RANGE["max"]:
+            raise ConfigError(
+                f"seed = {self.seed} with members.seeds = {self.members.seeds} gives member seeds past "
+                f"{SEED_RANGE['max']}; use a seed <= {SEED_RANGE['max'] - self.members.seeds + 1}"
+            )
         for i, committee in enumerate(self.committees):
             committee.check(f"committees[{i}]")
         for name in self.shift.corruptions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from evoray.config import SEED_RANGE
 from evoray.data import DataConfig
 from evoray.errors import ConfigError
 from evoray.evolution.fitness import BACKENDS, FitnessConfig
@@ -33,7 +34,7 @@ class DistributedConfig:
 class EvolveConfig:
     """An EvNAS search. Defaults are the paper's CIFAR-10 settings."""
 
-    seed: int = 0  # the root of every random generator of the run
+    seed: int = field(default=0, metadata=SEED_RANGE)  # the root of every random generator of the run
     name: str = ""  # run name: the run goes to runs/evolve/<name> unless --out is given
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)

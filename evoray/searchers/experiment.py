@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evoray.config import config_from_dict, config_to_dict
+from evoray.config import SEED_RANGE, config_from_dict, config_to_dict
 from evoray.errors import ConfigError
 from evoray.runtime import ResourcesConfig
 from evoray.searchers.config import SearchConfig
 from evoray.searchers.registry import SEARCHERS
 from evoray.searchers.settings import SearchSettings
 from evoray.spaces import get_space
+
+OWN_KEYS = ("searcher", "seed")  # set per trial from the experiment's searchers and seeds, never by base/grid
 
 
 @dataclass
@@ -36,10 +38,11 @@ class ExperimentConfig:
 
     name: str = ""  # run name: the run goes to runs/search/<name> unless --out is given ("" = search-<time>)
     searchers: list[str] = field(default_factory=lambda: ["darts", "snas", "gdas", "xnas"])
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=SEED_RANGE)  # each trial's seed, one by one
     base: dict[str, Any] = field(default_factory=dict)  # SearchConfig keys shared by every trial
     per_searcher: dict[str, dict[str, Any]] = field(default_factory=dict)  # SearchConfig keys of one searcher
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted SearchConfig key -> values (a grid search)
+    # dotted SearchConfig key -> values (a grid search); --set grid.optim.lr=[0.1, 0.01] sets the key "optim.lr"
+    grid: dict[str, list[Any]] = field(default_factory=dict, metadata={"dotted_keys": True})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what each trial reserves
     max_concurrent: int = field(default=0, metadata={"min": 0})  # trials at once (0 = as resources allow)
@@ -65,6 +68,14 @@ class ExperimentConfig:
                 )
         if not self.seeds:
             raise ConfigError("seeds is empty; give at least one seed")
+        layers = {"base": self.base, **{f"per_searcher.{s}": v for s, v in self.per_searcher.items()}}
+        for where, keys in {**layers, "grid": self.grid}.items():
+            for key in keys:
+                if key in OWN_KEYS:
+                    raise ConfigError(
+                        f"{where}.{key} cannot be set: each trial's {key} comes from the experiment's {key}s list; "
+                        f"use {key}s: [...] instead"
+                    )
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{key} must be a non-empty list of values")

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from evoray.config import SEED_RANGE
 from evoray.data import DataConfig
 from evoray.errors import ConfigError
 from evoray.nn.supernet import SupernetConfig
@@ -32,7 +33,8 @@ class SearchSettings:
     """One gradient search. Defaults are the DARTS CIFAR-10 search settings; each searcher adds its paper's."""
 
     searcher: str = "darts"  # a name of evoray.searchers.SEARCHERS
-    seed: int = 0  # seeds the weights, the alphas, the data split and order, and the Gumbel noise
+    # seeds the weights, the alphas, the data split and order, and the Gumbel noise
+    seed: int = field(default=0, metadata=SEED_RANGE)
     epochs: int = field(default=50, metadata={"min": 1})
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", root="data/cifar10"))
