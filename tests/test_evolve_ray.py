@@ -156,3 +156,37 @@ def test_an_actor_lost_while_the_state_is_fetched_is_replaced(ray_session) -> No
     assert fleet.restarts == 2
     assert _states_equal(got, want)
     fleet.shutdown()
+
+
+def test_an_actor_lost_before_the_first_state_or_while_replaced_is_replaced(ray_session) -> None:
+    """An actor lost before the fleet first held a state, then a replacement lost while the fleet starts, and a
+    result lost with its node: each is one more restart, and the state is the seed's, as a fresh trainer's."""
+    from evoray.distributed import fleet as fleet_mod
+    from evoray.evolution.supernet_fitness import SupernetTrainer
+
+    cfg = tiny("distributed.num_actors=1")
+    fleet = fleet_mod.SupernetFleet(cfg)
+    start, fetch = fleet._start, fleet._fetch_state
+    lost: list[str] = []
+
+    def replacement_lost() -> None:
+        start()
+        if "start" not in lost:
+            lost.append("start")
+            raise ray_session.exceptions.ActorDiedError()
+
+    def result_lost() -> dict:  # once the fleet holds a state: its next fetch loses the result with its node
+        if fleet._state is not None and "result" not in lost:
+            lost.append("result")
+            raise ray_session.exceptions.ObjectLostError("00" * 28, None, "")
+        return fetch()
+
+    fleet._start, fleet._fetch_state = replacement_lost, result_lost  # type: ignore[method-assign]
+    try:
+        ray_session.kill(fleet.actors[0], no_restart=True)
+        got = fleet.state_dict()
+        assert fleet.restarts == 3 and lost == ["start", "result"]
+        fresh = SupernetTrainer(**{**fleet.kwargs, "reuse_memory": False}, device=torch.device("cpu"))
+        assert _states_equal(got["net"], fresh.state_dict()["net"]) and got["generation"] == 0
+    finally:
+        fleet.shutdown()

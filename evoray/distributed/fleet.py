@@ -98,6 +98,11 @@ def _all_reduce_grads(params: list[nn.Parameter]) -> None:
         offset += n
 
 
+# What a lost actor or node raises: the actor's death, a result lost with its node before the driver held it, or a
+# collective that a dead peer broke (torch.distributed raises RuntimeError).
+_FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, RuntimeError)
+
+
 def _get_all(refs: list[Any]) -> list[Any]:
     """``ray.get`` of every ref, raising as soon as any one fails (a peer stuck in a collective never returns)."""
     pending = list(refs)
@@ -155,21 +160,28 @@ class SupernetFleet:
             ray.get([a.load_state_dict.remote(self._state) for a in self.actors])
 
     def _rebuild(self, err: Exception) -> None:
-        self.restarts += 1
-        if self.restarts > self.cfg.distributed.max_restarts:
-            raise FleetError(f"supernet actors failed {self.restarts} times; last error: {err}") from err
-        for a in self.actors:
-            ray.kill(a, no_restart=True)
-        self._start()
+        """Replace every actor after ``err`` and give the new ones the last state; a replacement that fails as
+        well (another node lost while the fleet starts) counts as one more failure and is replaced in turn."""
+        while True:
+            self.restarts += 1
+            if self.restarts > self.cfg.distributed.max_restarts:
+                raise FleetError(f"supernet actors failed {self.restarts} times; last error: {err}") from err
+            for a in self.actors:
+                ray.kill(a, no_restart=True)
+            try:
+                self._start()
+                return
+            except _FAILURES as again:
+                err = again
 
     def _retrying(self, work: Callable[[], T]) -> T:
         """``work`` on the actors, run again on a rebuilt fleet after an actor or node failure."""
-        if self._state is None:
-            self._fetch_state()  # the state to rebuild from if this work fails
         while True:
             try:
+                if self._state is None:  # the state to rebuild from if this work fails (lost: the seed's state)
+                    self._fetch_state()
                 return work()
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError, RuntimeError) as err:
+            except _FAILURES as err:
                 if isinstance(err, FleetError):
                     raise
                 self._rebuild(err)
