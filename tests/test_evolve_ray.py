@@ -190,3 +190,27 @@ def test_an_actor_lost_before_the_first_state_or_while_replaced_is_replaced(ray_
         assert _states_equal(got["net"], fresh.state_dict()["net"]) and got["generation"] == 0
     finally:
         fleet.shutdown()
+
+
+@pytest.mark.parametrize(("runtime_threads", "want"), [(2, 1), (0, 1)])
+def test_a_search_trial_runs_no_more_threads_than_its_cpus(ray_session, runtime_threads: int, want: int) -> None:
+    """A trial that reserved one CPU runs one torch thread, whatever ``runtime.threads`` its settings carry."""
+    from evoray.config import config_from_dict, config_to_dict
+    from evoray.distributed.tune import SearchTrainable
+    from evoray.searchers.experiment import ExperimentConfig, expand
+
+    base = {
+        "epochs": 1,
+        "supernet": {"space": "nb201", "init_channels": 4, "layers": 1},
+        "data": {"dataset": "digits", "batch_size": 32, "augment": False, "limit_train": 64},
+        "runtime": {"threads": runtime_threads},
+    }
+    exp = config_from_dict(ExperimentConfig, {"searchers": ["darts"], "seeds": [0], "base": base})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trial = object.__new__(SearchTrainable)  # setup alone, as the trial's worker runs it
+        SearchTrainable.setup(trial, {"search": config_to_dict(expand(exp)[0]), "threads": 1})
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

@@ -40,9 +40,9 @@ class SearchTrainable(tune.Trainable):
 
     def setup(self, config: dict[str, Any]) -> None:
         cfg = config_from_dict(SearchConfig, config["search"])
-        threads = int(config.get("threads", 0))
-        if threads > 0:
-            torch.set_num_threads(threads)
+        threads = int(config.get("threads", 0))  # the CPUs the trial reserved (resources.cpus)
+        if threads > 0:  # runtime.threads may lower the trial's threads, never raise them above its CPUs
+            cfg.runtime.threads = min(threads, cfg.runtime.threads or threads)
         if cfg.runtime.device == "auto":
             cfg.runtime.device = str(worker_device())
         device = apply_runtime(cfg.runtime)
