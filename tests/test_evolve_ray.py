@@ -214,3 +214,16 @@ def test_a_search_trial_runs_no_more_threads_than_its_cpus(ray_session, runtime_
         assert torch.get_num_threads() == want
     finally:
         torch.set_num_threads(before)
+
+
+def test_workers_that_do_not_fit_the_gpus_are_refused(ray_session, monkeypatch) -> None:
+    """A GPU each for more workers than the local Ray has GPUs: one line, instead of workers that wait forever."""
+    from evoray.distributed.cluster import require_cpus
+    from evoray.runtime import ResourcesConfig
+
+    with pytest.raises(ConfigError, match=r"a search trial: 1 worker\(s\) of resources.gpus=1 need 1 GPUs but this"):
+        require_cpus(ResourcesConfig(gpus=1), 1, "a search trial")  # this Ray has no GPU
+    monkeypatch.setattr(ray_session, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    require_cpus(ResourcesConfig(gpus=0.5), 2, "distributed.num_actors=2")  # two halves share the one GPU
+    with pytest.raises(ConfigError, match=r"num_actors=2: 2 worker\(s\) of resources.gpus=-1 need 2 GPUs but this"):
+        require_cpus(ResourcesConfig(), 2, "distributed.num_actors=2")  # -1: one GPU each, as the cluster has GPUs

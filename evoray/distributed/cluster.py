@@ -39,17 +39,18 @@ def placement(resources: ResourcesConfig) -> dict[str, float]:
 
 def require_cpus(resources: ResourcesConfig, workers: int, what: str) -> None:
     """On a local Ray, ``workers`` workers that must run at once (an evolve run's actors, which all-reduce) fit its
-    CPUs: otherwise the last ones would wait forever, or, with more torch threads than cores, crawl. A cluster
-    (``resources.address``) may grow, so it is not checked."""
+    CPUs and GPUs: otherwise the last ones would wait forever, or, with more torch threads than cores, crawl. A
+    cluster (``resources.address``) may grow, so it is not checked."""
     if resources.address:
         return
-    each = placement(resources)
-    need, have = each["num_cpus"] * workers, float(ray.cluster_resources().get("CPU", 0))
-    if need > have:
-        raise ConfigError(
-            f"{what}: {workers} worker(s) of resources.cpus={resources.cpus:g} need {need:g} CPUs but this Ray has "
-            f"{have:g}; lower resources.cpus or the number of workers"
-        )
+    each, have = placement(resources), ray.cluster_resources()
+    for key, kind, setting in (("num_cpus", "CPU", "cpus"), ("num_gpus", "GPU", "gpus")):
+        need, got = each[key] * workers, float(have.get(kind, 0))
+        if need > got:
+            raise ConfigError(
+                f"{what}: {workers} worker(s) of resources.{setting}={getattr(resources, setting):g} need {need:g} "
+                f"{kind}s but this Ray has {got:g}; lower resources.{setting} or the number of workers"
+            )
 
 
 def worker_device(cpu_only: bool = False) -> Any:
