@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from evoray.nn import grouped
 from evoray.nn.grouped import tile_channels
-from evoray.nn.ops import depthwise_conv, max_pool3x3
+from evoray.nn.ops import AvgPool3x3, _BoxAverage, depthwise_conv, max_pool3x3
 from evoray.nn.supernet import DartsSupernet, NB201Supernet, SearchCell, Supernet
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, path_weights, random_path
 from evoray.spaces import SPACES, get_space
@@ -64,6 +64,30 @@ def test_max_pool_without_gradient_equals_max_pool2d(shape: tuple[int, int, int,
     xr = x.clone().requires_grad_(True)
     F.max_pool2d(xr, 3, stride, 1).sum().backward()
     torch.testing.assert_close(xg.grad, xr.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (2, 3, 7, 5), (2, 4, 8, 8), (1, 2, 1, 1), (2, 5, 2, 3)])
+def test_average_pool_equals_avg_pool2d_in_values_and_gradients(shape: tuple[int, ...], channels_last: bool) -> None:
+    """The box-sum average pool (and the branch that hands small channels-last maps to ``F.avg_pool2d``) gives
+    ``avg_pool2d(x, 3, 1, 1, count_include_pad=False)``'s outputs and input gradients, and keeps the memory format;
+    its own backward passes the finite-difference check."""
+    x = torch.randn(*shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = AvgPool3x3(1)(xa), F.avg_pool2d(xb, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(ya, yb)
+    g = torch.randn_like(yb)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    if channels_last and shape[1] > 1:
+        assert ya.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(AvgPool3x3(1)(x), yb.detach())
+    x64 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_BoxAverage.apply, (x64,))
 
 
 @pytest.mark.parametrize("mode", WEIGHTINGS.names())

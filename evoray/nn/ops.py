@@ -13,6 +13,7 @@ Two CPU-oriented rewrites keep the arithmetic of the original ops exactly:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -205,20 +206,52 @@ def _box_count(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tens
     return _COUNT_CACHE[key]
 
 
+def _box_sum(x: Tensor) -> Tensor:
+    """The sum of every 3x3 window of ``x`` zero-padded by 1: two passes of three shifted views (rows, then columns)."""
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = p[:, :, :, :-2] + p[:, :, :, 1:-1]
+    rows += p[:, :, :, 2:]  # (B, C, H+2, W)
+    box = rows[:, :, :-2] + rows[:, :, 1:-1]
+    box += rows[:, :, 2:]  # (B, C, H, W)
+    return box
+
+
+class _BoxAverage(torch.autograd.Function):
+    """``avg_pool2d(x, 3, 1, 1, count_include_pad=False)`` as a box sum divided by each window's count. The 3x3 window
+    is symmetric, so the backward is the same box sum of ``g / count``: two passes, where autograd through the
+    shifted views would allocate and add a padded gradient for each of the six."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        count = _box_count(x.shape[-2], x.shape[-1], x.device, x.dtype)
+        ctx.save_for_backward(count)
+        return _box_sum(x).div_(count)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # type: ignore[override]
+        (count,) = ctx.saved_tensors
+        return _box_sum(g / count)
+
+
 class AvgPool3x3(nn.Module):
-    """3x3 average pool, padding 1, the padding excluded from the count."""
+    """3x3 average pool, padding 1, the padding excluded from the count.
+
+    On the CPU at stride 1 it is :class:`_BoxAverage` (2-4x ``F.avg_pool2d`` for NCHW maps, forward and backward),
+    except for channels-last maps of 8x8 or less or of 4M elements or more, where ``F.avg_pool2d``'s channels-last
+    kernel is the faster (``bench/supernet.py`` and the pools' own timings)."""
 
     def __init__(self, stride: int) -> None:
         super().__init__()
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride != 1 or x.dtype not in (torch.float32, torch.float64):
+        if self.stride != 1 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
             return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
-        p = F.pad(x, (1, 1, 1, 1))
-        rows = p[:, :, :, :-2] + p[:, :, :, 1:-1] + p[:, :, :, 2:]  # (B, C, H+2, W)
-        box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]  # (B, C, H, W)
-        return box / _box_count(x.shape[-2], x.shape[-1], x.device, x.dtype)
+        H, W = x.shape[-2:]
+        channels_last = x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+        if channels_last and (H * W <= 64 or x.numel() >= 1 << 22):
+            return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return _BoxAverage.apply(x)  # type: ignore[no-any-return]
 
 
 def max_pool3x3(x: Tensor, stride: int) -> Tensor:

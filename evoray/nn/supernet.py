@@ -85,11 +85,13 @@ class EdgeGroup(nn.Module):
                 term = y * w.repeat_interleave(C).view(1, m * C, 1, 1)
                 full = term if full is None else full + term
             else:
+                per_edge = y.split(C, dim=1) if y.shape[1] != C else [y] * len(slots)
                 for i, s in enumerate(slots):
-                    parts[s].append(w[i] * (y if y.shape[1] == C else y[:, i * C : (i + 1) * C]))
+                    parts[s].append(w[i] * per_edge[i])
         outs = []
+        per_edge_full = full.split(C, dim=1) if full is not None else None
         for s, e in enumerate(self.edge_ids):
-            terms = ([full[:, s * C : (s + 1) * C]] if full is not None else []) + parts[s]
+            terms = ([per_edge_full[s]] if per_edge_full is not None else []) + parts[s]
             if not terms:
                 terms = [self.zeros(x)]
             out = terms[0]
@@ -121,8 +123,9 @@ class EdgeGroup(nn.Module):
             if op.relu_first and x_relu is None:
                 x_relu = F.relu(x)
             y = op(x_relu if op.relu_first else x, None if len(run) == len(members) else run)
+            per_edge = y.split(C, dim=1) if y.shape[1] != C else [y] * len(run)  # one backward concatenation
             for k, i in enumerate(run):
-                ys[members[i]] = y if y.shape[1] == C else y[:, k * C : (k + 1) * C]
+                ys[members[i]] = per_edge[k]
         return ys
 
 
