@@ -272,3 +272,28 @@ def test_overwrite_refuses_the_current_directory_and_resolves_relative_paths(tmp
     RunDir.open("train", "other/../r", "x", overwrite=True).release()  # moved aside beside r, not inside other
     aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
     assert len(aside) == 1 and (tmp_path / aside[0] / "run.json").is_file() and not any((tmp_path / "other").iterdir())
+
+
+def test_a_damaged_archive_or_curves_file_is_refused_not_read_with_wrong_values(tmp_path) -> None:
+    """Bytes damaged inside a data page (the footer intact): one line naming the file, never rows with other alphas;
+    an archive written without page checksums (an older evoray) still reads."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from evoray.runs.archive import individual_row, read_archive, write_archive
+    from evoray.runs.curves import read_curves, write_curves
+
+    rng = np.random.default_rng(0)
+    rows = [individual_row(0, i, [], "init", f"g{i}", 50.0 + i, 1.0, {"n": rng.random((14, 8))}) for i in range(20)]
+    archive, curves = tmp_path / "archive.parquet", tmp_path / "curves.parquet"
+    write_archive(archive, rows)
+    write_curves(curves, [{"generation": float(g), "best": rng.random()} for g in range(200)])
+    for path, read, what in ((archive, read_archive, "population archive"), (curves, read_curves, "curves")):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3] + bytes(16) + data[len(data) // 3 + 16 :])
+        with pytest.raises(ConfigError, match=f"{what} '{path}' .*checksum"):
+            read(path)
+    plain = tmp_path / "plain.parquet"
+    write_archive(archive, rows)
+    pq.write_table(pq.read_table(archive), plain)
+    assert [r["genotype"] for r in read_archive(plain)] == [r["genotype"] for r in rows]

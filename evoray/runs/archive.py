@@ -5,11 +5,13 @@ Columns: ``generation``, ``id``, ``parents``, ``origin``, ``genotype``, ``fitnes
 evaluation network, millions), ``alphas`` (per cell type, flat float32) with ``alpha_shapes``, ``space``, and who
 made the row: ``searcher`` (an evolution strategy such as ``ga``, or a gradient searcher such as ``gdas``), ``trial``
 (a search trial's id; empty for evolve) and ``seed``. The file is rewritten atomically (a temporary file, then a
-rename), so an interrupted run never leaves a truncated archive.
+rename), so an interrupted run never leaves a truncated archive, and with a checksum on every page, so a damaged
+archive is refused when it is read instead of read with wrong values.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +43,20 @@ _SCHEMA = pa.schema(
 )
 COLUMNS = tuple(_SCHEMA.names)
 REQUIRED = ("generation", "genotype", "fitness", "alphas")
+# Page checksums (pyarrow >= 15) are written, and checked when a file has them; older pyarrow writes and reads without.
+_CHECKSUMS = "page_checksum_verification" in inspect.signature(pq.read_table).parameters
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """``table`` as Parquet at ``path``, atomically, with a checksum on every page."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, **({"write_page_checksum": True} if _CHECKSUMS else {}))
+    os.replace(tmp, path)
+
+
+def read_table(path: Path) -> pa.Table:
+    """A Parquet file, each page checked against its checksum where it has one (a damaged page raises OSError)."""
+    return pq.read_table(path, **({"page_checksum_verification": True} if _CHECKSUMS else {}))
 
 
 def individual_row(
@@ -86,10 +102,7 @@ def write_archive(path: Path, rows: list[dict[str, Any]]) -> None:
     data = {c: [r.get(c) for r in rows] for c in COLUMNS}
     data["alphas"] = [list(r["alphas"].items()) for r in rows]
     data["alpha_shapes"] = [list(r["alpha_shapes"].items()) for r in rows]
-    table = pa.Table.from_pydict(data, schema=_SCHEMA)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table(pa.Table.from_pydict(data, schema=_SCHEMA), path)
 
 
 def read_archive(path: Path | str) -> list[dict[str, Any]]:
@@ -101,7 +114,7 @@ def read_archive(path: Path | str) -> list[dict[str, Any]]:
     if not p.is_file():
         raise ConfigError(f"population archive {str(p)!r} does not exist")
     try:
-        rows: list[dict[str, Any]] = pq.read_table(p).to_pylist()
+        rows: list[dict[str, Any]] = read_table(p).to_pylist()
     except (pa.ArrowException, OSError) as err:
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise ConfigError(f"population archive {str(p)!r} is not a readable Parquet file: {reason}") from None
