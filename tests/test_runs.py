@@ -297,3 +297,18 @@ def test_a_damaged_archive_or_curves_file_is_refused_not_read_with_wrong_values(
     write_archive(archive, rows)
     pq.write_table(pq.read_table(archive), plain)
     assert [r["genotype"] for r in read_archive(plain)] == [r["genotype"] for r in rows]
+
+
+def test_a_checkpoint_damaged_inside_its_tensors_is_refused_not_resumed_with_wrong_weights(tmp_path) -> None:
+    """Bytes damaged inside a tensor record of ``last.pt`` (its zip structure intact): one line naming the file and
+    the record, never a resume from other weights."""
+    import torch
+
+    from evoray.runs.directory import load_checkpoint, save_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder, {"generation": 1}, {"w": torch.arange(50_000, dtype=torch.float32)})
+    data = (folder / "last.pt").read_bytes()
+    (folder / "last.pt").write_bytes(data[: len(data) // 2] + bytes(16) + data[len(data) // 2 + 16 :])
+    with pytest.raises(ConfigError, match=r"checkpoint '.*last.pt' is corrupt \(record .*data/0 fails its CRC-32"):
+        load_checkpoint(folder)

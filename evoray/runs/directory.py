@@ -34,6 +34,7 @@ import shutil
 import socket
 import sys
 import time
+import zipfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -387,6 +388,9 @@ def load_tensors(path: Path, what: str) -> dict[str, Any]:
 
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist")
+    damaged = _damaged_record(path)  # torch.load reads a damaged tensor record without a word
+    if damaged:
+        raise ConfigError(f"{what} {str(path)!r} is corrupt ({damaged})")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling or format failure: one line, nothing executed
@@ -395,3 +399,16 @@ def load_tensors(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {str(path)!r} holds {type(data).__name__}, not a mapping of tensors")
     return data
+
+
+def _damaged_record(path: Path) -> str | None:
+    """Why the zip container of a tensors file (what ``torch.save`` writes) fails its CRC-32 checks, or None when
+    it passes them or is not a zip file (``torch.load`` judges those)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    return None if bad is None else f"record {bad} fails its CRC-32 check"
