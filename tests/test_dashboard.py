@@ -355,3 +355,149 @@ def test_a_running_evolve_updates_its_page_without_a_reload(page, live_root, sho
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- pages over synthetic runs: runs in progress, interrupted, damaged, and searches validated on the test set -------
+
+
+def _serve(roots: list[Path]):
+    """The dashboard over ``roots`` in a thread on a free port: (its address, the server to shut down)."""
+    from werkzeug.serving import make_server
+
+    from evoray.dashboard.app import create_app
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    httpd = make_server("127.0.0.1", port, create_app(roots).server, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{port}", httpd
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synthetic") / "runs"
+
+
+@pytest.fixture(scope="module")
+def synth_server(synth_root):
+    synth_root.mkdir(parents=True, exist_ok=True)
+    address, httpd = _serve([synth_root])
+    yield address
+    httpd.shutdown()
+
+
+@pytest.fixture
+def synth_page(browser, synth_server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=synth_server)
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def _set_manifest(run: Path, **fields: Any) -> None:
+    manifest = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**manifest, **fields}))
+
+
+def test_a_run_whose_process_ends_turns_interrupted_without_a_reload(synth_page, synth_root) -> None:
+    """The runs table looks at a running run's process on every refresh, not only when its manifest changes: a run
+    killed after the page first listed it is shown interrupted, its headline too."""
+    from bench.dashboard import synthetic_evolve
+
+    run = synthetic_evolve(synth_root / "evolve" / "killed", 2, 4, finish=False)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _set_manifest(run, pid=proc.pid, host=socket.gethostname(), status="running", progress=None)
+        synth_page.goto("/")
+        status = synth_page.locator('.ag-center-cols-container .ag-row[row-id="0/evolve/killed"] [col-id="status"]')
+        status.get_by_text("running", exact=True).wait_for()
+    finally:
+        proc.kill()
+        proc.wait()
+    status.get_by_text("interrupted", exact=True).wait_for(timeout=20_000)
+    headline = synth_page.locator('.ag-center-cols-container .ag-row[row-id="0/evolve/killed"] [col-id="headline"]')
+    assert headline.inner_text().strip() == "interrupted"
+
+
+def test_an_evolve_run_before_its_first_generation_waits_for_it(synth_page, synth_root, tmp_path) -> None:
+    """A run that has started but not yet written its archive is not unreadable: its page says that no generation
+    has finished, and draws the first one as soon as it is written, without a reload."""
+    from bench.dashboard import synthetic_evolve
+    from evoray.runs import RunDir
+
+    out = synth_root / "evolve" / "fresh"
+    fresh = RunDir.open("evolve", out, "fresh")
+    fresh.start({"synthetic": True}, 0, {"space": "darts", "method": "ga", "fitness": "supernet"})
+    try:
+        synth_page.goto("/run?id=0/evolve/fresh")
+        synth_page.locator("#evo-fitness", has_text="no generation finished yet").wait_for()
+        assert synth_page.locator("#evo-problem").inner_text().strip() == ""
+        assert synth_page.locator("#problem").count() == 0
+        source = synthetic_evolve(tmp_path / "source", 1, 5)
+        shutil.copy(source / ARCHIVE, out / ARCHIVE)
+        synth_page.locator("#evo-population .gtitle", has_text="generation 0: 5 individuals").wait_for()
+    finally:
+        fresh.release()
+
+
+def test_a_train_run_with_a_damaged_curves_file_says_so_and_shows_its_results(synth_page, synth_root) -> None:
+    from bench.dashboard import synthetic_train
+    from evoray.spaces.published import published_genotype
+
+    run = synthetic_train(synth_root / "train" / "torn", epochs=3)
+    genotype = str(published_genotype("DARTS_V2"))
+    (run / "results.json").write_text(json.dumps({"test_top1": 91.25, "params_m": 3.349, "genotype": genotype}))
+    (run / "curves.parquet").write_bytes(b"PAR1 torn")
+    synth_page.goto("/run?id=0/train/torn")
+    synth_page.locator("#problem", has_text="curves").wait_for()
+    assert "unreadable" in synth_page.locator("#problem").inner_text()
+    assert "91.250" in synth_page.locator("#train-results-table").inner_text()
+    assert _cell_ops(synth_page, "#train-cells", "normal") == _genotype_ops(genotype, "normal")
+
+
+def _trial_folder(folder: Path, searcher: str, seed: int, train_portion: float, accs: list[float], genotype: str):
+    folder.mkdir(parents=True)
+    params = {"searcher": searcher, "seed": seed, "epochs": 4, "supernet": {"space": "darts"},
+              "data": {"dataset": "digits", "train_portion": train_portion}}  # fmt: skip
+    (folder / "params.json").write_text(json.dumps({"search": params, "threads": 1}))
+    rows = []
+    for e, acc in enumerate(accs, 1):
+        rows.append({"epoch": e, "training_iteration": e, "valid_acc": acc, "train_loss": 1.0 / e,
+                     "valid_acc_best": max(accs[:e]), "genotype": genotype, "done": False})  # fmt: skip
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_search_page_says_which_trials_were_validated_on_the_test_set(synth_page, synth_root) -> None:
+    """A single-level trial (data.train_portion = 1) validates on the test set: its table row says so, and it is not
+    the trial the page focuses as the best, which is the best trial on the held-out split (as the run's headline
+    chooses), nor is a trial whose accuracy is NaN."""
+    from evoray.runs import RunDir
+    from evoray.spaces.published import published_genotype
+
+    out = synth_root / "search" / "single-level"
+    run = RunDir.open("search", out, "single-level")
+    run.start({"synthetic": True}, None, {"space": "darts", "method": "darts", "trials": 3})
+    run.release()
+    darts, gdas = str(published_genotype("DARTS_V2")), str(published_genotype("GDAS_V1"))
+    _trial_folder(out / "tune" / "darts-darts-s0-a_00000", "darts", 0, 0.5, [70.0, 80.0], darts)
+    _trial_folder(out / "tune" / "darts-darts-s1-a_00001", "darts", 1, 1.0, [90.0, 95.0], gdas)
+    _trial_folder(out / "tune" / "darts-darts-s2-a_00002", "darts", 2, 0.5, [float("nan")], gdas)
+    synth_page.goto("/run?id=0/search/single-level")
+    _rows(synth_page, 3)
+    on = {
+        rid: synth_page.locator(f'.ag-center-cols-container .ag-row[row-id="{rid}"] [col-id="valid_on"]').inner_text()
+        for rid in ("darts-darts-s0-a_00000", "darts-darts-s1-a_00001")
+    }
+    assert on == {"darts-darts-s0-a_00000": "split", "darts-darts-s1-a_00001": "test"}
+    focus = synth_page.locator("#search-focus-text")
+    focus.get_by_text("darts-darts-s0-a_00000").wait_for()
+    assert "best 80.00%" in focus.inner_text()
+    assert _cell_ops(synth_page, "#search-cells", "normal") == _genotype_ops(darts, "normal")
+    synth_page.locator('.ag-center-cols-container .ag-row[row-id="darts-darts-s1-a_00001"] [col-id="seed"]').click()
+    focus.get_by_text("(on the test set)").wait_for()

@@ -235,3 +235,58 @@ def test_alpha_figures_name_each_edges_own_ops() -> None:
     darts = get_space("darts")
     shared = op_names(darts, "normal", *darts.alpha_shape("normal"))
     assert list(alphas_figure(np.ones((14, 8)) / 8, edge_names(darts, 14), shared, "n").data[0].x) == shared[0]
+
+
+def test_a_running_runs_status_follows_its_process_between_writes(tmp_path) -> None:
+    """The runs table caches each run's row with its files, but a running run's process can end without a write:
+    its status turns interrupted (its headline too), its duration stops at its manifest's last write, and the trials
+    of an interrupted search are stopped, not running."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    root = tmp_path / "runs"
+    run_dir = synthetic_evolve(root / "evolve" / "e", 1, 3, finish=False)
+    search_dir = synthetic_search(root / "search" / "s", trials=1)
+    _tune_trial(search_dir / "tune" / "t", 4, [{"epoch": 1, "training_iteration": 1, "valid_acc": 50.0}])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        for d in (run_dir, search_dir):
+            manifest = json.loads((d / "run.json").read_text())
+            manifest.update(status="running", ended=None, result=None, progress=None, pid=proc.pid,
+                            host=socket.gethostname())  # fmt: skip
+            (d / "run.json").write_text(json.dumps(manifest))
+        store = RunStore([root])
+        assert {r.name: r.status for r in store.listing()[0]} == {"e": "running", "s": "running"}
+        trials = {t.name: t.status for t in search_trials(store, store.open("0/search/s"))}
+        assert trials["t"] == "running"
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = {r.name: r for r in store.listing()[0]}
+    assert rows["e"].status == "interrupted" and rows["e"].headline == "interrupted"
+    assert rows["s"].status == "interrupted"
+    duration = rows["e"].duration_s
+    time.sleep(1.1)
+    assert {r.name: r for r in store.listing()[0]}["e"].duration_s == duration
+    trials = {t.name: t.status for t in search_trials(store, store.open("0/search/s"))}
+    assert trials["t"] == "stopped"
+
+
+def test_best_search_trial_is_chosen_on_the_held_out_split() -> None:
+    """The trial a search page and a comparison show as the best: the best accuracy on the held-out split; a trial
+    validated on the test set, or one whose accuracy is NaN, never."""
+    from evoray.dashboard.trials import Trial, best_trial
+
+    def trial(name: str, best: float | None, valid_on: str) -> Trial:
+        return Trial(name, "darts", 0, "-", "done", 4, best, best, valid_on, "", None, "darts")
+
+    trials = [trial("nan", float("nan"), "split"), trial("test", 97.0, "test"), trial("split", 80.0, "split"),
+              trial("worse", 70.0, "split"), trial("none", None, "split")]  # fmt: skip
+    assert best_trial(trials).name == "split"
+    assert best_trial(trials[:2]).name == "nan"  # no trial scored on the split: the first
+    assert best_trial([]) is None

@@ -21,7 +21,7 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -152,8 +152,22 @@ class RunStore:
         return rows, problems
 
     def row(self, run: Run) -> RunRow:
-        """The runs-table line of ``run`` (cached with its manifest and archive)."""
-        return self.cached("row", str(run.path), [run.path / MANIFEST, run.path / ARCHIVE], lambda: self._row(run))
+        """The runs-table line of ``run`` (cached with its manifest and archive). A running run's status and
+        duration are looked at anew each time: its process can end, and its clock runs, without a write."""
+        row = self.cached("row", str(run.path), [run.path / MANIFEST, run.path / ARCHIVE], lambda: self._row(run))
+        if row.status != "running":
+            return row
+        status = _status(run.manifest)
+        if status == "interrupted":  # its last sign of life is its manifest's last write
+            try:
+                end = dt.datetime.fromtimestamp((run.path / MANIFEST).stat().st_mtime, dt.timezone.utc)
+            except OSError:
+                end = None
+            duration = _duration(run.manifest, end)
+        else:
+            duration = _duration(run.manifest)
+        headline = status if row.headline == "running" else row.headline
+        return replace(row, status=status, duration_s=duration, headline=headline)
 
     def _row(self, run: Run) -> RunRow:
         problem = run.problem or archive_problem(run)
@@ -168,7 +182,7 @@ class RunStore:
             space=str(m.get("space") or ""),
             method=str(m.get("method") or ""),
             seed=run.seed if not run.problem else None,
-            status="unreadable" if problem else _status(m),
+            status="unreadable" if problem else str(m.get("status", "?")),
             started=started,
             duration_s=_duration(m),
             progress=_progress(m),
@@ -250,7 +264,8 @@ def _parse_time(text: Any) -> dt.datetime | None:
         return None
 
 
-def _duration(m: dict[str, Any]) -> float | None:
+def _duration(m: dict[str, Any], until: dt.datetime | None = None) -> float | None:
+    """Seconds from the start to the end (a running run: to ``until``, by default now)."""
     start = _parse_time(m.get("started"))
     if start is None:
         return None
@@ -258,7 +273,7 @@ def _duration(m: dict[str, Any]) -> float | None:
     if end is None:
         if m.get("status") != "running":
             return None
-        end = dt.datetime.now(dt.timezone.utc)
+        end = until or dt.datetime.now(dt.timezone.utc)
     return max((end - start).total_seconds(), 0.0)
 
 

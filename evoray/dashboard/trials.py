@@ -6,6 +6,7 @@ experiment has ended."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class Trial:
     epoch: int | None
     valid_acc: float | None
     best: float | None
+    valid_on: str  # the set valid_acc and best were measured on: split (held out of training) or test ("" unknown)
     genotype: str
     params_m: float | None
     space: str
@@ -44,6 +46,7 @@ class Trial:
             "epoch": self.epoch,
             "valid_acc": _round(self.valid_acc),
             "best": _round(self.best),
+            "valid_on": self.valid_on,
             "params_m": None if self.params_m is None else round(self.params_m, 4),
             "genotype": self.genotype,
         }
@@ -79,14 +82,26 @@ def _read_params(path: Path) -> dict[str, Any]:
 
 
 def search_trials(store: RunStore, run: Run) -> list[Trial]:
-    """Every trial of the search run ``run``, in trial-folder order; cached until any of its files changes."""
+    """Every trial of the search run ``run``, in trial-folder order; cached until any of its files changes (or its
+    process ends: the trials of an interrupted search are stopped, not running)."""
     tune = run.path / TUNE
     params_files = sorted(tune.glob("*/params.json")) if tune.is_dir() else []
     files = [*result_files(run), *params_files, run.path / SUMMARY, run.path / ARCHIVE, run.path / "run.json"]
-    return store.derived("trials", run, files, lambda: _trials(store, run, params_files))
+    running = store.row(run).status == "running"
+    kind = "trials-running" if running else "trials"
+    return store.derived(kind, run, files, lambda: _trials(store, run, params_files, running))
 
 
-def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
+def best_trial(trials: list[Trial]) -> Trial | None:
+    """The trial with the best validation accuracy on the held-out split, as the run's headline chooses it (trials
+    validated on the test set, and NaN or missing accuracies, never win); without one, the first trial."""
+    scored = [t for t in trials if t.best is not None and math.isfinite(t.best) and t.valid_on != "test"]
+    if scored:
+        return max(scored, key=lambda t: t.best or 0.0)
+    return trials[0] if trials else None
+
+
+def _trials(store: RunStore, run: Run, params_files: list[Path], running: bool) -> list[Trial]:
     by_trial: dict[str, list[dict[str, Any]]] = {}
     for row in store.curves(run):
         by_trial.setdefault(str(row.get("trial")), []).append(row)
@@ -106,7 +121,6 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
         for k in {k for f in flat.values() for k in f}
         if k not in IDENTITY and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1
     )
-    running = run.manifest.get("status") == "running"
     out = []
     for name in names:
         # one row per epoch: a trial restored from its checkpoint reports again the epochs after it (the later kept)
@@ -124,6 +138,9 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
         else:
             status = "done" if last.get("done") else ("running" if running else "stopped")
         accs = [float(r["valid_acc"]) for r in rows if isinstance(r.get("valid_acc"), (int, float))]
+        accs = [a for a in accs if math.isfinite(a)]
+        portion = _float((p.get("data") or {}).get("train_portion"))
+        valid_on = str(s.get("valid_on") or ("" if portion is None else "test" if portion >= 1.0 else "split"))
         out.append(
             Trial(
                 name=name,
@@ -133,7 +150,8 @@ def _trials(store: RunStore, run: Run, params_files: list[Path]) -> list[Trial]:
                 status=status,
                 epoch=_int(last.get("epoch", s.get("epochs"))),
                 valid_acc=_float(last.get("valid_acc", s.get("valid_acc"))),
-                best=_float(last.get("valid_acc_best", max(accs, default=None))),
+                best=_float(last.get("valid_acc_best", s.get("valid_acc_best", max(accs, default=None)))),
+                valid_on=valid_on,
                 genotype=str(last.get("genotype") or s.get("genotype") or a.get("genotype") or ""),
                 params_m=_float(s.get("params_m", a.get("params_m"))),
                 space=str(s.get("space") or (p.get("supernet") or {}).get("space") or a.get("space") or ""),

@@ -12,7 +12,7 @@ from dash.exceptions import PreventUpdate
 from evoray.dashboard import figures
 from evoray.dashboard.pages.common import LIVE_MS, cells, graph, problem_box, run_link, section
 from evoray.dashboard.store import OutsideRootsError, RunStore
-from evoray.dashboard.trials import search_trials
+from evoray.dashboard.trials import best_trial, search_trials
 from evoray.errors import ConfigError
 from evoray.runs import Run
 
@@ -110,8 +110,8 @@ def _best_genotype(store: RunStore, run: Run) -> str | None:
             return None
         return str(best[0]["genotype"]) if best else None
     if run.command == "search":
-        trials = [t for t in search_trials(store, run) if t.genotype]
-        return max(trials, key=lambda t: t.best or -1.0).genotype if trials else None
+        top = best_trial([t for t in search_trials(store, run) if t.genotype])
+        return top.genotype if top else None
     return str(run.manifest.get("genotype") or "") or None
 
 

@@ -13,7 +13,7 @@ from dash.exceptions import PreventUpdate
 from evoray.dashboard import figures
 from evoray.dashboard.alphas import edge_names, op_names, softmax, space_of
 from evoray.dashboard.pages.common import cells, graph, header, live, problem_box, register_live, section, table
-from evoray.dashboard.store import RunStore
+from evoray.dashboard.store import RunStore, archive_problem
 from evoray.errors import ConfigError
 from evoray.runs import Run, row_alphas
 from evoray.runs.archive import ARCHIVE
@@ -69,6 +69,12 @@ class _Data:
 
 
 def _data(store: RunStore, run: Run) -> _Data:
+    """The archive's data; none yet before the first generation is written (a run that just started)."""
+    if not run.has_archive():
+        problem = archive_problem(run)  # a finished run without its archive
+        if problem:
+            raise ConfigError(problem)
+        return _Data([])
     return store.derived("evolve", run, [run.path / ARCHIVE], lambda: _Data(store.archive(run)))
 
 

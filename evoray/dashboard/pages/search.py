@@ -3,6 +3,7 @@ for the trial clicked (or chosen) its op distribution per edge over the epochs a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html
@@ -12,7 +13,7 @@ from evoray.dashboard import figures
 from evoray.dashboard.alphas import edge_names, epoch_distributions, op_names, space_of
 from evoray.dashboard.pages.common import cells, graph, grid, header, live, register_live, section
 from evoray.dashboard.store import RunStore
-from evoray.dashboard.trials import Trial, search_trials
+from evoray.dashboard.trials import Trial, best_trial, search_trials
 from evoray.errors import ConfigError
 from evoray.runs import Run
 
@@ -26,6 +27,12 @@ COLUMNS: list[dict[str, Any]] = [
     {"field": "epoch", "filter": "agNumberColumnFilter"},
     {"field": "valid_acc", "headerName": "valid acc (%)", "filter": "agNumberColumnFilter"},
     {"field": "best", "headerName": "best (%)", "filter": "agNumberColumnFilter", "sort": "desc"},
+    {
+        "field": "valid_on",
+        "headerName": "measured on",
+        "headerTooltip": "split: held out of training; test: the "
+        "test set (a single-level search on the whole training set), never a trial to choose by",
+    },
     {"field": "params_m", "headerName": "params (M)", "filter": "agNumberColumnFilter"},
     {"field": "genotype", "maxWidth": 600, "tooltipField": "genotype"},
 ]
@@ -88,9 +95,8 @@ def _label(t: Trial) -> str:
 
 
 def _default_focus(trials: list[Trial]) -> str | None:
-    if not trials:
-        return None
-    return max(trials, key=lambda t: -1.0 if t.best is None else t.best).name
+    best = best_trial(trials)
+    return None if best is None else best.name
 
 
 def register(app: Dash, store: RunStore) -> None:
@@ -157,7 +163,9 @@ def register(app: Dash, store: RunStore) -> None:
         text = [
             html.B(trial.name),
             f": {trial.searcher}, seed {trial.seed}, {trial.status}, epoch {trial.epoch}, "
-            f"valid {_pct(trial.valid_acc)}, best {_pct(trial.best)}, grid point {trial.grid}",
+            f"valid {_pct(trial.valid_acc)}, best {_pct(trial.best)}"
+            + (" (on the test set)" if trial.valid_on == "test" else "")
+            + f", grid point {trial.grid}",
         ]
         return text, _ops(trial), cells(trial.genotype, trial.searcher)
 
@@ -193,4 +201,4 @@ def _short(t: Trial) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "?" if x is None else f"{x:.2f}%"
+    return "?" if x is None or not math.isfinite(x) else f"{x:.2f}%"

@@ -9,7 +9,7 @@ from dash import Dash, Input, Output, State, html
 from dash.exceptions import PreventUpdate
 
 from evoray.dashboard import figures
-from evoray.dashboard.pages.common import cells, graph, header, live, register_live, section, table
+from evoray.dashboard.pages.common import cells, graph, header, live, problem_box, register_live, section, table
 from evoray.dashboard.store import RunStore
 from evoray.errors import ConfigError
 from evoray.runs import Run
@@ -23,6 +23,7 @@ def layout(store: RunStore, run: Run, run_id: str) -> html.Div:
         [
             *live(P, run_id),
             header(P, store, run),
+            html.Div(id=f"{P}-problem"),
             section("Curves", graph(f"{P}-curves")),
             section("Results", html.Div(id=f"{P}-results")),
             section("Cells", html.Div(id=f"{P}-cells", className="cells")),
@@ -47,24 +48,29 @@ def register(app: Dash, store: RunStore) -> None:
         Output(f"{P}-curves", "figure"),
         Output(f"{P}-results", "children"),
         Output(f"{P}-cells", "children"),
+        Output(f"{P}-problem", "children"),
         Input(f"{P}-version", "data"),
         State(f"{P}-run", "data"),
     )
     def _draw(_: Any, run_id: str) -> Any:
         try:
             run = store.open(run_id)
-            rows = store.curves(run)
         except ConfigError:
             raise PreventUpdate from None
+        try:  # a damaged curves file: said so, and the results and cells still shown
+            curves, problem = figures.simple_curves_figure(store.curves(run), "epoch", GROUPS), None
+        except ConfigError as err:
+            curves, problem = figures.empty("curves unreadable"), problem_box(f"unreadable: {err}")
         result = _results(store, run)
         shown = [
             {"key": k, "value": v} for k, v in result.items() if k != "genotype" and not isinstance(v, (dict, list))
         ]
         genotype = result.get("genotype") or run.manifest.get("genotype")
         return (
-            figures.simple_curves_figure(rows, "epoch", GROUPS),
+            curves,
             table(shown, [("key", "result"), ("value", "value")], id=f"{P}-results-table")
             if shown
             else "no results yet",
             cells(genotype),
+            problem,
         )
