@@ -501,3 +501,25 @@ def test_search_page_says_which_trials_were_validated_on_the_test_set(synth_page
     assert _cell_ops(synth_page, "#search-cells", "normal") == _genotype_ops(darts, "normal")
     synth_page.locator('.ag-center-cols-container .ag-row[row-id="darts-darts-s1-a_00001"] [col-id="seed"]').click()
     focus.get_by_text("(on the test set)").wait_for()
+
+
+def test_generation_and_epoch_axes_tick_whole_steps_only(synth_page, synth_root) -> None:
+    """Generations and epochs are whole steps: a short run's axes never read generation 0.5 or epoch 2.5."""
+    from bench.dashboard import synthetic_evolve, synthetic_train
+
+    synthetic_evolve(synth_root / "evolve" / "short", 5, 4)
+    synthetic_train(synth_root / "train" / "short-train", epochs=5)
+
+    def ticks(scope: str) -> list[str]:
+        synth_page.locator(f"{scope} .xtick text").first.wait_for()
+        return [t.strip() for t in synth_page.locator(f"{scope} .xtick text").all_text_contents()]
+
+    synth_page.goto("/run?id=0/evolve/short")
+    synth_page.locator("#evo-fitness .gtitle", has_text="fitness per generation").wait_for()
+    assert ticks("#evo-fitness") == ["0", "1", "2", "3", "4"]
+    synth_page.goto("/run?id=0/train/short-train")
+    synth_page.locator("#train-curves .xtitle").first.wait_for()
+    assert set(ticks("#train-curves")) == {"0", "1", "2", "3", "4"}
+    synth_page.goto("/compare?ids=0/evolve/short,0/train/short-train")
+    synth_page.locator("#cmp-curves .legendtext").first.wait_for()
+    assert ticks("#cmp-curves") == ["0", "1", "2", "3", "4"]

@@ -33,6 +33,14 @@ def empty(text: str, height: int = 220) -> go.Figure:
     return fig
 
 
+def step_ticks(values: Sequence[Any]) -> dict[str, Any]:
+    """Axis ticks for whole steps (generations, epochs, committee sizes): on integers only, about ten of them, never
+    at a half generation."""
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    span = max(xs) - min(xs) if xs else 0.0
+    return {"tick0": 0, "dtick": max(1, math.ceil(span / 10))}
+
+
 def _finite(values: Sequence[Any]) -> np.ndarray:
     out = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     return out
@@ -104,7 +112,11 @@ def fitness_figure(stats: Sequence[dict[str, float]]) -> go.Figure:
     fig.add_trace(go.Scatter(x=g, y=mean, name="mean", line={"color": "#1f77b4", "dash": "dot"}))
     fig.add_trace(go.Scatter(x=g, y=best, name="best", mode="lines+markers", line={"color": "#d62728"}))
     fig.update_layout(
-        title="fitness per generation", xaxis_title="generation", yaxis_title="fitness", height=330, margin=MARGIN
+        title="fitness per generation",
+        xaxis={"title": "generation", **step_ticks(g)},
+        yaxis_title="fitness",
+        height=330,
+        margin=MARGIN,
     )
     return fig
 
@@ -405,7 +417,8 @@ def trial_curves_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
                     ),
                     row=p // cols + 1, col=p % cols + 1,
                 )  # fmt: skip
-    fig.update_xaxes(title_text="epoch")
+    steps = [r.get("epoch", r.get("training_iteration")) for rows in curves.values() for r in rows]
+    fig.update_xaxes(title_text="epoch", **step_ticks(steps))
     fig.update_layout(height=300 * nrows, margin=MARGIN, legend={"orientation": "h", "y": -0.12})
     return fig
 
@@ -440,6 +453,7 @@ def op_distribution_figure(
             )  # fmt: skip
             shown.add(op)
     fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(**step_ticks(epochs))
     fig.update_layout(title=title, height=170 * nrows + 90, margin=MARGIN, legend={"orientation": "h", "y": -0.08})
     return fig
 
@@ -511,9 +525,10 @@ def overlay_figure(
     fig = go.Figure()
     for label, x, y in series:
         fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=label, marker={"size": 4}))
+    steps = [v for _, x, _ in series for v in x]
     fig.update_layout(
-        title=f"{metric} of the selected runs", xaxis_title=x_title, yaxis_title=metric, height=380, margin=MARGIN,
-        legend={"orientation": "h", "y": -0.2},
+        title=f"{metric} of the selected runs", xaxis={"title": x_title, **step_ticks(steps)}, yaxis_title=metric,
+        height=380, margin=MARGIN, legend={"orientation": "h", "y": -0.2},
     )  # fmt: skip
     return fig
 
@@ -532,6 +547,6 @@ def simple_curves_figure(
     for p, (_, ks) in enumerate(panels):
         for k in ks:
             fig.add_trace(go.Scatter(x=x, y=[r.get(k) for r in rows], mode="lines+markers", name=k), row=1, col=p + 1)
-    fig.update_xaxes(title_text=x_key)
+    fig.update_xaxes(title_text=x_key, **step_ticks(x))
     fig.update_layout(height=320, margin=MARGIN)
     return fig
