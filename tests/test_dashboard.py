@@ -523,3 +523,20 @@ def test_generation_and_epoch_axes_tick_whole_steps_only(synth_page, synth_root)
     synth_page.goto("/compare?ids=0/evolve/short,0/train/short-train")
     synth_page.locator("#cmp-curves .legendtext").first.wait_for()
     assert ticks("#cmp-curves") == ["0", "1", "2", "3", "4"]
+
+
+def test_compare_runs_whose_folders_hold_commas(synth_page, synth_root) -> None:
+    """A run folder named after its settings (``--out runs/evolve/lr=0.1,wd=3e-4``) is one run on the compare page,
+    whose ids are separated by commas."""
+    from bench.dashboard import synthetic_evolve, synthetic_train
+
+    synthetic_evolve(synth_root / "evolve" / "lr=0.1,wd=3e-4", 2, 3)
+    synthetic_train(synth_root / "train" / "plain", epochs=2)
+    synth_page.goto("/")
+    for rid in ("0/evolve/lr=0.1,wd=3e-4", "0/train/plain"):
+        synth_page.locator(f'.ag-center-cols-container .ag-row[row-id="{rid}"] input[type=checkbox]').check()
+    synth_page.wait_for_function("document.querySelector('#runs-compare').innerText == 'compare 2 runs'")
+    synth_page.locator("#runs-compare").click()
+    synth_page.get_by_text("Comparing 2 runs").wait_for()
+    assert synth_page.locator("#cmp-list li").all_inner_texts() == ["evolve lr=0.1,wd=3e-4", "train plain"]
+    assert synth_page.locator("#problem").count() == 0

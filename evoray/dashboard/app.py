@@ -100,13 +100,22 @@ def create_app(roots: Sequence[Path | str]) -> Dash:
                 return html.Div([html.H2(f"run {run_id}"), problem])
             return RUN_PAGES[run.command].layout(store, run, run_id)
         if pathname == "/compare":
-            ids = [unquote(i) for i in (params.get("ids") or [""])[0].split(",") if i]
-            return compare.layout(store, ids)
+            return compare.layout(store, compare_ids(query))
         return problem_box(f"no page {pathname!r}: the pages are /, /run?id=... and /compare?ids=...")
 
     for page in (runs, evolve, search, train, ensemble, compare):
         page.register(app, store)
     return app
+
+
+def compare_ids(query: str | None) -> list[str]:
+    """The run ids of ``/compare?ids=<id>,<id>``: split on the commas of the query as written, then each id
+    unquoted, so that an id holding a comma (quoted as ``%2C``) stays one id."""
+    for part in (query or "").lstrip("?").split("&"):
+        key, _, value = part.partition("=")
+        if unquote(key) == "ids":
+            return [unquote(i.replace("+", " ")) for i in value.split(",") if i]
+    return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
