@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evoray.nn import grouped
+from evoray.nn import grouped, ops
 from evoray.nn.grouped import tile_channels
 from evoray.nn.ops import AvgPool3x3, _BoxAverage, depthwise_conv, max_pool3x3
 from evoray.nn.supernet import DartsSupernet, NB201Supernet, SearchCell, Supernet
@@ -105,7 +105,7 @@ def test_small_channels_last_batch_norm_equals_batch_norm(C: int, momentum: floa
         for step in range(3):
             cl = torch.channels_last
             xs = [(torch.randn(4, C, 6, 5) * 3 + step).contiguous(memory_format=cl) for _ in range(2)]
-            assert grouped._matrix_is_faster(xs[0]) == (C < 16)
+            assert ops._matrix_is_faster(xs[0]) == (C < 16)
             xa = [x.clone().requires_grad_(True) for x in xs]
             xb = [x.clone().requires_grad_(True) for x in xs]
             # edge 1 of a group of 3, then edge 2 alone: each its own rows of the running statistics
@@ -129,7 +129,43 @@ def test_small_channels_last_batch_norm_equals_batch_norm(C: int, momentum: floa
             torch.testing.assert_close(ours.running_var, ref.running_var)
     assert ours.num_batches_tracked is not None and int(ours.num_batches_tracked) == 6
     with torch_threads(1):  # one thread: PyTorch's own kernel is the faster
-        assert not grouped._matrix_is_faster(torch.randn(4, 8, 6, 5).contiguous(memory_format=torch.channels_last))
+        assert not ops._matrix_is_faster(torch.randn(4, 8, 6, 5).contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("track", [True, False])
+def test_batch_norm_module_equals_torchs(affine: bool, momentum: float | None, track: bool) -> None:
+    """evoray's BatchNorm2d (the matrix form for small channels-last maps on 2 threads) gives ``nn.BatchNorm2d``'s
+    outputs, input, weight and bias gradients and running statistics over training steps, then the same evaluation."""
+    from evoray.runtime import torch_threads
+
+    torch.manual_seed(0)
+    ref = torch.nn.BatchNorm2d(8, affine=affine, momentum=momentum, track_running_stats=track)
+    if affine:
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 2.0)
+            ref.bias.normal_()
+    ours = ops.BatchNorm2d(8, affine=affine, momentum=momentum, track_running_stats=track)
+    ours.load_state_dict(ref.state_dict())
+    with torch_threads(2):
+        for step in range(3):
+            x = (torch.randn(4, 8, 6, 5) * 2 + step).contiguous(memory_format=torch.channels_last)
+            assert ops._matrix_is_faster(x)
+            xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+            a, b = ours(xa), ref(xb)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            g = torch.randn_like(b)
+            (a * g).sum().backward()
+            (b * g).sum().backward()
+            torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-5)
+            if affine:
+                torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-5)
+        for key, value in ref.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[key], value, msg=key)
+        ours.eval(), ref.eval()
+        torch.testing.assert_close(ours(x), ref(x))
 
 
 @pytest.mark.parametrize("mode", WEIGHTINGS.names())

@@ -12,14 +12,11 @@ sampling searcher (GDAS) asks each edge for one op; the others are never run.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from evoray.nn.ops import AvgPool3x3, MaxPool3x3, depthwise_conv
+from evoray.nn.ops import AvgPool3x3, BatchNorm2d, MaxPool3x3, batch_norm, bn_update_factor, depthwise_conv
 
 Slots = list[int] | None
 
@@ -39,95 +36,18 @@ def tile_channels(x: Tensor, n: int) -> Tensor:
     return x if n == 1 else torch.cat([x] * n, dim=1)
 
 
-def _update_factor(bn: nn.BatchNorm2d) -> float:
-    """How far this forward moves ``bn``'s running statistics, as ``nn.BatchNorm2d`` counts it: its momentum, or with
-    momentum None a cumulative average (BatchNorm recalibration); counts the batch."""
-    if not bn.training:
-        return 0.0
-    if bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-    if bn.momentum is None:
-        return 1.0 / float(bn.num_batches_tracked) if bn.num_batches_tracked is not None else 0.0
-    return bn.momentum
-
-
-class _MatrixBatchNorm(torch.autograd.Function):
-    """Training-mode BatchNorm (no affine) of a channels-last map read as its (N*H*W, C) matrix: the per-channel means
-    (and the centred second moments) are matrix-vector products with a vector of 1/(N*H*W); the running statistics are
-    updated as ``F.batch_norm`` updates them (the unbiased variance)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, momentum: float, eps: float
-    ) -> Tensor:
-        N, C, H, W = x.shape
-        rows = N * H * W
-        m = x.permute(0, 2, 3, 1).reshape(rows, C)  # a view of a channels-last map
-        average = torch.full((rows,), 1.0 / rows, dtype=x.dtype, device=x.device)
-        mean = average @ m
-        centred = m - mean
-        var = average @ (centred * centred)  # biased, as the normalisation uses
-        rstd = (var + eps).rsqrt()
-        y = centred.mul_(rstd)
-        if running_mean is not None and running_var is not None:
-            with torch.no_grad():
-                running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
-                running_var.mul_(1.0 - momentum).add_(var, alpha=momentum * rows / max(rows - 1, 1))
-        ctx.save_for_backward(y, rstd, average)
-        return y.view(N, H, W, C).permute(0, 3, 1, 2)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        y, rstd, average = ctx.saved_tensors
-        N, C, H, W = g.shape
-        gm = g.permute(0, 2, 3, 1).reshape(-1, C)
-        # d x = rstd * (g - mean(g) - y * mean(g * y)), per channel
-        grad = torch.addcmul(gm - average @ gm, y, average @ (gm * y), value=-1.0).mul_(rstd)
-        return grad.view(N, H, W, C).permute(0, 3, 1, 2), None, None, None, None
-
-
-def _matrix_is_faster(x: Tensor) -> bool:
-    """Where :class:`_MatrixBatchNorm` beats PyTorch's channels-last BatchNorm: on the CPU, fewer than 16 channels
-    (whose kernels split them over the threads at a loss: forward and backward of (64, 8, 16, 16) on 2 threads,
-    about 200 us against 450-540 us; on one thread PyTorch's is the faster), float32, at most 2M elements (where the
-    float32 products' rounding stays near the native kernel's)."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and 1 < x.shape[1] < 16
-        and x.numel() <= 1 << 21
-        and torch.get_num_threads() > 1
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and not x.is_contiguous()
-    )
-
-
-def batch_norm(
-    x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, training: bool, momentum: float, eps: float
-) -> Tensor:
-    """``F.batch_norm`` without affine parameters; in training, a small channels-last map of fewer than 16 channels on
-    the CPU is normalised by :class:`_MatrixBatchNorm` (see :func:`_matrix_is_faster`), the same to float rounding."""
-    if training and _matrix_is_faster(x):
-        return _MatrixBatchNorm.apply(x, running_mean, running_var, momentum, eps)  # type: ignore[no-any-return]
-    return F.batch_norm(x, running_mean, running_var, None, None, training, momentum, eps)
-
-
 def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
     """BatchNorm (no affine) with per-edge running statistics, for the edges in ``slots``."""
     if slots is None:
-        if not bn.training or bn.affine:
-            return bn(x)
-        return batch_norm(x, bn.running_mean, bn.running_var, True, _update_factor(bn), bn.eps)
+        return bn(x)
     assert bn.running_mean is not None and bn.running_var is not None
-    momentum = _update_factor(bn)
+    momentum = bn_update_factor(bn)
     if slots == list(range(slots[0], slots[0] + len(slots))):  # consecutive edges: their rows, updated in place
         rows = slice(slots[0] * C, (slots[-1] + 1) * C)
         mean, var = bn.running_mean[rows], bn.running_var[rows]
-        return batch_norm(x, mean, var, bn.training, momentum, bn.eps)
+        return batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps)
     mean, var = take(bn.running_mean, slots, C).clone(), take(bn.running_var, slots, C).clone()
-    out = batch_norm(x, mean, var, bn.training, momentum, bn.eps)
+    out = batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps)
     if bn.training:
         with torch.no_grad():
             for i, s in enumerate(slots):
@@ -218,7 +138,7 @@ class SharedPool(GroupOp):
     def __init__(self, C: int, m: int, kind: str, stride: int, bn: bool) -> None:
         super().__init__(C, m)
         self.pool: nn.Module = MaxPool3x3(stride) if kind == "max" else AvgPool3x3(stride)
-        self.bn = nn.BatchNorm2d(m * C, affine=False) if bn else None
+        self.bn = BatchNorm2d(m * C, affine=False) if bn else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         y = self.pool(x)
@@ -260,9 +180,9 @@ class GroupSepConv(GroupOp):
         super().__init__(C, m)
         self.k, self.stride, self.pad = k, stride, k // 2
         self.dw1, self.pw1 = _dw_param(m * C, k), _pw_param(m * C, C)
-        self.bn1 = nn.BatchNorm2d(m * C, affine=False)
+        self.bn1 = BatchNorm2d(m * C, affine=False)
         self.dw2, self.pw2 = _dw_param(m * C, k), _pw_param(m * C, C)
-        self.bn2 = nn.BatchNorm2d(m * C, affine=False)
+        self.bn2 = BatchNorm2d(m * C, affine=False)
         self.pw1_bias = _bias_param(m * C, C) if bias else None
         self.pw2_bias = _bias_param(m * C, C) if bias else None
 
@@ -285,7 +205,7 @@ class GroupDilConv(GroupOp):
         super().__init__(C, m)
         self.stride, self.pad = stride, k - 1
         self.dw, self.pw = _dw_param(m * C, k), _pw_param(m * C, C)
-        self.bn = nn.BatchNorm2d(m * C, affine=False)
+        self.bn = BatchNorm2d(m * C, affine=False)
         self.pw_bias = _bias_param(m * C, C) if bias else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
@@ -304,7 +224,7 @@ class GroupFactorizedReduce(GroupOp):
         super().__init__(C, m)
         assert C % 2 == 0, f"FactorizedReduce needs an even C, got {C}"
         self.conv_1, self.conv_2 = _pw_param(m * C // 2, C), _pw_param(m * C // 2, C)
-        self.bn = nn.BatchNorm2d(m * C, affine=False)
+        self.bn = BatchNorm2d(m * C, affine=False)
         self.conv_1_bias = _bias_param(m * C // 2, C) if bias else None
         self.conv_2_bias = _bias_param(m * C // 2, C) if bias else None
 
@@ -331,7 +251,7 @@ class GroupReLUConvBN(GroupOp):
         super().__init__(C, m)
         self.stride, self.pad = stride, k // 2
         self.weight = _pw_param(m * C, C, k)
-        self.bn = nn.BatchNorm2d(m * C, affine=False)
+        self.bn = BatchNorm2d(m * C, affine=False)
         self.bias = _bias_param(m * C, C, k) if bias else None
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:

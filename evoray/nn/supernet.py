@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from evoray.errors import ConfigError
 from evoray.nn.grouped import build_group_op, tile_channels
-from evoray.nn.ops import FactorizedReduce, ReLUConvBN, drop_path
+from evoray.nn.ops import BatchNorm2d, FactorizedReduce, ReLUConvBN, drop_path
 from evoray.nn.straight import node_sum
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, WeightingContext
 from evoray.spaces.catalog import SPACES, get_space
@@ -303,7 +303,7 @@ class DartsSupernet(Supernet):
         self.space, self.weighting, self.tau, self.style = space, weighting, 1.0, style
         multiplier = space.steps
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), BatchNorm2d(C_curr))
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False
@@ -316,9 +316,7 @@ class DartsSupernet(Supernet):
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         # AutoDL's NASNet-space supernet (GDAS) ends in BN-ReLU before the pool; DARTS' pools the last cell directly
-        self.lastact: nn.Module = (
-            nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU()) if style == "autodl" else nn.Identity()
-        )
+        self.lastact: nn.Module = nn.Sequential(BatchNorm2d(C_prev), nn.ReLU()) if style == "autodl" else nn.Identity()
         self.classifier = nn.Linear(C_prev, num_classes)
         self._init_alphas(alpha_init_std)
 
@@ -366,7 +364,7 @@ class NB201Supernet(Supernet):
         assert style in STYLES, f"style {style!r} is not one of {STYLES}"
         WEIGHTINGS.get(weighting)
         self.space, self.weighting, self.tau, self.style = space, weighting, 1.0, style
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), BatchNorm2d(C))
         layers: list[nn.Module] = []
         C_prev = C
         for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
@@ -375,7 +373,7 @@ class NB201Supernet(Supernet):
             layers.extend(SearchCell(space, "cell", 0, C_curr, C_curr, False, False, style) for _ in range(N))
             C_prev = C_curr
         self.cells = nn.ModuleList(layers)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
+        self.lastact = nn.Sequential(BatchNorm2d(C_prev), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(C_prev, num_classes)
         self._init_alphas(alpha_init_std)
 
