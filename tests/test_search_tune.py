@@ -178,3 +178,56 @@ def test_a_trial_validated_on_the_test_set_is_archived_without_fitness(tmp_path)
     archive = read_archive(tmp_path)
     assert [r["fitness"] for r in archive] == [50.0, None]
     assert [g for _, g, _ in archive_genotypes(str(tmp_path), 1, "last", "members.archives[0]")] == [genotypes[0]]
+
+
+def _tune_state(experiment: Path, trial: str, latest: str | None) -> None:
+    """An experiment state as Tune writes it: the trial's checkpoint record pickled inside JSON."""
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint, CheckpointConfig
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    if latest is not None:
+        manager.register_checkpoint(_TrainingResult(Checkpoint(str(experiment / trial / latest)), {}))
+    runtime = json.dumps({"checkpoint_manager": manager}, cls=TuneFunctionEncoder)
+    state = {"trial_data": [[json.dumps({"relative_logdir": trial}), runtime]], "runner_data": {}, "stats": {}}
+    (experiment / "experiment_state-2024-01-01_00-00-00.json").write_text(json.dumps(state))
+
+
+def _trial_checkpoint(folder: Path, torn: bool = False) -> None:
+    import torch
+
+    from evoray.distributed.tune import CHECKPOINT_FILE
+
+    folder.mkdir(parents=True)
+    torch.save({"epoch": torch.tensor(1)}, folder / CHECKPOINT_FILE)
+    if torn:
+        data = (folder / CHECKPOINT_FILE).read_bytes()
+        (folder / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
+    np.savez(folder / "alphas.npz", normal=np.zeros((2, 2)))
+    (folder / "genotype.json").write_text('{"epoch": 1}')
+
+
+def test_resume_checks_the_checkpoint_tune_restores(tmp_path) -> None:
+    """A run killed while Tune wrote a checkpoint leaves a partial ``checkpoint_<n>`` folder: the check judges the
+    checkpoint Tune's experiment state records (else the newest complete one), skips folders not named
+    ``checkpoint_<integer>``, and still refuses a recorded checkpoint that is corrupt, in one line."""
+    from evoray.distributed.tune import check_checkpoints
+    from evoray.errors import ConfigError
+
+    experiment, trial = tmp_path / "tune", "darts-darts-s0-t1"
+    _trial_checkpoint(experiment / trial / "checkpoint_000001")
+    (experiment / trial / "checkpoint_000002").mkdir()  # killed while Tune wrote it
+    (experiment / trial / "checkpoint_tmp3f2a").mkdir()
+    assert check_checkpoints(str(experiment)) == 1  # no experiment state: the newest complete checkpoint
+    _tune_state(experiment, trial, "checkpoint_000001")
+    assert check_checkpoints(str(experiment)) == 1
+    _trial_checkpoint(experiment / trial / "checkpoint_000003", torn=True)  # complete-looking, never recorded
+    assert check_checkpoints(str(experiment)) == 1
+    _tune_state(experiment, trial, "checkpoint_000003")
+    with pytest.raises(ConfigError, match=f"trial {trial}'s checkpoint .*checkpoint_000003.* is corrupt") as err:
+        check_checkpoints(str(experiment))
+    assert "\n" not in str(err.value)
+    _tune_state(experiment, trial, None)  # recorded without a checkpoint: Tune starts the trial afresh
+    assert check_checkpoints(str(experiment)) == 0

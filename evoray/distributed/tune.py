@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from evoray.searchers.experiment import ExperimentConfig, trial_label
 Log = Callable[[str], None]
 
 CHECKPOINT_FILE = "searcher.pt"
+CHECKPOINT_FILES = (CHECKPOINT_FILE, "alphas.npz", "genotype.json")  # in the order a save writes them
 METRIC = "valid_acc"
 
 
@@ -169,19 +171,85 @@ def can_restore(path: str) -> bool:
 
 
 def check_checkpoints(path: str) -> int:
-    """Read every trial's newest checkpoint of the local experiment ``path`` (weights_only) before Tune restores
-    them: a corrupt or unsafe file is a one-line ``ConfigError`` here, not a failed trial later. Returns how many
-    were read."""
+    """Read, before Tune restores them, the checkpoint every trial of the local experiment ``path`` resumes from
+    (weights_only): the one Tune's experiment state records as the trial's latest or, where that record cannot be
+    read, the trial's newest complete ``checkpoint_<n>`` folder. A folder left partial by a run killed while Tune
+    wrote it is not judged (Tune restores the one before); a corrupt or unsafe file is a one-line ``ConfigError``
+    here, not a failed trial later. Returns how many were read."""
     root = Path(path)
     if "://" in path or not root.is_dir():
         return 0
+    recorded = _recorded_checkpoints(root)
     count = 0
     for trial in sorted(d for d in root.iterdir() if d.is_dir()):
-        checkpoints = sorted(trial.glob("checkpoint_*"), key=lambda c: int(c.name.split("_")[-1]))
-        if checkpoints:
-            load_tensors(checkpoints[-1] / CHECKPOINT_FILE, f"trial {trial.name}'s checkpoint")
+        checkpoint = recorded[trial.name] if trial.name in recorded else _newest_complete(trial)
+        if checkpoint is not None:
+            load_tensors(checkpoint / CHECKPOINT_FILE, f"trial {trial.name}'s checkpoint")
             count += 1
     return count
+
+
+def _newest_complete(trial: Path) -> Path | None:
+    """The trial's ``checkpoint_<integer>`` folder of the highest number that holds every file a save writes."""
+    numbered = []
+    for folder in trial.glob("checkpoint_*"):
+        suffix = folder.name.removeprefix("checkpoint_")
+        if suffix.isdigit() and folder.is_dir():
+            numbered.append((int(suffix), folder))
+    for _, folder in sorted(numbered, reverse=True):
+        if all((folder / name).is_file() for name in CHECKPOINT_FILES):
+            return folder
+    return None
+
+
+class _Inert:
+    """Stands in for every class and function a pickle names: takes any arguments, keeps the state it is given,
+    runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+class _InertUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return _Inert
+
+
+def _recorded_checkpoints(root: Path) -> dict[str, Path | None]:
+    """Per trial folder, the checkpoint Tune's newest experiment state records as the trial's latest (what
+    ``Tuner.restore`` resumes it from), or None where it records none (the trial starts afresh). Tune keeps the
+    record pickled inside the JSON; it is read with every class replaced by :class:`_Inert`, so nothing in it runs.
+    Trials whose record cannot be read are left out."""
+    states = sorted(root.glob("experiment_state-*.json"))  # Tune restores from the newest name
+    if not states:
+        return {}
+    try:
+        trials = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, Path | None] = {}
+    for entry in trials if isinstance(trials, list) else []:
+        try:
+            trial, runtime = (json.loads(part) for part in entry)
+            folder = Path(str(trial["relative_logdir"])).name
+            record = runtime["checkpoint_manager"]
+            manager = _InertUnpickler(io.BytesIO(bytes.fromhex(record["value"]))).load() if record else None
+            latest = getattr(manager, "_latest_checkpoint_result", None)
+            if latest is None:
+                out[folder] = None
+                continue
+            name = PurePosixPath(str(latest.checkpoint.path)).name
+        except Exception:  # a record this reader does not understand: judged by its folders instead
+            continue
+        if folder and name.startswith("checkpoint_"):
+            out[folder] = root / folder / name
+    return out
 
 
 def restore_trials(exp: ExperimentConfig, path: str, log: Log) -> Any:
