@@ -231,3 +231,18 @@ def test_resume_checks_the_checkpoint_tune_restores(tmp_path) -> None:
     assert "\n" not in str(err.value)
     _tune_state(experiment, trial, None)  # recorded without a checkpoint: Tune starts the trial afresh
     assert check_checkpoints(str(experiment)) == 0
+
+
+def test_a_trial_error_without_a_message_is_named_by_its_type(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from evoray.config import config_to_dict
+    from evoray.distributed.tune import trial_outcomes
+    from evoray.searchers.experiment import expand
+
+    config = {"search": config_to_dict(expand(_exp("errors"))[0])}
+    grid = [
+        SimpleNamespace(config=config, checkpoint=None, metrics={}, metrics_dataframe=None, error=err, path=tmp_path)
+        for err in (RuntimeError(""), RuntimeError("\n"), ValueError("bad value\ntraceback"))
+    ]
+    assert [o["error"] for o in trial_outcomes(grid)] == ["RuntimeError", "RuntimeError", "bad value"]

@@ -277,8 +277,14 @@ def trial_outcomes(grid: Any) -> list[dict[str, Any]]:
                 "metrics": dict(result.metrics or {}),
                 "history": [] if history is None else history.to_dict("records"),
                 "alphas": alphas,
-                "error": None if result.error is None else str(result.error).splitlines()[0][:300],
+                "error": None if result.error is None else _error_line(result.error),
                 "path": str(result.path),
             }
         )
     return out
+
+
+def _error_line(error: BaseException) -> str:
+    """A trial's error in one line: the first line of its message, or its type where the message is empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
