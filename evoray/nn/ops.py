@@ -57,10 +57,26 @@ class Noise(nn.Module):
         return torch.randn_like(x).mul_(self.std).add_(self.mean)
 
 
+def _row_fold(rows: int, C: int) -> int:
+    """How many pixels of a (rows, C) channels-last matrix one row of its wide view holds: about 128 values a row
+    (elementwise kernels broadcasting a C-vector along rows of C values run several times slower than along rows of
+    128), and a divisor of ``rows``."""
+    k = max(1, 128 // C)
+    while rows % k:
+        k -= 1
+    return k
+
+
+def _column_sums(wide: Tensor, k: int, C: int) -> Tensor:
+    """Per-channel sums of a wide view whose rows hold ``k`` pixels of ``C`` channels."""
+    return wide.sum(0).view(k, C).sum(0)
+
+
 class _MatrixBatchNorm(torch.autograd.Function):
-    """Training-mode BatchNorm of a channels-last map read as its (N*H*W, C) matrix: the per-channel means (and the
-    centred second moments) are matrix-vector products with a vector of 1/(N*H*W); the running statistics are updated
-    as ``F.batch_norm`` updates them (the unbiased variance); ``weight`` and ``bias`` optional (affine)."""
+    """Training-mode BatchNorm of a channels-last map read as a matrix: its (N*H*W, C) values viewed as rows of ``k``
+    pixels (:func:`_row_fold`), the per-channel means and centred second moments as column sums folded over the ``k``
+    pixels, every per-channel vector tiled ``k`` times; the running statistics are updated as ``F.batch_norm`` updates
+    them (the unbiased variance); ``weight`` and ``bias`` optional (affine)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -75,39 +91,40 @@ class _MatrixBatchNorm(torch.autograd.Function):
     ) -> Tensor:
         N, C, H, W = x.shape
         rows = N * H * W
-        m = x.permute(0, 2, 3, 1).reshape(rows, C)  # a view of a channels-last map
-        average = torch.full((rows,), 1.0 / rows, dtype=x.dtype, device=x.device)
-        mean = average @ m
-        centred = m - mean
-        var = average @ (centred * centred)  # biased, as the normalisation uses
+        k = _row_fold(rows, C)
+        wide = x.permute(0, 2, 3, 1).reshape(rows // k, k * C)  # a view of a channels-last map
+        mean = _column_sums(wide, k, C) / rows
+        centred = wide - mean.repeat(k)
+        var = _column_sums(centred * centred, k, C) / rows  # biased, as the normalisation uses
         rstd = (var + eps).rsqrt()
-        xhat = centred.mul_(rstd)
+        xhat = centred.mul_(rstd.repeat(k))
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
                 running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
                 running_var.mul_(1.0 - momentum).add_(var, alpha=momentum * rows / max(rows - 1, 1))
-        ctx.save_for_backward(xhat, rstd, average, weight)
-        ctx.affine = weight is not None, bias is not None
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.k = k
         y = xhat
         if weight is not None:
-            y = torch.addcmul(bias, xhat, weight) if bias is not None else xhat * weight
+            y = torch.addcmul(bias.repeat(k), xhat, weight.repeat(k)) if bias is not None else xhat * weight.repeat(k)
         elif bias is not None:
-            y = xhat + bias
+            y = xhat + bias.repeat(k)
         return y.view(N, H, W, C).permute(0, 3, 1, 2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        xhat, rstd, average, weight = ctx.saved_tensors
+        xhat, rstd, weight = ctx.saved_tensors
         N, C, H, W = g.shape
-        rows = N * H * W
-        gm = g.permute(0, 2, 3, 1).reshape(rows, C)
-        mean_g, mean_gx = average @ gm, average @ (gm * xhat)
+        rows, k = N * H * W, ctx.k
+        gw = g.permute(0, 2, 3, 1).reshape(rows // k, k * C)
+        sum_g, sum_gx = _column_sums(gw, k, C), _column_sums(gw * xhat, k, C)
         scale = rstd if weight is None else rstd * weight
         # d x = weight * rstd * (g - mean(g) - xhat * mean(g * xhat)), per channel
-        grad = torch.addcmul(gm - mean_g, xhat, mean_gx, value=-1.0).mul_(scale)
-        grad_w = mean_gx * rows if ctx.needs_input_grad[1] else None
-        grad_b = mean_g * rows if ctx.needs_input_grad[2] else None
+        grad = torch.addcmul(gw - (sum_g / rows).repeat(k), xhat, (sum_gx / rows).repeat(k), value=-1.0)
+        grad.mul_(scale.repeat(k))
+        grad_w = sum_gx if ctx.needs_input_grad[1] else None
+        grad_b = sum_g if ctx.needs_input_grad[2] else None
         return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None
 
 
