@@ -312,3 +312,22 @@ def test_a_checkpoint_damaged_inside_its_tensors_is_refused_not_resumed_with_wro
     (folder / "last.pt").write_bytes(data[: len(data) // 2] + bytes(16) + data[len(data) // 2 + 16 :])
     with pytest.raises(ConfigError, match=r"checkpoint '.*last.pt' is corrupt \(record .*data/0 fails its CRC-32"):
         load_checkpoint(folder)
+
+
+def _hand_run(path: Path, **fields) -> Path:
+    path.mkdir(parents=True)
+    manifest = {"format": 1, "command": "search", "status": "done", "started": "2024-01-01T00:00:00+00:00", "seed": 0}
+    (path / "run.json").write_text(json.dumps({**manifest, **fields}))
+    return path
+
+
+def test_search_curves_are_read_where_the_run_records_its_tune_storage(tmp_path) -> None:
+    storage = tmp_path / "storage" / "exp"
+    (storage / "darts-t1").mkdir(parents=True)
+    (storage / "darts-t1" / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    run = open_run(_hand_run(tmp_path / "run", tune=str(storage)))
+    assert [(r["trial"], r["epoch"]) for r in run.curves()] == [("darts-t1", 1), ("darts-t1", 2)]
+    moved = _hand_run(tmp_path / "moved", tune=str(tmp_path / "gone" / "tune"))  # a run directory moved since
+    (moved / "tune" / "xnas-t2").mkdir(parents=True)
+    (moved / "tune" / "xnas-t2" / "result.json").write_text('{"epoch": 1}\n')
+    assert [r["trial"] for r in open_run(moved).curves()] == ["xnas-t2"]

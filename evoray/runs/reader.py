@@ -106,9 +106,21 @@ class Run:
     def curves(self) -> list[dict[str, Any]]:
         """Per generation (evolve), epoch (train) or trial and epoch (search) statistics, oldest first."""
         if self.command == "search":
-            return list(_tune_curves(self.path / TUNE))
+            tune = self.tune_path()
+            return [] if tune is None else list(_tune_curves(tune))
         path = self.path / CURVES
         return read_curves(path) if path.is_file() else []
+
+    def tune_path(self) -> Path | None:
+        """A search run's Tune experiment on this machine: ``<run>/tune``, else where ``run.json`` records it (the
+        experiment config's ``storage``); None when neither is here (e.g. storage at an ``s3://`` URI)."""
+        own = self.path / TUNE
+        if own.is_dir():
+            return own
+        recorded = self.manifest.get("tune")
+        if isinstance(recorded, str) and recorded and "://" not in recorded and Path(recorded).is_dir():
+            return Path(recorded)
+        return None
 
     def supernet(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """An evolve run's final supernet: (its config section, its weights), weights read with weights_only."""
