@@ -331,3 +331,17 @@ def test_search_curves_are_read_where_the_run_records_its_tune_storage(tmp_path)
     (moved / "tune" / "xnas-t2").mkdir(parents=True)
     (moved / "tune" / "xnas-t2" / "result.json").write_text('{"epoch": 1}\n')
     assert [r["trial"] for r in open_run(moved).curves()] == ["xnas-t2"]
+
+
+def test_a_hand_edited_manifest_marks_only_its_run_unreadable(tmp_path) -> None:
+    good = _hand_run(tmp_path / "good")
+    bad_time = _hand_run(tmp_path / "bad-time", started=5)
+    bad_seed = _hand_run(tmp_path / "bad-seed", seed="abc")
+    runs = {r.path: r for r in list_runs(tmp_path)}
+    assert runs[good].problem is None and runs[good].seed == 0
+    for path, key in ((bad_time, "started"), (bad_seed, "seed")):
+        run = runs[path]
+        assert run.status == "unreadable" and key in (run.problem or "") and "\n" not in (run.problem or "")
+        assert run.seed is None or isinstance(run.seed, int)
+        with pytest.raises(ConfigError, match=f"is unreadable: .*{key}"):
+            open_run(path)

@@ -54,8 +54,10 @@ class Run:
 
     @property
     def seed(self) -> int | None:
-        seed = self.manifest.get("seed")
-        return None if seed is None else int(seed)
+        try:
+            return _seed(self.manifest.get("seed"))
+        except ValueError:
+            return None  # such a run carries its problem
 
     @property
     def result(self) -> dict[str, Any]:
@@ -63,11 +65,13 @@ class Run:
 
     @property
     def started(self) -> str | None:
-        return self.manifest.get("started")
+        started = self.manifest.get("started")
+        return started if isinstance(started, str) else None
 
     @property
     def ended(self) -> str | None:
-        return self.manifest.get("ended")
+        ended = self.manifest.get("ended")
+        return ended if isinstance(ended, str) else None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -132,6 +136,17 @@ class Run:
         return read_json(self.path / name, name)
 
 
+def _seed(value: Any) -> int | None:
+    """``run.json``'s seed as an int; a ``ValueError`` when it is not a whole number."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(value)
+
+
 def _fitness_key(f: Any) -> float:
     """Sort key, fittest first; missing and NaN fitness last."""
     return math.inf if f is None or not math.isfinite(float(f)) else -float(f)
@@ -159,6 +174,13 @@ def _load(path: Path) -> Run:
         return Run(path, manifest, f"run format {manifest.get('format')!r} is newer than this evoray reads ({FORMAT})")
     if manifest.get("command") not in ("evolve", "search", "train", "ensemble"):
         return Run(path, manifest, f"unknown command {manifest.get('command')!r} in {MANIFEST}")
+    for key in ("started", "ended"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            return Run(path, manifest, f"{key} {manifest[key]!r} in {MANIFEST} is not a time (ISO 8601 text)")
+    try:
+        _seed(manifest.get("seed"))
+    except ValueError:
+        return Run(path, manifest, f"seed {manifest.get('seed')!r} in {MANIFEST} is not a whole number")
     return Run(path, manifest)
 
 
