@@ -345,3 +345,13 @@ def test_a_hand_edited_manifest_marks_only_its_run_unreadable(tmp_path) -> None:
         assert run.seed is None or isinstance(run.seed, int)
         with pytest.raises(ConfigError, match=f"is unreadable: .*{key}"):
             open_run(path)
+
+
+def test_a_missing_run_path_is_said_not_to_exist(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"'.*nothing' does not exist$"):
+        open_run(tmp_path / "nothing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a run directory"):
+        open_run(tmp_path / "file")
+    with pytest.raises(ConfigError, match=r"holds no evoray run \(run.json missing\)"):
+        open_run(tmp_path)

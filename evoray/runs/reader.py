@@ -155,6 +155,10 @@ def _fitness_key(f: Any) -> float:
 def open_run(path: Path | str) -> Run:
     """The run in ``path``; a directory that holds none is a one-line ``ConfigError``."""
     p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"run {str(p)!r} does not exist")
+    if not p.is_dir():
+        raise ConfigError(f"run {str(p)!r} is a file, not a run directory")
     if not (p / MANIFEST).is_file():
         if p.is_dir() and any((p / m).is_file() for m in LEGACY_MARKERS):
             raise ConfigError(f"{str(p)!r} was written by an older evoray (no {MANIFEST}); rerun it to read it here")
