@@ -355,3 +355,28 @@ def test_a_missing_run_path_is_said_not_to_exist(tmp_path) -> None:
         open_run(tmp_path / "file")
     with pytest.raises(ConfigError, match=r"holds no evoray run \(run.json missing\)"):
         open_run(tmp_path)
+
+
+def test_a_run_stopped_between_its_config_and_its_manifest_can_be_overwritten(tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "r"
+
+    def killed(self) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "_write_manifest", killed)
+        with pytest.raises(KeyboardInterrupt), RunDir.open("train", out, "x") as run:
+            run.start({"a": 1}, 0)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    for flags in ({}, {"resume": True}):
+        with pytest.raises(ConfigError, match=r"stopped before it started.*--overwrite"):
+            RunDir.open("train", out, "x", **flags)
+    assert train_main(["--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "stopped before it started" in err, err
+    with RunDir.open("train", out, "x", overwrite=True) as run:
+        run.start({"a": 2}, 0)
+        run.finish({})
+    assert open_run(out).status == "done" and open_run(out).config() == {"a": 2}
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
+    assert len(aside) == 1 and (aside[0] / "config.yaml").is_file()

@@ -5,7 +5,8 @@ times, seed, versions, command line, headline result), the resolved ``config.yam
 ``checkpoints/``. Rules:
 
 - a new run refuses a directory that holds a run (``--resume`` continues it; ``--overwrite`` moves it aside to
-  ``DIR.old-<time>`` first), and refuses a path that is a file;
+  ``DIR.old-<time>`` first), and refuses a path that is a file; a run stopped between writing its ``config.yaml``
+  and its ``run.json`` has nothing to continue, and ``--overwrite`` moves it aside likewise;
 - a run holds an exclusive lock on its directory (``flock`` on the directory itself, so nothing is written for it
   and a killed run's lock goes with its process): a second run into the same directory is refused;
 - files are written atomically (a temporary file, then a rename), so a killed run never leaves a torn file;
@@ -101,6 +102,28 @@ def is_run(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+def is_unstarted(path: Path) -> bool:
+    """A run stopped in :meth:`RunDir.start` after writing its ``config.yaml`` and before its ``run.json``: the
+    directory holds that config and nothing but leftovers of an atomic write."""
+    try:
+        names = [p.name for p in path.iterdir()] if path.is_dir() and not is_run(path) else []
+    except OSError:
+        return False
+    return CONFIG in names and all(n == CONFIG or (n.startswith(".") and n.endswith(".tmp")) for n in names)
+
+
+def _unstarted_error(path: Path, resume: bool) -> ConfigError:
+    if resume:
+        return ConfigError(
+            f"--resume {str(path)!r}: no evoray run there ({CONFIG} without {MANIFEST}: a run stopped before it "
+            f"started); start afresh with --out {path} --overwrite"
+        )
+    return ConfigError(
+        f"output {str(path)!r} holds a run stopped before it started ({CONFIG} without {MANIFEST}); pass "
+        "--overwrite to move it aside and start afresh"
+    )
+
+
 class RunDir:
     """One command's run directory, locked while this object holds it. Use :meth:`open` as a context manager."""
 
@@ -133,6 +156,8 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"output {str(path)!r} is a file, not a directory; give --out a directory")
         if resume:
+            if is_unstarted(path):
+                raise _unstarted_error(path, resume=True)
             if not is_run(path):
                 raise ConfigError(f"--resume {str(path)!r}: no evoray run there ({MANIFEST} missing)")
             fd = cls._lock(path)
@@ -171,6 +196,10 @@ class RunDir:
                         f"output {str(path)!r} already holds a run; continue it with --resume {path}, or pass "
                         "--overwrite to move it aside and start afresh"
                     )
+                run._move_aside()
+            elif is_unstarted(path):
+                if not overwrite:
+                    raise _unstarted_error(path, resume=False)
                 run._move_aside()
             elif any(path.iterdir()):
                 raise ConfigError(
@@ -311,6 +340,8 @@ def saved_run(path: Path, command: str) -> dict[str, Any]:
     no run, or another command's run, is a one-line ``ConfigError``."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--resume {str(path)!r} is a file, not a run directory")
+    if is_unstarted(path):
+        raise _unstarted_error(path, resume=True)
     if not is_run(path):
         raise ConfigError(f"--resume {str(path)!r}: no evoray run there ({MANIFEST} missing)")
     manifest = read_json(path / MANIFEST, "run manifest")
