@@ -123,18 +123,29 @@ def count_macs(model: nn.Module, inputs: Sequence[Any], draws: int = 1) -> float
         from thop.profile import register_hooks
 
     net = _Training(copy.deepcopy(model))
-    custom = {
-        type(m): _aten_rule
-        for m in net.modules()
-        if type(m) not in register_hooks and any(p.dim() == 4 for p in m.parameters(recurse=False))
-    }
+    custom: dict[type, Any] = {}
+    for m in net.modules():
+        kind = type(m)
+        if kind in register_hooks:
+            continue
+        if any(p.dim() == 4 for p in m.parameters(recurse=False)):
+            custom[kind] = _aten_rule
+        else:  # a subclass of a module thop counts (evoray's BatchNorm2d): its base's rule
+            base = next((b for b in kind.__mro__[1:] if b in register_hooks), None)
+            if base is not None:
+                custom[kind] = register_hooks[base]
     _custom.update(custom)
     total = 0.0
-    for _ in range(draws):
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            macs, _ = thop.profile(net, inputs=tuple(inputs), custom_ops=custom, verbose=False)
-        total += float(macs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every BatchNorm on PyTorch's own kernel (evoray's matrix form needs 2 threads), counted
+    try:
+        for _ in range(draws):
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                macs, _ = thop.profile(net, inputs=tuple(inputs), custom_ops=custom, verbose=False)
+            total += float(macs)
+    finally:
+        torch.set_num_threads(threads)
     return total / draws / int(inputs[0].shape[0])
 
 

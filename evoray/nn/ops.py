@@ -67,15 +67,23 @@ def _row_fold(rows: int, C: int) -> int:
     return k
 
 
-def _column_sums(wide: Tensor, k: int, C: int) -> Tensor:
-    """Per-channel sums of a wide view whose rows hold ``k`` pixels of ``C`` channels."""
-    return wide.sum(0).view(k, C).sum(0)
+_FOLD_CACHE: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
+
+
+def _tiled_sums(wide: Tensor, k: int, C: int) -> Tensor:
+    """Per-channel sums of a wide view whose rows hold ``k`` pixels of ``C`` channels, tiled ``k`` times (the layout of
+    a row): its column sums times the (kC, kC) matrix that adds up the columns of each channel (cached)."""
+    key = (k, C, wide.device, wide.dtype)
+    if key not in _FOLD_CACHE:
+        with torch.inference_mode(False), torch.no_grad():
+            _FOLD_CACHE[key] = torch.eye(C, device=wide.device, dtype=wide.dtype).repeat(k, k)
+    return wide.sum(0) @ _FOLD_CACHE[key]
 
 
 class _MatrixBatchNorm(torch.autograd.Function):
     """Training-mode BatchNorm of a channels-last map read as a matrix: its (N*H*W, C) values viewed as rows of ``k``
-    pixels (:func:`_row_fold`), the per-channel means and centred second moments as column sums folded over the ``k``
-    pixels, every per-channel vector tiled ``k`` times; the running statistics are updated as ``F.batch_norm`` updates
+    pixels (:func:`_row_fold`), every per-channel vector (means, centred second moments, scales) held tiled ``k``
+    times as a row is laid out (:func:`_tiled_sums`); the running statistics are updated as ``F.batch_norm`` updates
     them (the unbiased variance); ``weight`` and ``bias`` optional (affine)."""
 
     @staticmethod
@@ -93,15 +101,15 @@ class _MatrixBatchNorm(torch.autograd.Function):
         rows = N * H * W
         k = _row_fold(rows, C)
         wide = x.permute(0, 2, 3, 1).reshape(rows // k, k * C)  # a view of a channels-last map
-        mean = _column_sums(wide, k, C) / rows
-        centred = wide - mean.repeat(k)
-        var = _column_sums(centred * centred, k, C) / rows  # biased, as the normalisation uses
-        rstd = (var + eps).rsqrt()
-        xhat = centred.mul_(rstd.repeat(k))
+        mean = _tiled_sums(wide, k, C).div_(rows)
+        centred = wide - mean
+        var = _tiled_sums(centred * centred, k, C).div_(rows)  # biased, as the normalisation uses
+        rstd = (var + eps).rsqrt_()
+        xhat = centred.mul_(rstd)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
-                running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
-                running_var.mul_(1.0 - momentum).add_(var, alpha=momentum * rows / max(rows - 1, 1))
+                running_mean.mul_(1.0 - momentum).add_(mean[:C], alpha=momentum)
+                running_var.mul_(1.0 - momentum).add_(var[:C], alpha=momentum * rows / max(rows - 1, 1))
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.k = k
         y = xhat
@@ -118,13 +126,12 @@ class _MatrixBatchNorm(torch.autograd.Function):
         N, C, H, W = g.shape
         rows, k = N * H * W, ctx.k
         gw = g.permute(0, 2, 3, 1).reshape(rows // k, k * C)
-        sum_g, sum_gx = _column_sums(gw, k, C), _column_sums(gw * xhat, k, C)
-        scale = rstd if weight is None else rstd * weight
+        sum_g, sum_gx = _tiled_sums(gw, k, C), _tiled_sums(gw * xhat, k, C)
+        scale = rstd if weight is None else rstd * weight.repeat(k)
         # d x = weight * rstd * (g - mean(g) - xhat * mean(g * xhat)), per channel
-        grad = torch.addcmul(gw - (sum_g / rows).repeat(k), xhat, (sum_gx / rows).repeat(k), value=-1.0)
-        grad.mul_(scale.repeat(k))
-        grad_w = sum_gx if ctx.needs_input_grad[1] else None
-        grad_b = sum_g if ctx.needs_input_grad[2] else None
+        grad = torch.addcmul(gw - sum_g / rows, xhat, sum_gx / rows, value=-1.0).mul_(scale)
+        grad_w = sum_gx[:C].clone() if ctx.needs_input_grad[1] else None
+        grad_b = sum_g[:C].clone() if ctx.needs_input_grad[2] else None
         return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None
 
 
