@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -380,3 +381,18 @@ def test_a_run_stopped_between_its_config_and_its_manifest_can_be_overwritten(tm
     assert open_run(out).status == "done" and open_run(out).config() == {"a": 2}
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
     assert len(aside) == 1 and (aside[0] / "config.yaml").is_file()
+
+
+def test_a_relative_tune_storage_is_recorded_as_an_absolute_path(tmp_path, monkeypatch) -> None:
+    """A search whose experiment config names a relative local storage records it absolute (the manifest's "tune" is
+    read from any working directory); a URI is kept as written."""
+    from types import SimpleNamespace
+
+    from evoray.distributed.search import tune_location
+    from evoray.searchers.experiment import ExperimentConfig
+
+    monkeypatch.chdir(tmp_path)
+    run: Any = SimpleNamespace(path=tmp_path / "run")  # the location reads only the run's folder
+    storage, name = tune_location(ExperimentConfig(storage="results/tune"), run)
+    assert storage == str(tmp_path.resolve() / "results" / "tune") and name == "run"
+    assert tune_location(ExperimentConfig(storage="s3://bucket/exp"), run) == ("s3://bucket/exp", "run")

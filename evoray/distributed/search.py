@@ -9,6 +9,7 @@ experiments you or your cluster wrote; evoray's own checkpoints are tensors read
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from evoray.config import config_to_dict
@@ -29,9 +30,11 @@ JSON_KEYS = ("searcher", "space", "seed", "epochs", "valid_acc", "valid_acc_best
 
 
 def tune_location(exp: ExperimentConfig, run: RunDir) -> tuple[str, str]:
-    """(storage, name) of the run's Tune experiment: ``<run>/tune``, or ``<storage>/<run name>``."""
+    """(storage, name) of the run's Tune experiment: ``<run>/tune``, or ``<storage>/<run name>`` (a local storage as an
+    absolute path, so that the run's manifest names it from any working directory)."""
     if exp.storage:
-        return exp.storage, run.path.name
+        local = "://" not in exp.storage
+        return (str(Path(exp.storage).expanduser().resolve()) if local else exp.storage), run.path.name
     return str(run.path.resolve()), TUNE
 
 

@@ -16,6 +16,7 @@ from evoray.dashboard.store import OutsideRootsError, RunStore, format_duration
 from evoray.errors import ConfigError
 from evoray.runs import Run
 from evoray.spaces import parse_genotype
+from evoray.spaces.published import published_genotype
 
 LIVE_MS = 2000  # how often a page looks for new results (ms)
 
@@ -105,8 +106,9 @@ def cells(genotype_text: str | None, title: str = "") -> list[Any]:
     """Every cell of a genotype drawn as a directed graph, or why it cannot be drawn."""
     if not genotype_text:
         return [html.Div("no genotype yet", className="note")]
-    try:
-        genotype = parse_genotype(str(genotype_text))
+    text = str(genotype_text).strip()
+    try:  # a published name (a train run of DARTS_V2) or a genotype's text
+        genotype = published_genotype(text) if text.isidentifier() else parse_genotype(text)
     except ConfigError as err:
         return [problem_box(f"genotype cannot be drawn: {err}")]
     n_in = 1 if genotype.is_nb201 else 2
