@@ -290,3 +290,17 @@ def test_best_search_trial_is_chosen_on_the_held_out_split() -> None:
     assert best_trial(trials).name == "split"
     assert best_trial(trials[:2]).name == "nan"  # no trial scored on the split: the first
     assert best_trial([]) is None
+
+
+def test_an_empty_reliability_bin_draws_no_bar() -> None:
+    """A confidence bin no example fell in has no accuracy: the diagram leaves it empty instead of drawing a bar of
+    accuracy 0 (which reads as a badly calibrated bin)."""
+    from evoray.dashboard.figures import reliability_figure
+
+    edges = [i / 4 for i in range(5)]
+    report = {
+        "reliability": {"lo": edges[:-1], "hi": edges[1:], "accuracy": [None, 0.3, None, 0.9], "share": [0, 0.2, 0, 1]},
+        "test": {"ece": 4.0},
+    }
+    bars = [t for t in reliability_figure([("member", report)]).data if t.type == "bar"]
+    assert len(bars) == 1 and list(bars[0].y) == [None, 0.3, None, 0.9]

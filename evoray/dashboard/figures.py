@@ -496,7 +496,7 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, Any]]]) -> go.Figur
         width = r["hi"][0] - r["lo"][0]
         row, col = i // cols + 1, i % cols + 1
         fig.add_trace(
-            go.Bar(x=centres, y=[0.0 if a is None else a for a in r["accuracy"]], width=width, showlegend=i == 0,
+            go.Bar(x=centres, y=list(r["accuracy"]), width=width, showlegend=i == 0,  # an empty bin: no bar
                    name="accuracy", marker={"color": "#6fa8dc", "line": {"width": 0.5, "color": "#222"}},
                    customdata=r["share"], hovertemplate="conf %{x:.2f}: acc %{y:.2f} (%{customdata:.1%} of examples)"
                    "<extra></extra>"),
