@@ -334,3 +334,40 @@ def test_the_answer_is_never_an_unscored_individual(supernet: bool) -> None:
     scores = [float("nan"), 80.0, None, 84.0, 70.0]
     rows = [individual_row(0, i, [], "random", "g", f, None, alphas) for i, f in enumerate(scores)]
     assert _best(rows, None, supernet).id == 3
+
+
+def test_random_ops_draw_the_same_numbers_however_the_shards_are_spread() -> None:
+    """On RobustDARTS S4 (the ``noise`` op), the gradient of a batch split in 2 shards on one replica equals the sum of
+    the two replicas' gradients (one shard each), and an individual's fitness is the same on either replica and on a
+    second call: the noise is drawn from (seed, generation, step, shard) or (seed, generation, individual), not from
+    whichever replica's generator runs it."""
+    from evoray.evolution.supernet_fitness import SupernetTrainer
+
+    cfg = tiny("supernet.space=rdarts-s4", "distributed.batch_shards=2", "data.limit_train=64", "fitness.max_batches=1")
+    kwargs = {
+        "net_cfg": cfg.supernet,
+        "optim_cfg": cfg.optim,
+        "fitness_cfg": cfg.fitness,
+        "data_cfg": cfg.data,
+        "generations": cfg.evolution.generations,
+        "seed": cfg.seed,
+        "device": torch.device("cpu"),
+        "shards": 2,
+    }
+    one = SupernetTrainer(**kwargs)
+    halves = [SupernetTrainer(**kwargs, rank=r, world=2) for r in (0, 1)]
+    assert one.random_ops
+    rng = np.random.default_rng(0)
+    alphas = {ct: rng.normal(size=one.space.alpha_shape(ct)) for ct in one.space.cell_types}
+    x, y = next(one.batches(0))
+    weights = one.decode(alphas)
+    torch.manual_seed(1)  # whatever the generators held before
+    one.compute_grads(x, y, weights, (0, 0))
+    for r, trainer in enumerate(halves):
+        torch.manual_seed(100 + r)
+        trainer.compute_grads(x, y, weights, (0, 0))
+    for p, a, b in zip(one.params, halves[0].params, halves[1].params, strict=True):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, a.grad + b.grad, rtol=1e-4, atol=1e-6)
+    scores = [t.fitness([alphas], 0, [7])[0] for t in (one, halves[1], one)]
+    assert scores[0] == scores[1] == scores[2]

@@ -21,6 +21,7 @@ from evoray.data import DataConfig, DataSplits, build_data
 from evoray.errors import ConfigError
 from evoray.evolution.fitness import BACKENDS, FitnessBackend, FitnessConfig
 from evoray.evolution.individual import Individual
+from evoray.nn.grouped import GroupNoise
 from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights, decode_one_hot
 from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients
@@ -71,6 +72,11 @@ class SupernetTrainer:
                 source.batch_size = fitness_cfg.batch_size
         torch.manual_seed(seed)  # the same initial weights on every replica
         net = build_supernet(net_cfg, self.data.num_classes, self.data.in_channels).to(device)
+        # ops that draw random numbers (RobustDARTS' noise) draw them from (seed, generation, step, shard) or
+        # (seed, generation, individual): the same numbers however the shards and individuals are spread over
+        # replicas, and after a resume
+        self.seed = seed
+        self.random_ops = any(isinstance(m, GroupNoise) for m in net.modules())
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.fmt)
         for alpha in self.net.arch_parameters():
@@ -98,14 +104,20 @@ class SupernetTrainer:
     def steps_per_generation(self) -> int:
         return len(self.data.train)
 
-    def compute_grads(self, x: Tensor, y: Tensor, weights: dict[str, EdgeWeights]) -> float:
+    def seed_draws(self, *key: int) -> None:
+        """Seed torch's generator from the run's seed and ``key``, where the supernet has random ops."""
+        if self.random_ops:
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]))
+
+    def compute_grads(self, x: Tensor, y: Tensor, weights: dict[str, EdgeWeights], key: tuple[int, ...] = ()) -> float:
         """Forward and backward on this replica's shards of the global batch ``(x, y)``; gradients are scaled so
         that summing them over the replicas gives the gradient of the global batch's mean loss. Returns the summed
-        loss of this replica's shards."""
+        loss of this replica's shards. ``key`` (generation, step) names the batch's random draws."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=not self.optim_cfg.keep_zero_grads)
         total = 0.0
         for s in self.my_shards:
+            self.seed_draws(0, *key, s)
             xs = x[s :: self.shards].to(self.device, non_blocking=True).to(memory_format=self.fmt)
             ys = y[s :: self.shards].to(self.device, non_blocking=True)
             with autocast(self.device, self.precision):
@@ -129,7 +141,7 @@ class SupernetTrainer:
         decoded = [self.decode(a) for a in population]
         loss_sum, n = 0.0, 0
         for step, (x, y) in enumerate(self.batches(generation)):
-            loss_sum += self.compute_grads(x, y, decoded[step % len(decoded)])
+            loss_sum += self.compute_grads(x, y, decoded[step % len(decoded)], (generation, step))
             if self.grad_reducer is not None:
                 self.grad_reducer(self.params)
             self.apply_grads()
@@ -155,6 +167,7 @@ class SupernetTrainer:
             weights = self.decode(alphas)
             self.net.train(bn_train)
             source.set_epoch(generation, key)
+            self.seed_draws(1, generation, key)
             correct, total = 0, 0
             with torch.inference_mode():
                 for b, (x, y) in enumerate(source):
