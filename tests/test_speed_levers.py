@@ -168,6 +168,21 @@ def test_batch_norm_module_equals_torchs(affine: bool, momentum: float | None, t
         torch.testing.assert_close(ours(x), ref(x))
 
 
+@pytest.mark.parametrize(("start", "step"), [(1, 1), (0, 2), (1, 2)])
+def test_crop_equals_slicing_and_keeps_the_gradient_channels_last(start: int, step: int) -> None:
+    """The strided crops of the reductions (factorized reduce's shifted half, a stride-2 dilated conv's even-even
+    component) give the slice's values and gradient, the gradient of a channels-last map in channels-last."""
+    x = torch.randn(2, 3, 6, 5).contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a, b = ops.crop(xa, start, step), xb[:, :, start::step, start::step]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    g = torch.randn_like(b)
+    (a * g).sum().backward()
+    (b * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
+    assert xa.grad is not None and xa.grad.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("mode", WEIGHTINGS.names())
 @pytest.mark.parametrize("space_name", SPACES.names())
 def test_channels_last_equals_nchw(space_name: str, mode: str) -> None:

@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evoray.nn.ops import AvgPool3x3, BatchNorm2d, MaxPool3x3, batch_norm, bn_update_factor, depthwise_conv
+from evoray.nn.ops import (
+    AvgPool3x3,
+    BatchNorm2d,
+    MaxPool3x3,
+    batch_norm,
+    bn_update_factor,
+    crop,
+    depthwise_conv,
+)
 
 Slots = list[int] | None
 
@@ -232,12 +240,11 @@ class GroupFactorizedReduce(GroupOp):
         n, C = _n(slots, self.m), self.C
         half = C // 2
         a = F.conv2d(x, take(self.conv_1, slots, half), _take_bias(self.conv_1_bias, slots, half), stride=2)
-        b = F.conv2d(
-            x[:, :, 1:, 1:], take(self.conv_2, slots, half), _take_bias(self.conv_2_bias, slots, half), stride=2
-        )
+        b = F.conv2d(crop(x, 1, 1), take(self.conv_2, slots, half), _take_bias(self.conv_2_bias, slots, half), stride=2)
         # (B, nC/2, H/2, W/2) each; edge s takes its half of a, then its half of b (a concatenation keeps the input's
         # memory format, where a reshape through five dimensions would make the cell's output contiguous)
-        halves = [t[:, s * half : (s + 1) * half] for s in range(n) for t in (a, b)] if n > 1 else [a, b]
+        parts = a.split(half, dim=1), b.split(half, dim=1)  # per edge; a split's backward is one concatenation
+        halves = [t[s] for s in range(n) for t in parts]
         return stacked_bn(torch.cat(halves, dim=1), self.bn, slots, C)
 
 

@@ -224,6 +224,31 @@ class ReLUConvBN(_ReLUFirst):
         return self.bn(self.conv(x))
 
 
+class _Crop(torch.autograd.Function):
+    """``x[:, :, start::step, start::step]`` whose backward builds the input's gradient in the input's memory format
+    (a slice's own backward builds it NCHW, and every later op on a channels-last map then mixes formats)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, start: int, step: int) -> Tensor:  # type: ignore[override]
+        ctx.shape, ctx.start, ctx.step = x.shape, start, step
+        return x[:, :, start::step, start::step]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=torch.channels_last).zero_()
+        grad[:, :, ctx.start :: ctx.step, ctx.start :: ctx.step] = g
+        return grad, None, None
+
+
+def crop(x: Tensor, start: int, step: int) -> Tensor:
+    """``x[:, :, start::step, start::step]``; the gradient of a channels-last map stays channels-last."""
+    channels_last = x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+    if channels_last and torch.is_grad_enabled() and x.requires_grad:
+        return _Crop.apply(x, start, step)  # type: ignore[no-any-return]
+    return x[:, :, start::step, start::step]
+
+
 def depthwise_conv(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int = 1) -> Tensor:
     """Bias-free depthwise conv (``groups`` = output channels), exactly as ``F.conv2d`` computes it, by the fastest
     route measured on the CPU kernels:
@@ -238,7 +263,7 @@ def depthwise_conv(x: Tensor, weight: Tensor, stride: int, padding: int, dilatio
     groups, k = weight.shape[0], weight.shape[-1]
     if dilation == 2 and padding == k - 1 and stride in (1, 2) and k % 2 == 1:
         if stride == 2:
-            return same_depthwise(x[:, :, ::2, ::2], weight)
+            return same_depthwise(crop(x, 0, 2), weight)
         grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         if grad and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
             phases = F.pixel_unshuffle(x, 2)  # (B, 4C, H/2, W/2): channel c*4 + phase
@@ -320,7 +345,7 @@ class FactorizedReduce(_ReLUFirst):
         self.bn = BatchNorm2d(C_out, affine=affine)
 
     def body(self, x: Tensor) -> Tensor:
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(crop(x, 1, 1))], dim=1))
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:
