@@ -149,9 +149,9 @@ def shots(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server)
+def _open_page(browser, base_url: str):
+    """A browser page on ``base_url``; the test fails if the page raised a script error."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
     context.set_default_timeout(30_000)
     pg = context.new_page()
     errors: list[str] = []
@@ -159,6 +159,11 @@ def page(browser, server):
     yield pg
     context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(browser, server):
+    yield from _open_page(browser, server)
 
 
 def _rows(pg, count: int | None = None) -> Any:
@@ -390,14 +395,7 @@ def synth_server(synth_root):
 
 @pytest.fixture
 def synth_page(browser, synth_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=synth_server)
-    context.set_default_timeout(30_000)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda err: errors.append(str(err)))
-    yield pg
-    context.close()
-    assert not errors, errors
+    yield from _open_page(browser, synth_server)
 
 
 def _set_manifest(run: Path, **fields: Any) -> None:

@@ -344,16 +344,7 @@ def test_random_ops_draw_the_same_numbers_however_the_shards_are_spread() -> Non
     from evoray.evolution.supernet_fitness import SupernetTrainer
 
     cfg = tiny("supernet.space=rdarts-s4", "distributed.batch_shards=2", "data.limit_train=64", "fitness.max_batches=1")
-    kwargs = {
-        "net_cfg": cfg.supernet,
-        "optim_cfg": cfg.optim,
-        "fitness_cfg": cfg.fitness,
-        "data_cfg": cfg.data,
-        "generations": cfg.evolution.generations,
-        "seed": cfg.seed,
-        "device": torch.device("cpu"),
-        "shards": 2,
-    }
+    kwargs = {**cfg.trainer_kwargs(), "device": torch.device("cpu")}
     one = SupernetTrainer(**kwargs)
     halves = [SupernetTrainer(**kwargs, rank=r, world=2) for r in (0, 1)]
     assert one.random_ops

@@ -127,18 +127,7 @@ class SupernetFleet:
 
     def __init__(self, cfg: EvolveConfig) -> None:
         self.cfg = cfg
-        self.kwargs = {
-            "net_cfg": cfg.supernet,
-            "optim_cfg": cfg.optim,
-            "fitness_cfg": cfg.fitness,
-            "data_cfg": cfg.data,
-            "generations": cfg.evolution.generations,
-            "seed": cfg.seed,
-            "precision": cfg.runtime.precision,
-            "channels_last": cfg.runtime.channels_last,
-            "shards": cfg.distributed.shards,
-            "reuse_memory": cfg.runtime.reuse_memory,
-        }
+        self.kwargs = cfg.trainer_kwargs()
         self.restarts = 0
         self.actors: list[Any] = []
         self._state: dict[str, Any] | None = None

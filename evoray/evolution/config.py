@@ -4,6 +4,7 @@ Ray cluster."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from evoray.config import SEED_RANGE
 from evoray.data import DataConfig
@@ -60,6 +61,22 @@ class EvolveConfig:
         d = self.distributed
         if self.fitness.backend == "supernet" and d.num_actors > 0 and d.shards % d.num_actors:
             raise ConfigError(f"distributed.batch_shards={d.shards} must be a multiple of num_actors={d.num_actors}")
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The settings of this run's EvNAS supernet trainer (``SupernetTrainer``), all but its device and place
+        among the replicas."""
+        return {
+            "net_cfg": self.supernet,
+            "optim_cfg": self.optim,
+            "fitness_cfg": self.fitness,
+            "data_cfg": self.data,
+            "generations": self.evolution.generations,
+            "seed": self.seed,
+            "precision": self.runtime.precision,
+            "channels_last": self.runtime.channels_last,
+            "shards": self.distributed.shards,
+            "reuse_memory": self.runtime.reuse_memory,
+        }
 
     def default_name(self) -> str:
         import time

@@ -50,20 +50,7 @@ def build_backend(cfg: EvolveConfig, device: torch.device) -> FitnessBackend:
     """The in-process fitness backend of ``cfg``: the EvNAS supernet on ``device``, or a table."""
     f = cfg.fitness
     if f.backend == "supernet":
-        trainer = SupernetTrainer(
-            cfg.supernet,
-            cfg.optim,
-            cfg.fitness,
-            cfg.data,
-            cfg.evolution.generations,
-            cfg.seed,
-            device,
-            cfg.runtime.precision,
-            cfg.runtime.channels_last,
-            shards=cfg.distributed.shards,
-            reuse_memory=cfg.runtime.reuse_memory,
-        )
-        return SupernetBackend(trainer)
+        return SupernetBackend(SupernetTrainer(**cfg.trainer_kwargs(), device=device))
     return BACKENDS.get(f.backend)(table=f.table, metric=f.metric, report=f.report, arch_column=f.arch_column)
 
 
