@@ -4,10 +4,14 @@ Every op is built by ``OPS.get(name)(C, stride, affine)``. Ops that begin with a
 FactorizedReduce) set ``relu_first = True``; a supernet computes the ReLU of each state once and hands the activated
 input to all of them (``apply_relu=False``), while a discrete network lets each op apply its own.
 
-Two CPU-oriented rewrites keep the arithmetic of the original ops exactly:
+CPU-oriented rewrites keep the arithmetic of the original ops (exactly, or to float rounding where noted):
 - a depthwise convolution with dilation 2 runs as an undilated one on the 2x2 polyphase components of its input
   (``pixel_unshuffle``), or on the even-even component when its stride is 2;
-- a 3x3, stride-1 average pool without padding in its count runs as two separable box sums divided by the count.
+- a 3x3, stride-1 average pool without padding in its count runs as two separable box sums divided by the count, and
+  so does its backward (the window is symmetric);
+- a training BatchNorm of a channels-last map of fewer than 16 channels normalises it as a matrix (``BatchNorm2d``,
+  :func:`batch_norm`; to float rounding);
+- strided crops of a channels-last map (:func:`crop`) give it a channels-last gradient.
 """
 
 from __future__ import annotations
