@@ -304,3 +304,28 @@ def test_an_empty_reliability_bin_draws_no_bar() -> None:
     }
     bars = [t for t in reliability_figure([("member", report)]).data if t.type == "bar"]
     assert len(bars) == 1 and list(bars[0].y) == [None, 0.3, None, 0.9]
+
+
+def test_a_search_whose_tune_storage_lies_elsewhere_is_followed_there(tmp_path) -> None:
+    """A search whose experiment config put Tune's files outside the run (run.json's "tune"): its trials and epochs
+    are read there, and a new epoch written there changes the page's version (the page redraws)."""
+    import shutil
+
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    run_dir = synthetic_search(tmp_path / "runs" / "search" / "s", trials=2)
+    storage = tmp_path / "storage" / "s"
+    _tune_trial(storage, 3, [{"epoch": 1, "training_iteration": 1, "valid_acc": 40.0, "done": False}])
+    if (run_dir / "tune").exists():
+        shutil.rmtree(run_dir / "tune")
+    manifest = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**manifest, "tune": str(storage.parent)}))
+    store = RunStore([tmp_path / "runs"])
+    trials = {t.name: t for t in search_trials(store, store.open("0/search/s"))}
+    assert trials["s"].epoch == 1
+    before = store.version("0/search/s")
+    with (storage / "result.json").open("a") as f:
+        f.write(json.dumps({"epoch": 2, "training_iteration": 2, "valid_acc": 45.0, "done": False}) + "\n")
+    assert store.version("0/search/s") != before
+    assert {t.name: t for t in search_trials(store, store.open("0/search/s"))}["s"].epoch == 2

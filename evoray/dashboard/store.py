@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import math
@@ -29,7 +30,7 @@ from evoray.errors import ConfigError
 from evoray.runs import Run, list_runs, open_run
 from evoray.runs.archive import ARCHIVE
 from evoray.runs.directory import MANIFEST
-from evoray.runs.reader import CURVES, TUNE
+from evoray.runs.reader import CURVES
 
 T = TypeVar("T")
 CACHE_SIZE = 4096  # cached reads kept (each a parsed file or a value derived from files)
@@ -215,13 +216,19 @@ class RunStore:
         nanosecond times do not survive the browser's numbers)."""
         path = self.resolve(run_id)
         files = [path / MANIFEST, path / ARCHIVE, path / CURVES, path / "report.json", path / "results.json"]
-        if (path / TUNE).is_dir():
-            files += sorted((path / TUNE).glob("*/result.json"))
+        with contextlib.suppress(ConfigError):  # an unreadable run: its page shows the problem, stamped by its manifest
+            files += result_files(self.open(run_id))
         return hashlib.sha1(repr(stamp(files)).encode()).hexdigest()
 
 
+def tune_files(run: Run, pattern: str) -> list[Path]:
+    """The files ``pattern`` names in every trial folder of a search run's Tune experiment, wherever it lies."""
+    tune = run.tune_path() if run.command == "search" else None
+    return sorted(tune.glob(f"*/{pattern}")) if tune is not None else []
+
+
 def result_files(run: Run) -> list[Path]:
-    return sorted((run.path / TUNE).glob("*/result.json")) if (run.path / TUNE).is_dir() else []
+    return tune_files(run, "result.json")
 
 
 def archive_problem(run: Run) -> str | None:

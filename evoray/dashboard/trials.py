@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoray.dashboard.store import RunStore, result_files
+from evoray.dashboard.store import RunStore, result_files, tune_files
 from evoray.runs import Run
 from evoray.runs.archive import ARCHIVE
-from evoray.runs.reader import TUNE
 
 SUMMARY = "summary.json"
 IDENTITY = ("searcher", "seed")  # shown in their own columns, not in the grid point
@@ -84,8 +83,7 @@ def _read_params(path: Path) -> dict[str, Any]:
 def search_trials(store: RunStore, run: Run) -> list[Trial]:
     """Every trial of the search run ``run``, in trial-folder order; cached until any of its files changes (or its
     process ends: the trials of an interrupted search are stopped, not running)."""
-    tune = run.path / TUNE
-    params_files = sorted(tune.glob("*/params.json")) if tune.is_dir() else []
+    params_files = tune_files(run, "params.json")
     files = [*result_files(run), *params_files, run.path / SUMMARY, run.path / ARCHIVE, run.path / "run.json"]
     running = store.row(run).status == "running"
     kind = "trials-running" if running else "trials"
