@@ -211,7 +211,7 @@ def test_clip_all_counts_the_alphas_gradients(monkeypatch) -> None:
     import evoray.searchers.base as base
 
     seen: list[int] = []
-    monkeypatch.setattr(base, "clip_gradients", lambda params, norm: seen.append(len(params)))
+    monkeypatch.setattr(base, "clip_gradient_tensors", lambda grads, norm: seen.append(len(grads)))
     for clip_all in (False, True):  # the same seed: the same samples, the same weights with gradients
         s = SEARCHERS.get("gdas")(tiny("gdas", optim={"clip_all": clip_all}), CPU)
         x, y = next(iter(s.data.train))

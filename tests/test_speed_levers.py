@@ -443,3 +443,204 @@ def test_reused_memory_does_not_fault_in_every_new_tensor() -> None:
         counts[reuse] = int(run.stdout.split()[-1])
     assert counts["0"] > 200_000, counts  # the plain allocator maps and faults in every temporary anew
     assert counts["1"] < counts["0"] / 5, counts
+
+
+# -- flat SGD -----------------------------------------------------------------------------------------------------
+
+
+def _flat_model() -> torch.nn.Module:
+    """Tensors of the kinds a supernet holds: channels-last conv weights (with 1x1 kernels, whose size-1 dimensions'
+    strides vary), vectors and a matrix."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.Conv2d(6, 6, 1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 4 * 4, 5),
+    )
+    return net.to(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    ("momentum", "nesterov", "decay", "dampening"),
+    [(0.9, True, 5e-4, 0.0), (0.9, False, 0.0, 0.1), (0.0, False, 3e-4, 0.0)],
+)
+def test_flat_sgd_equals_sgd(momentum: float, nesterov: bool, decay: float, dampening: float) -> None:
+    """FlatSGD (gradients zeroed between steps) moves the parameters and momentum buffers as torch.optim.SGD does,
+    before and after they move into its flat buffers (the last layer gets no gradient for the first steps, as an op
+    not yet sampled), and clipping its flat gradient equals clipping each parameter's."""
+    from evoray.optim import FlatSGD, clip_gradient_tensors, clip_gradients, weight_gradients
+
+    nets = [_flat_model(), _flat_model()]
+    kw = {"lr": 0.1, "momentum": momentum, "nesterov": nesterov, "weight_decay": decay, "dampening": dampening}
+    opts = [
+        FlatSGD(nets[0].parameters(), foreach=True, **kw),
+        torch.optim.SGD(nets[1].parameters(), foreach=True, **kw),
+    ]
+    torch.manual_seed(1)
+    x = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 5, (8,))
+    for step in range(6):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad(set_to_none=False)
+            features = net[:3](x)
+            out = net[3](features) if step >= 2 else features[:, :5]  # the Linear joins at step 2
+            (F.cross_entropy(out, y) * 50).backward()  # large enough to be clipped
+            if opt is opts[0]:
+                clip_gradient_tensors(weight_gradients(opt, list(net.parameters())), 1.0)
+            else:
+                clip_gradients(list(net.parameters()), 1.0)
+            opt.step()
+        assert (opts[0]._flat is not None) == (step >= 2)  # flat once every parameter had a gradient
+        for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+            assert opts[0].state[a].keys() == opts[1].state[b].keys()
+            if momentum and "momentum_buffer" in opts[1].state[b]:
+                torch.testing.assert_close(
+                    opts[0].state[a]["momentum_buffer"], opts[1].state[b]["momentum_buffer"], rtol=1e-6, atol=1e-7
+                )
+    flat = opts[0]._flat
+    assert flat is not None and all(  # the parameters are views of the flat buffer
+        p.untyped_storage().data_ptr() == flat.data.untyped_storage().data_ptr() for p in nets[0].parameters()
+    )
+    assert len(weight_gradients(opts[0], list(nets[0].parameters()))) == 1
+
+
+def test_flat_sgd_state_dict_is_sgds_and_resumes() -> None:
+    """FlatSGD's state dict is SGD's (per parameter): loaded into either optimiser, the next steps agree."""
+    from evoray.optim import FlatSGD
+
+    def run(net: torch.nn.Module, opt: torch.optim.SGD, steps: int) -> None:
+        torch.manual_seed(2)
+        for _ in range(steps):
+            x = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=False)
+            F.cross_entropy(net(x), torch.randint(0, 5, (8,))).backward()
+            opt.step()
+
+    kw = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "foreach": True}
+    net = _flat_model()
+    opt = FlatSGD(net.parameters(), **kw)
+    run(net, opt, 3)
+    assert opt._flat is not None
+    state, weights = copy.deepcopy(opt.state_dict()), copy.deepcopy(net.state_dict())
+    assert state["state"].keys() == {i for i, _ in enumerate(net.parameters())}
+    results = []
+    for kind in (FlatSGD, torch.optim.SGD):
+        other = _flat_model()
+        other.load_state_dict(weights)
+        o = kind(other.parameters(), **kw)
+        o.load_state_dict(copy.deepcopy(state))  # SGD steps the loaded buffers in place
+        run(other, o, 3)
+        results.append([p.detach().clone() for p in other.parameters()])
+    run(net, opt, 3)  # the original, uninterrupted
+    for a, b, c in zip(*results, net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(a, c.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_flat_sgd_follows_gradients_assigned_from_outside() -> None:
+    """A gradient replaced from outside (as an all-reduce assigns it) is still the one applied: FlatSGD notices and
+    returns to the per-parameter update; freeing gradients does too."""
+    from evoray.optim import FlatSGD
+
+    nets = [_flat_model(), _flat_model()]
+    kw = {"lr": 0.1, "momentum": 0.9, "foreach": True}
+    opts = [FlatSGD(nets[0].parameters(), **kw), torch.optim.SGD(nets[1].parameters(), **kw)]
+    x = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
+    for step in range(4):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad(set_to_none=False)
+            net(x).square().mean().backward()
+            if step == 2:
+                for p in net.parameters():
+                    p.grad = p.grad * 2  # a new tensor
+            opt.step()
+        for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert opts[0]._flat is None
+    freed = FlatSGD(_flat_model().parameters(), **kw)
+    freed.zero_grad(set_to_none=True)
+    assert freed._off
+
+
+def test_gdas_with_flat_sgd_equals_per_parameter_sgd() -> None:
+    """A GDAS search with zeroed gradients (its paper setting) steps exactly the same weights and alphas with FlatSGD
+    as with torch.optim.SGD, before and after the flat buffers hold every weight (unclipped here: the flat norm's
+    rounding differs from the per-tensor norms', and 40 steps amplify that; clipping is compared step by step in
+    ``test_flat_sgd_equals_sgd``)."""
+    from evoray.config import config_from_dict
+    from evoray.optim import build_sgd
+    from evoray.searchers import SEARCHERS, SearchConfig
+
+    cfg = config_from_dict(
+        SearchConfig,
+        {
+            "searcher": "gdas",
+            "supernet": {"space": "nb201", "init_channels": 4, "layers": 1},
+            "data": {"dataset": "digits", "batch_size": 16, "augment": False, "limit_train": 64},
+            "optim": {"keep_zero_grads": True, "clip_all": True, "nesterov": True, "grad_clip": 0.0},
+        },
+    )
+    runs, engaged = [], 0
+    for flat in (True, False):
+        s = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
+        if not flat:
+            s.w_optimizer = build_sgd(s.weights, cfg.optim)
+        assert (type(s.w_optimizer).__name__ == "FlatSGD") == flat
+        s.begin_epoch()
+        x, y = next(iter(s.data.train))
+        for step in range(40):
+            torch.manual_seed(step)
+            s.step(x, y, x, y)
+            engaged += flat and s.w_optimizer._flat is not None  # type: ignore[attr-defined]
+        runs.append([p.detach().clone() for p in s.weights + s.net.arch_parameters()])
+    assert engaged >= 10, engaged  # the flat update ran for the last steps at least
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_gdas_with_flat_sgd_resumes_from_its_checkpoint() -> None:
+    """A GDAS searcher saved (as a search trial saves it, torch.save) while its weights live in FlatSGD's buffers
+    resumes to the same weights as the uninterrupted run (the weights that held a zeroed gradient keep getting weight
+    decay and momentum after the resume, and the alphas' last gradient still counts in the clipping norm), and its
+    checkpoint stores each buffer once."""
+    import io
+
+    from evoray.config import config_from_dict
+    from evoray.searchers import SEARCHERS, SearchConfig
+
+    cfg = config_from_dict(
+        SearchConfig,
+        {
+            "searcher": "gdas",
+            "supernet": {"space": "nb201", "init_channels": 4, "layers": 1},
+            "data": {"dataset": "digits", "batch_size": 16, "augment": False, "limit_train": 64},
+            "optim": {"keep_zero_grads": True, "clip_all": True, "nesterov": True, "grad_clip": 0.5},
+        },
+    )
+    s = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
+    s.begin_epoch()
+    x, y = next(iter(s.data.train))
+    step = 0
+    while s.w_optimizer._flat is None:  # type: ignore[attr-defined]
+        torch.manual_seed(step)
+        s.step(x, y, x, y)
+        step += 1
+        assert step < 200
+    buf = io.BytesIO()
+    torch.save(s.state_dict(), buf)
+    weights = sum(p.numel() for p in s.weights) * 4
+    assert buf.tell() < 4 * weights + 200_000  # weights, momentum, BN statistics: nothing stored once per view
+    resumed = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
+    buf.seek(0)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert [p.grad is None for p in s.weights] == [p.grad is None for p in resumed.weights]
+    for a, b in zip(s.net.arch_parameters(), resumed.net.arch_parameters()):
+        assert a.grad is not None and b.grad is not None and torch.equal(a.grad, b.grad)
+    for searcher in (s, resumed):
+        for k in range(step, step + 5):
+            torch.manual_seed(k)
+            searcher.step(x, y, x, y)
+    assert resumed.w_optimizer._flat is not None  # type: ignore[attr-defined]
+    for a, b in zip(s.weights + s.net.arch_parameters(), resumed.weights + resumed.net.arch_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ from evoray.data import build_data
 from evoray.errors import ConfigError
 from evoray.nn.supernet import Supernet, build_supernet
 from evoray.nn.weighting import EdgeWeights, path_weights
-from evoray.optim import build_schedule, build_sgd, clip_gradients, step_schedule_first
+from evoray.optim import build_schedule, build_sgd, clip_gradient_tensors, step_schedule_first, weight_gradients
 from evoray.runtime import autocast
 from evoray.searchers.settings import SearchSettings
 from evoray.spaces import SPACES, Genotype, format_genotype, get_space
@@ -68,7 +68,7 @@ class Searcher:
         self.fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.fmt)
         self.weights = list(self.net.weight_parameters())
-        self.w_optimizer = build_sgd(self.weights, cfg.optim)
+        self.w_optimizer = build_sgd(self.weights, cfg.optim, flat=True)  # state dicts go through torch.save
         self.scheduler = build_schedule(self.w_optimizer, cfg.optim, cfg.epochs)
         self.a_optimizer = self.build_arch_optimizer()
         self.epoch = 0
@@ -180,8 +180,10 @@ class Searcher:
 
     def clip_weight_grads(self) -> None:
         """Clip the weights' gradient norm (with ``optim.clip_all``, the alphas' gradients count in it too)."""
-        params = self.weights + self.net.arch_parameters() if self.cfg.optim.clip_all else self.weights
-        clip_gradients([p for p in params if p.grad is not None], self.cfg.optim.grad_clip)
+        grads = weight_gradients(self.w_optimizer, self.weights)
+        if self.cfg.optim.clip_all:
+            grads += [a.grad for a in self.net.arch_parameters() if a.grad is not None]
+        clip_gradient_tensors(grads, self.cfg.optim.grad_clip)
 
     def weight_step(self, x: Tensor, y: Tensor, weights: dict[str, EdgeWeights] | None = None) -> tuple[float, int]:
         """One SGD step of the supernet weights on the training loss."""
@@ -301,8 +303,29 @@ class Searcher:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "extra": self.extra_state(),
+            "grads": self._grads_state(),
         }
         return state
+
+    def _grads_state(self) -> dict[str, Any]:
+        """What of the gradients the next steps read: which weights hold one (zeroed gradients, ``keep_zero_grads``:
+        such a weight keeps getting weight decay and momentum) and the alphas' (with ``clip_all``, the last
+        architecture step's gradient counts in the next weight step's clipping norm, as in AutoDL's code)."""
+        return {
+            "weights": [i for i, p in enumerate(self.weights) if p.grad is not None],
+            "alphas": [None if a.grad is None else a.grad.detach().clone() for a in self.net.arch_parameters()],
+        }
+
+    def _load_grads_state(self, grads: dict[str, Any] | None) -> None:
+        """Restore :meth:`_grads_state` (zeros for the weights that held a gradient). A checkpoint without it (older
+        evoray): the weights with optimiser state held one."""
+        if grads is None:
+            grads = {"weights": [i for i, p in enumerate(self.weights) if self.w_optimizer.state.get(p)], "alphas": []}
+        if self.cfg.optim.keep_zero_grads:
+            for i in grads["weights"]:
+                self.weights[int(i)].grad = torch.zeros_like(self.weights[int(i)])
+        for alpha, g in zip(self.net.arch_parameters(), grads["alphas"]):
+            alpha.grad = None if g is None else g.to(alpha.device)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("searcher") != self.name:
@@ -319,6 +342,7 @@ class Searcher:
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.load_extra_state(state["extra"])
+        self._load_grads_state(state.get("grads"))
 
 
 def linear_schedule(start: float, end: float, epoch: int, epochs: int) -> float:
