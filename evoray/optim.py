@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -86,9 +87,8 @@ class _Flat:
 
     def intact(self) -> bool:
         """Whether every parameter still holds its views (nothing replaced a gradient or a parameter's data)."""
-        return all(p.grad is g for p, g in zip(self.params, self.views, strict=True)) and all(
-            p.data_ptr() == ptr for p, ptr in zip(self.params, self.pointers, strict=True)
-        )
+        grads = map(operator.attrgetter("grad"), self.params)
+        return all(map(operator.is_, grads, self.views)) and list(map(Tensor.data_ptr, self.params)) == self.pointers
 
 
 def _dense(t: Tensor) -> bool:
