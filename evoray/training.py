@@ -217,7 +217,8 @@ def fit_model(
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
             raise ConfigError(f"{where} does not fit this run ({reason}); start a new run") from None
-        history = [dict(h) for h in resume["history"]]
+        # the i-th record is epoch i + 1 (older runs numbered the first epoch 0)
+        history = [{**h, "epoch": i + 1} for i, h in enumerate(resume["history"])]
         start = len(history)
 
     def state() -> dict[str, Any]:
@@ -267,7 +268,8 @@ def fit_model(
         lr = optimizer.param_groups[0]["lr"]
         if not o.lr_step_at_start:
             scheduler.step()
-        history.append({"epoch": epoch, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
+        # numbered from 1, as a search's epochs are (epoch e + 1 is the e-th epoch done)
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
         log(f"epoch {epoch + 1}/{o.epochs} lr {lr:.5f} loss {loss_m.avg:.4f} train top1 {top1_m.avg:.2f}%")
         if on_epoch is not None:
             on_epoch(epoch, history, state)

@@ -322,6 +322,19 @@ def _hand_run(path: Path, **fields) -> Path:
     return path
 
 
+def test_train_curves_number_epochs_from_one_as_search_curves_do(tmp_path) -> None:
+    """A train run's epochs are numbered from 1, as a search's are (the dashboard's compare page overlays them by
+    epoch); curves written before that (first epoch 0) read the same way."""
+    from evoray.runs.curves import write_curves
+
+    path = _hand_run(tmp_path / "old", command="train")
+    write_curves(path / "curves.parquet", [{"epoch": 0, "train_loss": 2.0}, {"epoch": 1, "train_loss": 1.5}])
+    assert [r["epoch"] for r in open_run(path).curves()] == [1, 2]
+    train(tiny_train("optim.epochs=2"), tmp_path / "new", log=lambda _: None)
+    assert [r["epoch"] for r in open_run(tmp_path / "new").curves()] == [1, 2]
+    assert [h["epoch"] for h in json.loads((tmp_path / "new" / "history.json").read_text())] == [1, 2]
+
+
 def test_search_curves_are_read_where_the_run_records_its_tune_storage(tmp_path) -> None:
     storage = tmp_path / "storage" / "exp"
     (storage / "darts-t1").mkdir(parents=True)

@@ -108,12 +108,16 @@ class Run:
         return out
 
     def curves(self) -> list[dict[str, Any]]:
-        """Per generation (evolve), epoch (train) or trial and epoch (search) statistics, oldest first."""
+        """Per generation (evolve), epoch (train) or trial and epoch (search) statistics, oldest first; epochs
+        numbered from 1."""
         if self.command == "search":
             tune = self.tune_path()
             return [] if tune is None else list(_tune_curves(tune))
         path = self.path / CURVES
-        return read_curves(path) if path.is_file() else []
+        rows = read_curves(path) if path.is_file() else []
+        if self.command == "train" and rows and rows[0].get("epoch") == 0:  # written before train numbered from 1
+            rows = [{**r, "epoch": r["epoch"] + 1} if isinstance(r.get("epoch"), (int, float)) else r for r in rows]
+        return rows
 
     def tune_path(self) -> Path | None:
         """A search run's Tune experiment on this machine: ``<run>/tune``, else where ``run.json`` records it (the
