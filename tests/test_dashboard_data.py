@@ -277,6 +277,40 @@ def test_a_running_runs_status_follows_its_process_between_writes(tmp_path) -> N
     assert trials["t"] == "stopped"
 
 
+def test_a_trial_that_failed_mid_search_shows_its_error_while_the_search_runs(tmp_path) -> None:
+    """A trial whose Tune folder holds ``error.txt`` (Tune writes it when the trial fails) is an error at once, not
+    running until the search ends; one that Tune retried and that has reported since is running again."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    root = tmp_path / "runs"
+    search_dir = synthetic_search(root / "search" / "s", trials=1)
+    for name in ("failed", "retried", "fine"):
+        _tune_trial(search_dir / "tune" / name, 4, [{"epoch": 1, "training_iteration": 1, "valid_acc": 50.0}])
+    for name, age in (("failed", 0), ("retried", 10)):  # retried: its results written after the error
+        error = search_dir / "tune" / name / "error.txt"
+        error.write_text("Failure # 1 (occurred at ...)\nRuntimeError: boom\n")
+        st = (search_dir / "tune" / name / "result.json").stat()
+        os.utime(error, ns=(st.st_atime_ns, st.st_mtime_ns - age * 1_000_000_000))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        manifest = json.loads((search_dir / "run.json").read_text())
+        manifest.update(status="running", ended=None, result=None, progress=None, pid=proc.pid,
+                        host=socket.gethostname())  # fmt: skip
+        (search_dir / "run.json").write_text(json.dumps(manifest))
+        store = RunStore([root])
+        trials = {t.name: t.status for t in search_trials(store, store.open("0/search/s"))}
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (trials["failed"], trials["retried"], trials["fine"]) == ("error", "running", "running")
+
+
 def test_best_search_trial_is_chosen_on_the_held_out_split() -> None:
     """The trial a search page and a comparison show as the best: the best accuracy on the held-out split; a trial
     validated on the test set, or one whose accuracy is NaN, never."""

@@ -16,6 +16,7 @@ from evoray.runs import Run
 from evoray.runs.archive import ARCHIVE
 
 SUMMARY = "summary.json"
+ERROR = "error.txt"  # what Tune writes in a trial's folder when the trial fails (synced while the experiment runs)
 IDENTITY = ("searcher", "seed")  # shown in their own columns, not in the grid point
 
 
@@ -83,11 +84,18 @@ def _read_params(path: Path) -> dict[str, Any]:
 def search_trials(store: RunStore, run: Run) -> list[Trial]:
     """Every trial of the search run ``run``, in trial-folder order; cached until any of its files changes (or its
     process ends: the trials of an interrupted search are stopped, not running)."""
-    params_files = tune_files(run, "params.json")
-    files = [*result_files(run), *params_files, run.path / SUMMARY, run.path / ARCHIVE, run.path / "run.json"]
+    params_files, error_files = tune_files(run, "params.json"), tune_files(run, ERROR)
+    files = [
+        *result_files(run),
+        *params_files,
+        *error_files,
+        run.path / SUMMARY,
+        run.path / ARCHIVE,
+        run.path / "run.json",
+    ]
     running = store.row(run).status == "running"
     kind = "trials-running" if running else "trials"
-    return store.derived(kind, run, files, lambda: _trials(store, run, params_files, running))
+    return store.derived(kind, run, files, lambda: _trials(store, run, params_files, error_files, running))
 
 
 def best_trial(trials: list[Trial]) -> Trial | None:
@@ -99,7 +107,23 @@ def best_trial(trials: list[Trial]) -> Trial | None:
     return trials[0] if trials else None
 
 
-def _trials(store: RunStore, run: Run, params_files: list[Path], running: bool) -> list[Trial]:
+def _failed(error_files: list[Path]) -> set[str]:
+    """The trials whose latest news is their error: an ``error.txt`` no older than their results (a trial Tune
+    retried after the failure has reported since)."""
+    out = set()
+    for path in error_files:
+        try:
+            failed = path.stat().st_mtime_ns
+            results = path.with_name("result.json")
+            if not results.is_file() or results.stat().st_mtime_ns <= failed:
+                out.add(path.parent.name)
+        except OSError:
+            continue
+    return out
+
+
+def _trials(store: RunStore, run: Run, params_files: list[Path], error_files: list[Path], running: bool) -> list[Trial]:
+    failed = _failed(error_files)
     by_trial: dict[str, list[dict[str, Any]]] = {}
     for row in store.curves(run):
         by_trial.setdefault(str(row.get("trial")), []).append(row)
@@ -129,6 +153,8 @@ def _trials(store: RunStore, run: Run, params_files: list[Path], running: bool) 
         epochs = _int(p.get("epochs"))
         if s:
             status = str(s.get("status"))
+        elif name in failed:  # failed while the rest of the search runs on (summary.json comes at its end)
+            status = "error"
         elif not rows:
             status = "pending" if running else "stopped"
         elif epochs is not None:  # Tune marks done a trial its scheduler stopped early too
