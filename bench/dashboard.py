@@ -82,7 +82,7 @@ def synthetic_train(path: Path, epochs: int = 10, seed: int = 0) -> Path:
     with RunDir.open("train", path, path.name) as run:
         run.start({"synthetic": True}, seed, {"space": "darts", "method": "train"})
         curves = [
-            {"epoch": e, "train_loss": 2.3 / (e + 1), "train_top1": 10 + 8 * e, "lr": 0.025} for e in range(epochs)
+            {"epoch": e + 1, "train_loss": 2.3 / (e + 1), "train_top1": 10 + 8 * e, "lr": 0.025} for e in range(epochs)
         ]
         write_curves(run.path / CURVES, curves)
         run.finish({"genotype": "DARTS_V2", "test_top1": 90.0 + seed % 7, "params_m": 3.3, "epochs": epochs})

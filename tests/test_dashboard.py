@@ -517,10 +517,10 @@ def test_generation_and_epoch_axes_tick_whole_steps_only(synth_page, synth_root)
     assert ticks("#evo-fitness") == ["0", "1", "2", "3", "4"]
     synth_page.goto("/run?id=0/train/short-train")
     synth_page.locator("#train-curves .xtitle").first.wait_for()
-    assert set(ticks("#train-curves")) == {"0", "1", "2", "3", "4"}
+    assert set(ticks("#train-curves")) == {"1", "2", "3", "4", "5"}  # epochs count from 1, generations from 0
     synth_page.goto("/compare?ids=0/evolve/short,0/train/short-train")
     synth_page.locator("#cmp-curves .legendtext").first.wait_for()
-    assert ticks("#cmp-curves") == ["0", "1", "2", "3", "4"]
+    assert ticks("#cmp-curves") == ["0", "1", "2", "3", "4", "5"]
 
 
 def test_compare_runs_whose_folders_hold_commas(synth_page, synth_root) -> None:
@@ -538,3 +538,35 @@ def test_compare_runs_whose_folders_hold_commas(synth_page, synth_root) -> None:
     synth_page.get_by_text("Comparing 2 runs").wait_for()
     assert synth_page.locator("#cmp-list li").all_inner_texts() == ["evolve lr=0.1,wd=3e-4", "train plain"]
     assert synth_page.locator("#problem").count() == 0
+
+
+def test_compare_metric_choices_follow_the_runs(synth_page, synth_root) -> None:
+    """The compare page's metric choices are the metrics its runs report now: one that a run first writes after the
+    page opened joins them without a reload, and drawing it shows that run's curve, named in the legend."""
+    from bench.dashboard import synthetic_train
+    from evoray.runs.curves import read_curves, write_curves
+    from evoray.runs.reader import CURVES
+
+    a = synthetic_train(synth_root / "train" / "grow-a", epochs=3)
+    synthetic_train(synth_root / "train" / "grow-b", epochs=3)
+    synth_page.goto("/compare?ids=0/train/grow-a,0/train/grow-b")
+    synth_page.get_by_text("Comparing 2 runs").wait_for()
+    synth_page.locator("#cmp-curves .legendtext").first.wait_for()
+
+    def choices() -> list[str]:
+        synth_page.locator("#cmp-metric").click()
+        synth_page.get_by_role("option").first.wait_for()
+        names = [t.strip() for t in synth_page.get_by_role("option").all_inner_texts()]
+        synth_page.keyboard.press("Escape")
+        return names
+
+    assert "valid_top1" not in choices()
+    rows = read_curves(a / CURVES)
+    write_curves(a / CURVES, [{**r, "valid_top1": 50.0 + r["epoch"]} for r in rows])
+    synth_page.wait_for_timeout(3000)  # the page looks for new results every 2 s
+    assert "valid_top1" in choices()
+    synth_page.locator("#cmp-metric").click()
+    synth_page.get_by_role("option", name="valid_top1", exact=True).click()
+    synth_page.locator("#cmp-curves .ytitle", has_text="valid_top1").wait_for()
+    synth_page.locator("#cmp-curves .legendtext").first.wait_for()
+    assert synth_page.locator("#cmp-curves .legendtext").all_text_contents() == ["grow-a"]

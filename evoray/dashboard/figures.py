@@ -529,6 +529,7 @@ def overlay_figure(
     fig.update_layout(
         title=f"{metric} of the selected runs", xaxis={"title": x_title, **step_ticks(steps)}, yaxis_title=metric,
         height=380, margin=MARGIN, legend={"orientation": "h", "y": -0.2},
+        showlegend=True,  # one curve too is named (plotly hides a lone trace's legend)
     )  # fmt: skip
     return fig
 

@@ -22,9 +22,15 @@ STEP = {"evolve": "generation", "search": "epoch", "train": "epoch", "ensemble":
 Series = tuple[str, list[float], list[float | None]]
 
 
+def _metric_options(store: RunStore, runs: list[Run]) -> list[dict[str, str]]:
+    """The curves' choices: ``score``, then every metric any of ``runs`` reports so far."""
+    metrics = sorted({m for run in runs for m in _curves(store, run)} - {"score"})
+    score = {"label": "score (each run's accuracy or fitness)", "value": "score"}
+    return [score] + [{"label": m, "value": m} for m in metrics]
+
+
 def layout(store: RunStore, run_ids: list[str]) -> html.Div:
     runs, problems = _open(store, run_ids)
-    metrics = sorted({m for run in runs for m in _curves(store, run)} - {"score"})
     return html.Div(
         [
             dcc.Interval(id=f"{P}-tick", interval=LIVE_MS),
@@ -40,8 +46,7 @@ def layout(store: RunStore, run_ids: list[str]) -> html.Div:
                 "Curves",
                 dcc.Dropdown(
                     id=f"{P}-metric",
-                    options=[{"label": "score (each run's accuracy or fitness)", "value": "score"}]
-                    + [{"label": m, "value": m} for m in metrics],
+                    options=_metric_options(store, runs),
                     value="score",
                     clearable=False,
                     style={"width": "380px"},
@@ -132,6 +137,16 @@ def register(app: Dash, store: RunStore) -> None:
         if new == old:
             raise PreventUpdate
         return new
+
+    @app.callback(
+        Output(f"{P}-metric", "options"),
+        Input(f"{P}-version", "data"),
+        State(f"{P}-runs", "data"),
+        prevent_initial_call=True,
+    )
+    def _metrics(_: Any, run_ids: list[str]) -> Any:
+        """The metric choices follow the runs: a metric first reported after the page opened joins them."""
+        return _metric_options(store, _open(store, run_ids)[0])
 
     @app.callback(
         Output(f"{P}-curves", "figure"),
