@@ -14,11 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from evoray.config import config_from_dict
 from evoray.nn import grouped, ops
 from evoray.nn.grouped import tile_channels
 from evoray.nn.ops import AvgPool3x3, _BoxAverage, depthwise_conv, max_pool3x3
 from evoray.nn.supernet import DartsSupernet, NB201Supernet, SearchCell, Supernet
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, path_weights, random_path
+from evoray.searchers import SEARCHERS, SearchConfig
 from evoray.spaces import SPACES, get_space
 from evoray.spaces.derive import random_genotype
 
@@ -564,24 +566,28 @@ def test_flat_sgd_follows_gradients_assigned_from_outside() -> None:
     assert freed._off
 
 
-def test_gdas_with_flat_sgd_equals_per_parameter_sgd() -> None:
-    """A GDAS search with zeroed gradients (its paper setting) steps exactly the same weights and alphas with FlatSGD
-    as with torch.optim.SGD, before and after the flat buffers hold every weight (unclipped here: the flat norm's
-    rounding differs from the per-tensor norms', and 40 steps amplify that; clipping is compared step by step in
-    ``test_flat_sgd_equals_sgd``)."""
-    from evoray.config import config_from_dict
-    from evoray.optim import build_sgd
-    from evoray.searchers import SEARCHERS, SearchConfig
-
-    cfg = config_from_dict(
+def _zeroed_gdas(grad_clip: float) -> SearchConfig:
+    """A tiny GDAS search on NAS-Bench-201 in its paper's optimiser setting (zeroed gradients, Nesterov, clipping over
+    weights and alphas)."""
+    return config_from_dict(
         SearchConfig,
         {
             "searcher": "gdas",
             "supernet": {"space": "nb201", "init_channels": 4, "layers": 1},
             "data": {"dataset": "digits", "batch_size": 16, "augment": False, "limit_train": 64},
-            "optim": {"keep_zero_grads": True, "clip_all": True, "nesterov": True, "grad_clip": 0.0},
+            "optim": {"keep_zero_grads": True, "clip_all": True, "nesterov": True, "grad_clip": grad_clip},
         },
     )
+
+
+def test_gdas_with_flat_sgd_equals_per_parameter_sgd() -> None:
+    """A GDAS search with zeroed gradients (its paper setting) steps exactly the same weights and alphas with FlatSGD
+    as with torch.optim.SGD, before and after the flat buffers hold every weight (unclipped here: the flat norm's
+    rounding differs from the per-tensor norms', and 40 steps amplify that; clipping is compared step by step in
+    ``test_flat_sgd_equals_sgd``)."""
+    from evoray.optim import build_sgd
+
+    cfg = _zeroed_gdas(grad_clip=0.0)
     runs, engaged = [], 0
     for flat in (True, False):
         s = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
@@ -606,18 +612,7 @@ def test_gdas_with_flat_sgd_resumes_from_its_checkpoint() -> None:
     checkpoint stores each buffer once."""
     import io
 
-    from evoray.config import config_from_dict
-    from evoray.searchers import SEARCHERS, SearchConfig
-
-    cfg = config_from_dict(
-        SearchConfig,
-        {
-            "searcher": "gdas",
-            "supernet": {"space": "nb201", "init_channels": 4, "layers": 1},
-            "data": {"dataset": "digits", "batch_size": 16, "augment": False, "limit_train": 64},
-            "optim": {"keep_zero_grads": True, "clip_all": True, "nesterov": True, "grad_clip": 0.5},
-        },
-    )
+    cfg = _zeroed_gdas(grad_clip=0.5)
     s = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
     s.begin_epoch()
     x, y = next(iter(s.data.train))
