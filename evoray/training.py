@@ -268,7 +268,7 @@ def fit_model(
         lr = optimizer.param_groups[0]["lr"]
         if not o.lr_step_at_start:
             scheduler.step()
-        # numbered from 1, as a search's epochs are (epoch e + 1 is the e-th epoch done)
+        # numbered from 1, as a search's epochs are (the loop's epoch e is epoch e + 1)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_m.avg, "train_top1": top1_m.avg})
         log(f"epoch {epoch + 1}/{o.epochs} lr {lr:.5f} loss {loss_m.avg:.4f} train top1 {top1_m.avg:.2f}%")
         if on_epoch is not None:
