@@ -311,6 +311,46 @@ def test_a_trial_that_failed_mid_search_shows_its_error_while_the_search_runs(tm
     assert (trials["failed"], trials["retried"], trials["fine"]) == ("error", "running", "running")
 
 
+def _tune_state(tune_dir, statuses: dict[str, str], session: str) -> None:
+    """Tune's experiment state of the session started at ``session``, as Tune saves it (each trial's state a JSON
+    text inside the JSON)."""
+    trials = [[json.dumps({"relative_logdir": n, "status": s, "trial_id": n}), "{}"] for n, s in statuses.items()]
+    state = {"trial_data": trials, "runner_data": {}, "stats": {"start_time": 0.0}}
+    (tune_dir / f"experiment_state-{session}.json").write_text(json.dumps(state))
+
+
+def test_a_trial_tune_marks_failed_shows_its_error_while_the_search_runs(tmp_path) -> None:
+    """Tune's experiment state decides which trials failed for good, whatever the times of their files (Tune's sync
+    to its storage copies every file anew, in no set order): a trial it marks ERROR is an error while the search runs
+    on; one it retries from its checkpoint (its error.txt kept) is running; a new state redraws the run's pages."""
+    import socket
+
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    root = tmp_path / "runs"
+    search_dir = synthetic_search(root / "search" / "s", trials=1)
+    tune_dir = search_dir / "tune"
+    for name in ("failed", "retried", "fine"):
+        _tune_trial(tune_dir / name, 4, [{"epoch": 1, "training_iteration": 1, "valid_acc": 50.0}])
+    for name, age in (("failed", 1), ("retried", -1)):  # failed: copied before its results; retried: after
+        error = tune_dir / name / "error.txt"
+        error.write_text("Failure # 1 (occurred at ...)\nRuntimeError: boom\n")
+        st = (tune_dir / name / "result.json").stat()
+        os.utime(error, ns=(st.st_atime_ns, st.st_mtime_ns - age * 1_000_000))
+    _tune_state(tune_dir, {"failed": "RUNNING", "retried": "RUNNING", "fine": "RUNNING"}, "2026-01-01_00-00-00")
+    manifest = json.loads((search_dir / "run.json").read_text())
+    manifest.update(status="running", ended=None, result=None, progress=None, pid=os.getpid(),
+                    host=socket.gethostname())  # fmt: skip
+    (search_dir / "run.json").write_text(json.dumps(manifest))
+    store = RunStore([root])
+    version = store.version("0/search/s")
+    _tune_state(tune_dir, {"failed": "ERROR", "retried": "RUNNING", "fine": "RUNNING"}, "2026-01-01_00-10-00")
+    assert store.version("0/search/s") != version
+    trials = {t.name: t.status for t in search_trials(store, store.open("0/search/s"))}
+    assert (trials["failed"], trials["retried"], trials["fine"]) == ("error", "running", "running")
+
+
 def test_best_search_trial_is_chosen_on_the_held_out_split() -> None:
     """The trial a search page and a comparison show as the best: the best accuracy on the held-out split; a trial
     validated on the test set, or one whose accuracy is NaN, never."""

@@ -34,6 +34,7 @@ from evoray.runs.reader import CURVES
 
 T = TypeVar("T")
 CACHE_SIZE = 4096  # cached reads kept (each a parsed file or a value derived from files)
+TUNE_STATE = "experiment_state-*.json"  # what Tune saves (and syncs to its storage) with every experiment snapshot
 
 
 class OutsideRootsError(ConfigError):
@@ -217,7 +218,8 @@ class RunStore:
         path = self.resolve(run_id)
         files = [path / MANIFEST, path / ARCHIVE, path / CURVES, path / "report.json", path / "results.json"]
         with contextlib.suppress(ConfigError):  # an unreadable run: its page shows the problem, stamped by its manifest
-            files += result_files(self.open(run_id))
+            run = self.open(run_id)
+            files += result_files(run) + tune_state_files(run)  # a trial's status can change with no new result
         return hashlib.sha1(repr(stamp(files)).encode()).hexdigest()
 
 
@@ -225,6 +227,13 @@ def tune_files(run: Run, pattern: str) -> list[Path]:
     """The files ``pattern`` names in every trial folder of a search run's Tune experiment, wherever it lies."""
     tune = run.tune_path() if run.command == "search" else None
     return sorted(tune.glob(f"*/{pattern}")) if tune is not None else []
+
+
+def tune_state_files(run: Run) -> list[Path]:
+    """Tune's experiment state files of a search run (every trial's status; one per session, a restored experiment
+    adds one), oldest first: their names hold the session's start time."""
+    tune = run.tune_path() if run.command == "search" else None
+    return sorted(tune.glob(TUNE_STATE)) if tune is not None else []
 
 
 def result_files(run: Run) -> list[Path]:

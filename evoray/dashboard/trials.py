@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoray.dashboard.store import RunStore, result_files, tune_files
+from evoray.dashboard.store import RunStore, result_files, tune_files, tune_state_files
 from evoray.runs import Run
 from evoray.runs.archive import ARCHIVE
 
 SUMMARY = "summary.json"
 ERROR = "error.txt"  # what Tune writes in a trial's folder when the trial fails (synced while the experiment runs)
+TUNE_ERROR = "ERROR"  # a trial's status in Tune's experiment state once it has failed for good (no retry left)
 IDENTITY = ("searcher", "seed")  # shown in their own columns, not in the grid point
 
 
@@ -85,17 +86,21 @@ def search_trials(store: RunStore, run: Run) -> list[Trial]:
     """Every trial of the search run ``run``, in trial-folder order; cached until any of its files changes (or its
     process ends: the trials of an interrupted search are stopped, not running)."""
     params_files, error_files = tune_files(run, "params.json"), tune_files(run, ERROR)
+    state_files = tune_state_files(run)
     files = [
         *result_files(run),
         *params_files,
         *error_files,
+        *state_files,
         run.path / SUMMARY,
         run.path / ARCHIVE,
         run.path / "run.json",
     ]
     running = store.row(run).status == "running"
     kind = "trials-running" if running else "trials"
-    return store.derived(kind, run, files, lambda: _trials(store, run, params_files, error_files, running))
+    return store.derived(
+        kind, run, files, lambda: _trials(store, run, params_files, _failed(error_files, state_files), running)
+    )
 
 
 def best_trial(trials: list[Trial]) -> Trial | None:
@@ -107,9 +112,31 @@ def best_trial(trials: list[Trial]) -> Trial | None:
     return trials[0] if trials else None
 
 
-def _failed(error_files: list[Path]) -> set[str]:
-    """The trials whose latest news is their error: an ``error.txt`` no older than their results (a trial Tune
-    retried after the failure has reported since)."""
+def _tune_statuses(state_files: list[Path]) -> dict[str, str] | None:
+    """Each trial folder's status (PENDING, RUNNING, PAUSED, TERMINATED or ERROR) in Tune's newest experiment state,
+    or None when there is none to read (or it is being written). Only its plain JSON is read: what Tune pickled into
+    it is never unpickled."""
+    if not state_files:
+        return None
+    try:
+        data = json.loads(state_files[-1].read_text(encoding="utf-8"))
+        out = {}
+        for trial_state, _metadata in data["trial_data"]:
+            trial = json.loads(trial_state)
+            out[str(trial["relative_logdir"])] = str(trial["status"])
+        return out
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _failed(error_files: list[Path], state_files: list[Path]) -> set[str]:
+    """The trials that failed for good: those Tune's experiment state marks ERROR (a trial Tune retries from its
+    checkpoint keeps its ``error.txt`` but is pending or running again). Without a state to read: those whose
+    ``error.txt`` is no older than their results (the retried ones have reported since); Tune's sync to its storage
+    copies every file anew, so there these times say little and the state decides."""
+    statuses = _tune_statuses(state_files)
+    if statuses is not None:
+        return {name for name, status in statuses.items() if status == TUNE_ERROR}
     out = set()
     for path in error_files:
         try:
@@ -122,8 +149,7 @@ def _failed(error_files: list[Path]) -> set[str]:
     return out
 
 
-def _trials(store: RunStore, run: Run, params_files: list[Path], error_files: list[Path], running: bool) -> list[Trial]:
-    failed = _failed(error_files)
+def _trials(store: RunStore, run: Run, params_files: list[Path], failed: set[str], running: bool) -> list[Trial]:
     by_trial: dict[str, list[dict[str, Any]]] = {}
     for row in store.curves(run):
         by_trial.setdefault(str(row.get("trial")), []).append(row)
