@@ -196,6 +196,27 @@ def test_search_trials_read_status_and_epochs_as_run(tmp_path) -> None:
     assert [r["valid_acc"] for r in restored.rows] == [50.0, 61.0, 70.0]
 
 
+def test_compare_overlays_train_and_search_runs_epoch_for_epoch(tmp_path) -> None:
+    """The compare page numbers every run's first epoch 1: a search trial's (Tune's results), a train run's, and a
+    train run written when train numbered its first epoch 0."""
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.pages.compare import _curves
+    from evoray.runs.curves import write_curves
+    from evoray.runs.reader import CURVES
+
+    root = tmp_path / "runs"
+    synthetic_train(root / "train" / "new", epochs=3)
+    old = synthetic_train(root / "train" / "old", epochs=3)
+    write_curves(old / CURVES, [{"epoch": e, "train_top1": 10.0 + e, "train_loss": 2.0} for e in range(3)])
+    search_dir = synthetic_search(root / "search" / "s", trials=1)
+    rows = [{"epoch": e, "training_iteration": e, "valid_acc": 50.0 + e} for e in (1, 2, 3)]
+    _tune_trial(search_dir / "tune" / "trial-0", 3, rows)
+    store = RunStore([root])
+    for run_id in ("0/train/new", "0/train/old", "0/search/s"):
+        steps = [x for _, x, _ in _curves(store, store.open(run_id))["score"]]
+        assert steps == [[1.0, 2.0, 3.0]], (run_id, steps)
+
+
 def test_evolve_page_best_passes_over_failed_individuals(tmp_path) -> None:
     """While best.json is not written, the best of the newest generation is the fittest scored individual: one whose
     fitness is NaN (a failed evaluation) or missing never is."""
