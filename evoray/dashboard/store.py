@@ -30,11 +30,10 @@ from evoray.errors import ConfigError
 from evoray.runs import Run, list_runs, open_run
 from evoray.runs.archive import ARCHIVE
 from evoray.runs.directory import MANIFEST
-from evoray.runs.reader import CURVES
+from evoray.runs.reader import CURVES, TUNE_STATE
 
 T = TypeVar("T")
 CACHE_SIZE = 4096  # cached reads kept (each a parsed file or a value derived from files)
-TUNE_STATE = "experiment_state-*.json"  # what Tune saves (and syncs to its storage) with every experiment snapshot
 
 
 class OutsideRootsError(ConfigError):

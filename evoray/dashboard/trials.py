@@ -14,6 +14,7 @@ from typing import Any
 from evoray.dashboard.store import RunStore, result_files, tune_files, tune_state_files
 from evoray.runs import Run
 from evoray.runs.archive import ARCHIVE
+from evoray.runs.reader import tune_trial_states
 
 SUMMARY = "summary.json"
 ERROR = "error.txt"  # what Tune writes in a trial's folder when the trial fails (synced while the experiment runs)
@@ -99,7 +100,7 @@ def search_trials(store: RunStore, run: Run) -> list[Trial]:
     running = store.row(run).status == "running"
     kind = "trials-running" if running else "trials"
     return store.derived(
-        kind, run, files, lambda: _trials(store, run, params_files, _failed(error_files, state_files), running)
+        kind, run, files, lambda: _trials(store, run, params_files, _failed(run, error_files), running)
     )
 
 
@@ -112,29 +113,22 @@ def best_trial(trials: list[Trial]) -> Trial | None:
     return trials[0] if trials else None
 
 
-def _tune_statuses(state_files: list[Path]) -> dict[str, str] | None:
+def _tune_statuses(run: Run) -> dict[str, str] | None:
     """Each trial folder's status (PENDING, RUNNING, PAUSED, TERMINATED or ERROR) in Tune's newest experiment state,
-    or None when there is none to read (or it is being written). Only its plain JSON is read: what Tune pickled into
-    it is never unpickled."""
-    if not state_files:
+    or None when there is none to read (or it is being written)."""
+    tune = run.tune_path()
+    states = tune_trial_states(tune) if tune is not None else None
+    if states is None:
         return None
-    try:
-        data = json.loads(state_files[-1].read_text(encoding="utf-8"))
-        out = {}
-        for trial_state, _metadata in data["trial_data"]:
-            trial = json.loads(trial_state)
-            out[str(trial["relative_logdir"])] = str(trial["status"])
-        return out
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+    return {str(t.get("relative_logdir")): str(t.get("status")) for t, _ in states}
 
 
-def _failed(error_files: list[Path], state_files: list[Path]) -> set[str]:
+def _failed(run: Run, error_files: list[Path]) -> set[str]:
     """The trials that failed for good: those Tune's experiment state marks ERROR (a trial Tune retries from its
     checkpoint keeps its ``error.txt`` but is pending or running again). Without a state to read: those whose
     ``error.txt`` is no older than their results (the retried ones have reported since); Tune's sync to its storage
     copies every file anew, so there these times say little and the state decides."""
-    statuses = _tune_statuses(state_files)
+    statuses = _tune_statuses(run)
     if statuses is not None:
         return {name for name, status in statuses.items() if status == TUNE_ERROR}
     out = set()

@@ -26,6 +26,7 @@ from evoray.config import config_from_dict, config_to_dict
 from evoray.distributed.cluster import placement, require_cpus, worker_device
 from evoray.errors import ConfigError
 from evoray.runs.directory import atomic_write, load_tensors
+from evoray.runs.reader import tune_trial_states
 from evoray.runtime import apply_runtime
 from evoray.searchers import SEARCHERS, SearchConfig, Searcher, SearchSettings
 from evoray.searchers.experiment import ExperimentConfig, trial_label
@@ -226,17 +227,9 @@ def _recorded_checkpoints(root: Path) -> dict[str, Path | None]:
     ``Tuner.restore`` resumes it from), or None where it records none (the trial starts afresh). Tune keeps the
     record pickled inside the JSON; it is read with every class replaced by :class:`_Inert`, so nothing in it runs.
     Trials whose record cannot be read are left out."""
-    states = sorted(root.glob("experiment_state-*.json"))  # Tune restores from the newest name
-    if not states:
-        return {}
-    try:
-        trials = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return {}
     out: dict[str, Path | None] = {}
-    for entry in trials if isinstance(trials, list) else []:
+    for trial, runtime in tune_trial_states(root) or []:
         try:
-            trial, runtime = (json.loads(part) for part in entry)
             folder = Path(str(trial["relative_logdir"])).name
             record = runtime["checkpoint_manager"]
             manager = _InertUnpickler(io.BytesIO(bytes.fromhex(record["value"]))).load() if record else None

@@ -26,6 +26,7 @@ from evoray.runs.directory import FORMAT, MANIFEST, load_tensors, read_config, r
 CURVES = "curves.parquet"
 SUPERNET = "supernet.pt"
 TUNE = "tune"
+TUNE_STATE = "experiment_state-*.json"  # Tune's experiment snapshots (one per session; restore reads the newest name)
 LEGACY_MARKERS = ("archive.parquet", "best.json", "results.json", "report.json", "summary.json")
 SKIP = {TUNE, "checkpoints", "members", "tensorboard", "cells"}  # folders inside a run that hold no runs
 
@@ -219,6 +220,29 @@ def _run_dirs(folder: Path, depth: int) -> Iterator[Path]:
     for child in children:
         if child.name not in SKIP:
             yield from _run_dirs(child, depth - 1)
+
+
+def tune_trial_states(experiment: Path) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
+    """Per trial in Tune's newest experiment state under ``experiment`` (what ``Tuner.restore`` reads): its state
+    (``status``, ``relative_logdir``, ...) and its runtime record, each decoded from the JSON Tune writes; what Tune
+    pickled inside stays hex text, never unpickled. None when there is no state, or it cannot be read (being
+    written); entries that do not decode are left out."""
+    states = sorted(experiment.glob(TUNE_STATE))
+    if not states:
+        return None
+    try:
+        entries = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            trial, runtime = (json.loads(part) for part in entry)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(trial, dict) and isinstance(runtime, dict):
+            out.append((trial, runtime))
+    return out
 
 
 def _tune_curves(storage: Path) -> Iterator[dict[str, Any]]:
