@@ -14,7 +14,10 @@ allocator keeps freed memory) is set in evoray's process only, so the original r
 round and the median: seconds per generation (and its split
 into the training pass and the fitness), images/s (the training images plus P x the validation images), the ratio,
 and the achieved GFLOP/s (multiply-adds of one supernet forward counted by thop, x2 FLOPs each, x3 for a training
-step) beside the measured fp32 matmul peak. At the defaults a run takes about 5 minutes on 2 cores.
+step) beside the measured fp32 matmul peak. At the defaults a run takes about 5 minutes on 2 cores. ``--device cuda``
+runs both codes on the GPU (the original as its train_search.py runs there: cuDNN deterministic, its autotuner off,
+each batch moved to the GPU as it is used), ``--precision bf16`` runs evoray under bf16 autocast
+(``runtime.precision``; the original has no such option and runs in fp32).
 """
 
 from __future__ import annotations
@@ -30,7 +33,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from measure import Child, count_macs, gflops, import_original, interleave, matmul_peak, synthetic_npz
+from measure import (
+    Child,
+    count_macs,
+    describe_device,
+    gflops,
+    import_original,
+    interleave,
+    peak_line,
+    synced,
+    synthetic_npz,
+)
 from torch import Tensor, nn
 
 from evoray.data import DataConfig
@@ -39,7 +52,7 @@ from evoray.evolution.strategies import EvolutionConfig
 from evoray.evolution.supernet_fitness import SupernetTrainer
 from evoray.nn.supernet import SupernetConfig
 from evoray.optim import OptimConfig
-from evoray.runtime import RuntimeConfig
+from evoray.runtime import RuntimeConfig, apply_runtime
 from evoray.spaces import get_space
 
 Alphas = dict[str, np.ndarray]
@@ -65,7 +78,8 @@ def evoray_trainer(args: argparse.Namespace, folder: Path, channels_last: bool) 
         batch_size=args.batch,
         train_portion=args.train_images / n,
     )
-    runtime = RuntimeConfig()
+    runtime = RuntimeConfig(device=args.device, precision=args.precision)
+    device = apply_runtime(runtime, autotune=False)  # as a run's actor does (threads stay the bench's)
     return SupernetTrainer(
         SupernetConfig(space="darts", init_channels=args.C, layers=args.cells),
         OptimConfig(),
@@ -73,7 +87,7 @@ def evoray_trainer(args: argparse.Namespace, folder: Path, channels_last: bool) 
         data,
         EvolutionConfig().generations,
         seed=0,
-        device=torch.device("cpu"),
+        device=device,
         precision=runtime.precision,
         channels_last=channels_last,
         reuse_memory=runtime.reuse_memory and not args.no_reuse_memory,
@@ -92,11 +106,12 @@ class OriginalGeneration:
     """One generation of the original EvNAS search: ``train`` then ``validation`` of its train_search.py."""
 
     def __init__(self, folder: Path, args: argparse.Namespace, alphas: list[Alphas]) -> None:
-        model_search = import_original(folder, "model_search", "model_search.py")
-        self.utils = import_original(folder, "utils", "utils.py")
-        self.device = torch.device("cpu")
+        cpu = args.device == "cpu"
+        model_search = import_original(folder, "model_search", "model_search.py", cpu=cpu)
+        self.utils = import_original(folder, "utils", "utils.py", cpu=cpu)
+        self.device = torch.device(args.device)
         self.criterion = nn.CrossEntropyLoss()
-        self.model = model_search.Network(args.C, 10, args.cells, self.criterion, self.device)
+        self.model = model_search.Network(args.C, 10, args.cells, self.criterion, self.device).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, 50, eta_min=0.001)
         self.population = [Chromosome(self.utils, a) for a in alphas]
@@ -149,6 +164,7 @@ def original_job(
     """The original in its own process (:class:`measure.Child`): built and warmed up there; returns one generation
     (answering with the seconds of its training pass) and its multiply-adds per image."""
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # as its train_search.py sets
     original = OriginalGeneration(folder, args, alphas)
     train_queue, valid_queue = queues
     original.train(train_queue[:1])
@@ -162,7 +178,8 @@ def original_job(
         original.validation(valid_queue)
         return train_s
 
-    return {"run": generation}, count_macs(original.model, (valid_queue[0][0][:2],))
+    x2 = valid_queue[0][0][:2].to(original.device)
+    return {"run": synced(generation, original.device)}, count_macs(original.model, (x2,))
 
 
 def main() -> None:
@@ -180,6 +197,8 @@ def main() -> None:
     parser.add_argument("--fitness-batch", type=int, default=1024, help="the original's valid_queue batch")
     parser.add_argument("--no-channels-last", action="store_true", help="evoray in NCHW whatever RuntimeConfig says")
     parser.add_argument("--no-reuse-memory", action="store_true", help="evoray without RuntimeConfig's reuse_memory")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: both codes run there")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evoray's autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     default_cl = RuntimeConfig().channels_last
@@ -200,12 +219,13 @@ def main() -> None:
     x2 = valid_queue[0][0][:2]
     decoded = trainer.decode(alphas[0])
     original = Child(original_job, args.original, args, alphas, (train_queue, valid_queue))
-    macs = {"evoray": count_macs(trainer.net, (x2.to(memory_format=trainer.fmt), decoded)), "original": original.info}
-    peak = matmul_peak()
+    x2 = x2.to(trainer.device, memory_format=trainer.fmt)
+    macs = {"evoray": count_macs(trainer.net, (x2, decoded)), "original": original.info}
+    peak, peak_words = peak_line(args.device, args.precision)
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, evoray channels_last {channels_last} "
-        f"(RuntimeConfig default {default_cl}), reuse_memory {trainer_reuse}, "
-        f"fp32 matmul peak {peak:.1f} GFLOP/s (2048x2048, median of 5)"
+        f"torch {torch.__version__}, {describe_device(args.device)}, evoray channels_last {channels_last} "
+        f"(RuntimeConfig default {default_cl}), reuse_memory {trainer_reuse}, evoray precision {args.precision}, "
+        f"{peak_words}"
     )
     print(
         f"EvNAS generation: DARTS space, C={args.C}, {args.cells} cells, {args.side}x{args.side}, population "
@@ -224,7 +244,7 @@ def main() -> None:
     trainer.apply_grads()
     trainer.net.train()
     with torch.inference_mode():
-        trainer.net(valid_queue[0][0][: args.batch].to(memory_format=trainer.fmt), decoded)
+        trainer.net(valid_queue[0][0][: args.batch].to(trainer.device, memory_format=trainer.fmt), decoded)
 
     generation = iter(range(1, 1_000_000))
     train_s: dict[str, list[float]] = {"evoray": [], "original": []}  # the training pass's share of each round
@@ -238,7 +258,10 @@ def main() -> None:
     def original_generation() -> None:
         train_s["original"].append(original())
 
-    jobs: dict[str, Callable[[], object]] = {"evoray": evoray_generation, "original": original_generation}
+    jobs: dict[str, Callable[[], object]] = {
+        "evoray": synced(evoray_generation, trainer.device),
+        "original": original_generation,
+    }
     times = interleave(jobs, args.rounds)
     original.close()
 

@@ -14,7 +14,9 @@ decay 1e-3), tau 10 (the first epoch's), and the body of ``search_func`` of exps
 over every parameter), on the same batches, on the CPU (``.cuda()`` made a no-op; no DataParallel), in a process of
 its own, so that evoray's process-wide runtime settings (``runtime.reuse_memory``) do not reach it. The CPU size: C=8,
 N cells per stage (NAS-Bench-201: 3N cells and two residual blocks; DARTS space: 3N cells, as AutoDL counts N),
-16x16 images, batch 64 for both codes (the GDAS-NASNet config says 256).
+16x16 images, batch 64 for both codes (the GDAS-NASNet config says 256). ``--device cuda`` runs both codes on the GPU
+(the original's ``.cuda()`` calls then run as written; its batches are placed there once), ``--precision bf16`` runs
+evoray under bf16 autocast (``runtime.precision``; the original has no such option and runs in fp32).
 
 Departures from the original, none of which changes its arithmetic: its ``obtain_accuracy`` is replaced by the same
 computation with ``reshape`` (its ``view`` fails on PyTorch >= 1.7); on the DARTS space its candidate ops are listed in
@@ -37,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import Child, count_macs, gflops, import_original, interleave, matmul_peak, synthetic_npz
+from measure import (
+    Child,
+    count_macs,
+    describe_device,
+    gflops,
+    import_original,
+    interleave,
+    peak_line,
+    synced,
+    synthetic_npz,
+)
 from torch import Tensor, nn
 
 from evoray.runtime import RuntimeConfig, apply_runtime
@@ -73,11 +85,13 @@ def evoray_searcher(space: str, args: argparse.Namespace, folder: Path) -> Searc
             "batch_size": args.batch,
         },
     }
+    base["runtime"] = {"device": args.device, "precision": args.precision}
     if args.no_channels_last:
-        base["runtime"] = {"channels_last": False}
+        base["runtime"]["channels_last"] = False
     cfg = trial_config(ExperimentConfig(searchers=["gdas"], base=base), "gdas", 0, {})
-    apply_runtime(cfg.runtime)  # as a trial does: the allocator setting (threads stay the bench's: runtime.threads 0)
-    searcher = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))
+    # as a trial does: the allocator, cuDNN's autotuner (threads stay the bench's: runtime.threads 0)
+    device = apply_runtime(cfg.runtime, autotune=SEARCHERS.get("gdas").autotune)
+    searcher = SEARCHERS.get("gdas")(cfg, device)
     searcher.begin_epoch()  # tau of the first epoch
     searcher.net.train()
     return searcher
@@ -89,7 +103,7 @@ class AutodlGdas:
     def __init__(self, root: Path, space: str, args: argparse.Namespace) -> None:
         # the models live in the xautodl package: its root goes on sys.path (no optional dependency blocks the
         # imports below, so nothing is stubbed)
-        import_original(root, "xautodl", "xautodl/models/cell_searchs/search_model_gdas.py")
+        import_original(root, "xautodl", "xautodl/models/cell_searchs/search_model_gdas.py", cpu=args.device == "cpu")
         from xautodl.config_utils import dict2config, load_config
         from xautodl.log_utils import AverageMeter
         from xautodl.models import get_cell_based_tiny_net, get_search_spaces
@@ -114,7 +128,7 @@ class AutodlGdas:
             model_config = dict2config({"name": "GDAS", "C": args.C, "N": args.N, "max_nodes": 4, **extra}, None)
         else:  # the GDAS-NASNet config, at the bench's C and N
             model_config = load_config(root / model_path, {**extra, "C": args.C, "N": args.N}, None)
-        self.model = get_cell_based_tiny_net(model_config)
+        self.model = get_cell_based_tiny_net(model_config).to(args.device)
         self.w_optimizer, self.w_scheduler, self.criterion = get_optim_scheduler(self.model.get_weights(), config)
         self.a_optimizer = torch.optim.Adam(self.model.get_alphas(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
         self.model.set_tau(10.0)  # tau_max at epoch 0
@@ -192,7 +206,9 @@ def original_job(
     """AutoDL's GDAS in its own process (:class:`measure.Child`): built there, its multiply-adds counted on the paths
     of seed 0 on (as evoray's), warmed up; returns ``--steps`` steps on ``batch`` and the multiply-adds per image."""
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # as GDAS.py's main sets
     original = AutodlGdas(root, space, args)
+    batch = tuple(t.to(args.device) for t in batch)  # type: ignore[assignment]
 
     def original_steps() -> None:
         for _ in range(args.steps):
@@ -200,7 +216,7 @@ def original_job(
 
     torch.manual_seed(0)
     macs = count_macs(_Logits(original.model), (batch[0][:2],), draws=args.draws)
-    run = same_paths(original_steps)
+    run = same_paths(synced(original_steps, args.device))
     run()  # warm-up
     return {"run": run}, macs
 
@@ -222,20 +238,21 @@ def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
 
     x2 = x[:2]
     torch.manual_seed(0)  # the same seed, so both codes count the same sampled paths
-    evoray_macs = count_macs(searcher.net, (x2.to(memory_format=searcher.fmt),), draws=args.draws)
+    evoray_macs = count_macs(searcher.net, (x2.to(searcher.device, memory_format=searcher.fmt),), draws=args.draws)
     macs = {"evoray": evoray_macs, "original": original.info}
     cells = args.N if space == "nb201" else 3 * args.N
     net = f"C={args.C}, N={args.N} ({3 * args.N} cells)" if space == "nb201" else f"C={args.C}, {cells} cells"
     print(
         f"\n{space}: {net}, {args.side}x{args.side}, batch {args.batch}; {args.steps} steps per round; "
-        f"evoray channels_last {searcher.fmt == torch.channels_last}"
+        f"evoray channels_last {searcher.fmt == torch.channels_last}, evoray precision {args.precision}"
     )
     print(
         f"multiply-adds of one forward of a sampled path per image (thop, mean of the same {args.draws} paths): "
         + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in macs.items())
     )
-    evoray_job = same_paths(evoray_steps)
+    evoray_job = same_paths(synced(evoray_steps, searcher.device))
     evoray_job()  # warm-up (the original warmed up in its process)
+    evoray_job()
     times = interleave({"evoray": evoray_job, "original": original.job("run")}, args.rounds)
     original.close()
     images = 2 * args.batch * args.steps
@@ -270,12 +287,14 @@ def main() -> None:
         help="the original's BN flag (evoray's BatchNorms always track; GDAS.sh's example passes 0 on NB201)",
     )
     parser.add_argument("--no-channels-last", action="store_true", help="evoray in NCHW whatever RuntimeConfig says")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: both codes run there")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evoray's autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peak = matmul_peak()
+    peak, peak_words = peak_line(args.device, args.precision)
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, RuntimeConfig().channels_last "
-        f"{RuntimeConfig().channels_last}, fp32 matmul peak {peak:.1f} GFLOP/s (2048x2048, median of 5)"
+        f"torch {torch.__version__}, {describe_device(args.device)}, RuntimeConfig().channels_last "
+        f"{RuntimeConfig().channels_last}, {peak_words}"
     )
     print("a step: weight step on a training batch + architecture step on a validation batch (2 batches, 2 x fwd+bwd)")
     for space in [s for s in args.spaces.split(",") if s]:

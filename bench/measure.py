@@ -36,19 +36,56 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an fp32 ``n x n`` matmul at the current torch thread count: the median of ``repeats`` after one
-    warm-up. The machine's practical limit for dense fp32 work."""
+def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", precision: str = "fp32") -> float:
+    """GFLOP/s of an ``n x n`` matmul at the current torch thread count on ``device`` (in ``precision``'s dtype:
+    fp32, or bf16 on a GPU): the median of ``repeats`` after one warm-up. The machine's practical limit for dense
+    work (on a GPU, plain fp32: PyTorch leaves TF32 off for matmuls, though cuDNN's convolutions use it)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-    out = torch.empty(n, n)
+    a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.matmul(a, b, out=out)
     times = []
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
         torch.matmul(a, b, out=out)
+        sync(device)
         times.append(time.perf_counter() - start)
     return 2.0 * n**3 / statistics.median(times) / 1e9
+
+
+def peak_line(device: str, precision: str = "fp32") -> tuple[float, str]:
+    """The measured matmul peak for a bench's device and precision, and the words that say how it was measured."""
+    n = 8192 if device.startswith("cuda") else 2048
+    dtype = "bf16" if precision == "bf16" and device.startswith("cuda") else "fp32"
+    peak = matmul_peak(n, device=device, precision=dtype)
+    return peak, f"{dtype} matmul peak {peak:.1f} GFLOP/s ({n}x{n}, median of 5)"
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for the work queued on ``device`` (a GPU's kernels run asynchronously; a timer must not stop early)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synced(fn: Callable[[], Any], device: str | torch.device) -> Callable[[], Any]:
+    """``fn``, returning only once the work it queued on ``device`` is done."""
+
+    def run() -> Any:
+        out = fn()
+        sync(device)
+        return out
+
+    return run
+
+
+def describe_device(device: str) -> str:
+    """One line naming the device the bench runs on."""
+    if torch.device(device).type != "cuda":
+        return f"device cpu, {torch.get_num_threads()} threads"
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return f"device {device}: {props.name}, {props.total_memory / 2**30:.0f} GiB, compute {props.major}.{props.minor}"
 
 
 _busy: set[int] = set()
@@ -196,14 +233,16 @@ def _serve(conn: Connection, factory: Callable[..., tuple[dict[str, Callable[[],
         conn.send(jobs[name]())
 
 
-def import_original(folder: Path, module: str, needs: str) -> ModuleType:
-    """Import ``module`` of an original code from ``folder`` (put first on ``sys.path``), with ``Tensor.cuda`` and
-    ``Module.cuda`` made no-ops so that its CUDA-only code runs on the CPU. ``needs``: a file that must be there."""
+def import_original(folder: Path, module: str, needs: str, cpu: bool = True) -> ModuleType:
+    """Import ``module`` of an original code from ``folder`` (put first on ``sys.path``). ``cpu``: with ``Tensor.cuda``
+    and ``Module.cuda`` made no-ops, so that its CUDA-only code runs on the CPU (left alone on a GPU, where it runs as
+    written). ``needs``: a file that must be there."""
     if not (folder / needs).is_file():
         raise SystemExit(f"--original {folder}: no {needs} there")
     sys.path.insert(0, str(folder))
-    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
-    nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    if cpu:
+        torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+        nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
     return importlib.import_module(module)
 
 

@@ -24,10 +24,20 @@ class RuntimeConfig:
     channels_last: bool = True
     threads: int = field(default=0, metadata={"min": 0})  # torch intra-op threads; 0 leaves PyTorch's default
     deterministic: bool = False  # ask cuDNN/PyTorch for deterministic kernels (slower on a GPU)
+    # cuDNN's autotuner on a GPU (torch.backends.cudnn.benchmark): times the kernels of each new convolution shape and
+    # keeps the fastest. auto: as each method's original code sets it: on where every step runs the same shapes
+    # (DARTS, SNAS, XNAS, training a network), off where a sampled path changes them step by step (GDAS, RSPS, whose
+    # AutoDL scripts turn it off) and in EvNAS (its original turns it off; on an H200 the embedded default's first
+    # generation took 32.6 s on a GPU actor with it on, 3.7 s on a CPU one). Off whenever deterministic is on
+    autotune: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
     # keep freed host memory in the process for the next tensor (glibc malloc: no mmap per large block, no trimming):
     # a fitness pass at batch 1024 otherwise page-faults through every fresh tensor and takes twice as long
     # (bench/evnas.py); the price is that the process's resident memory stays at its peak
     reuse_memory: bool = True
+
+    def autotunes(self, method_default: bool) -> bool:
+        """Whether cuDNN's autotuner runs, for work whose method turns it on (``method_default``) under auto."""
+        return not self.deterministic and (self.autotune == "on" or (self.autotune == "auto" and method_default))
 
 
 @dataclass
@@ -83,21 +93,27 @@ def reuse_freed_memory() -> bool:
     return _memory_reused
 
 
-def set_determinism(deterministic: bool) -> None:
-    """Deterministic kernels (and no cuDNN autotuning), or cuDNN's autotuner, for this process: every process that
-    computes (the driver, an actor, a trial) sets it for itself."""
+def set_determinism(deterministic: bool, autotune: bool = False) -> None:
+    """Deterministic kernels (and no cuDNN autotuning), or not, and cuDNN's autotuner on or off, for this process:
+    every process that computes (the driver, an actor, a trial) sets it for itself."""
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.benchmark = autotune and not deterministic
 
 
-def apply_runtime(cfg: RuntimeConfig) -> torch.device:
-    """Set threads, determinism and the allocator; return the device."""
+def autotuner_on() -> bool:
+    """Whether this process runs cuDNN's autotuner (what :func:`set_determinism` last set)."""
+    return bool(torch.backends.cudnn.benchmark)
+
+
+def apply_runtime(cfg: RuntimeConfig, autotune: bool = True) -> torch.device:
+    """Set threads, determinism, cuDNN's autotuner (``cfg.autotunes(autotune)``: ``autotune`` is the setting of the
+    method to come, which runtime.autotune=auto follows) and the allocator; return the device."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cfg.reuse_memory:
         reuse_freed_memory()
-    set_determinism(cfg.deterministic)
+    set_determinism(cfg.deterministic, cfg.autotunes(autotune))
     device = resolve_device(cfg.device)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")

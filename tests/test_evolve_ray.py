@@ -41,14 +41,25 @@ def test_actors_that_do_not_fit_the_cpus_are_refused(tmp_path, ray_session) -> N
         evolve(cfg, tmp_path / "run", log=lambda _: None)
 
 
-@pytest.mark.parametrize("deterministic", [True, False])
-def test_actors_take_the_runs_determinism(ray_session, deterministic: bool) -> None:
-    """``runtime.deterministic`` holds in the actors that train and score, not only in the driver that set it."""
+@pytest.mark.parametrize(
+    ("deterministic", "autotune", "tuned"), [(True, "on", False), (False, "auto", False), (False, "on", True)]
+)
+def test_actors_take_the_runs_determinism_and_autotuner(
+    ray_session, deterministic: bool, autotune: str, tuned: bool
+) -> None:
+    """``runtime.deterministic`` and ``runtime.autotune`` hold in the actors that train and score, not only in the
+    driver that set them; under ``auto`` cuDNN's autotuner stays off, as the original EvNAS sets it, and
+    deterministic kernels turn it off whatever ``autotune`` says."""
     from evoray.distributed.fleet import SupernetFleet
 
-    fleet = SupernetFleet(tiny("distributed.num_actors=1", f"runtime.deterministic={str(deterministic).lower()}"))
+    cfg = tiny(
+        "distributed.num_actors=1",
+        f"runtime.deterministic={str(deterministic).lower()}",
+        f"runtime.autotune={autotune}",
+    )
+    fleet = SupernetFleet(cfg)
     try:
-        assert [p["deterministic"] for p in fleet.placements()] == [deterministic]
+        assert [(p["deterministic"], p["autotune"]) for p in fleet.placements()] == [(deterministic, tuned)]
     finally:
         fleet.shutdown()
 
@@ -214,6 +225,42 @@ def test_a_search_trial_runs_no_more_threads_than_its_cpus(ray_session, runtime_
         assert torch.get_num_threads() == want
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("searcher", "autotune", "tuned"),
+    [
+        ("darts", "auto", True),
+        ("gdas", "auto", False),
+        ("rsps", "auto", False),
+        ("gdas", "on", True),
+        ("xnas", "off", False),
+    ],
+)
+def test_a_search_trial_sets_cudnns_autotuner_as_its_original(searcher: str, autotune: str, tuned: bool) -> None:
+    """Under ``runtime.autotune=auto`` a trial turns cuDNN's autotuner on as the method's original code did: on for
+    DARTS (every op runs, the same shapes each step), off for GDAS and RSPS (AutoDL's scripts; a sampled path per step);
+    ``on`` and ``off`` override."""
+    from evoray.config import config_from_dict, config_to_dict
+    from evoray.distributed.tune import SearchTrainable
+    from evoray.searchers.experiment import ExperimentConfig, expand
+
+    base = {
+        "epochs": 1,
+        "supernet": {"space": "nb201", "init_channels": 4, "layers": 1},
+        "data": {"dataset": "digits", "batch_size": 32, "augment": False, "limit_train": 64},
+        "runtime": {"autotune": autotune},
+    }
+    exp = config_from_dict(ExperimentConfig, {"searchers": [searcher], "seeds": [0], "base": base})
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.get_num_threads()
+    torch.backends.cudnn.benchmark = not tuned
+    try:
+        trial = object.__new__(SearchTrainable)  # setup alone, as the trial's worker runs it
+        SearchTrainable.setup(trial, {"search": config_to_dict(expand(exp)[0]), "threads": 1})
+        assert torch.backends.cudnn.benchmark is tuned
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[:2]
+        torch.set_num_threads(before[2])
 
 
 def test_workers_that_do_not_fit_the_gpus_are_refused(ray_session, monkeypatch) -> None:

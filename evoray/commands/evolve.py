@@ -59,7 +59,7 @@ def check_sizes(cfg: EvolveConfig) -> None:
 
 
 def _backend(cfg: EvolveConfig) -> FitnessBackend:
-    device = apply_runtime(cfg.runtime)
+    device = apply_runtime(cfg.runtime, autotune=False)  # runtime.autotune=auto: off, as the original EvNAS sets it
     if cfg.fitness.backend == "supernet" and cfg.distributed.num_actors > 0:
         from evoray.distributed.cluster import ensure_ray
         from evoray.distributed.fleet import FleetBackend

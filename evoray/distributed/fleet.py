@@ -25,7 +25,7 @@ from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.individual import Individual
 from evoray.evolution.supernet_fitness import SupernetTrainer
-from evoray.runtime import set_determinism
+from evoray.runtime import autotuner_on, set_determinism
 
 Alphas = dict[str, np.ndarray]
 T = TypeVar("T")
@@ -36,10 +36,16 @@ class SupernetActor:
     """One supernet replica on one device."""
 
     def __init__(
-        self, trainer_kwargs: dict[str, Any], rank: int, world: int, threads: int, deterministic: bool = False
+        self,
+        trainer_kwargs: dict[str, Any],
+        rank: int,
+        world: int,
+        threads: int,
+        deterministic: bool = False,
+        autotune: bool = False,
     ) -> None:
         torch.set_num_threads(threads)
-        set_determinism(deterministic)  # runtime.deterministic, which the driver set only for itself
+        set_determinism(deterministic, autotune)  # runtime.deterministic and .autotune, set by the driver for itself
         self.device = worker_device()
         self.trainer = SupernetTrainer(**trainer_kwargs, device=self.device, rank=rank, world=world)
         self.rank, self.world = rank, world
@@ -58,6 +64,7 @@ class SupernetActor:
             "rank": self.rank,
             "cuda_devices": torch.cuda.device_count(),
             "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "autotune": autotuner_on(),
         }
 
     def init_group(self, host: str, port: int, timeout_s: int) -> None:
@@ -139,7 +146,12 @@ class SupernetFleet:
         res = placement(self.cfg.resources)
         self.actors = [
             SupernetActor.options(**res, scheduling_strategy="SPREAD").remote(  # type: ignore[attr-defined]
-                self.kwargs, rank, world, threads_of(self.cfg.resources), self.cfg.runtime.deterministic
+                self.kwargs,
+                rank,
+                world,
+                threads_of(self.cfg.resources),
+                self.cfg.runtime.deterministic,
+                self.cfg.runtime.autotunes(False),  # as the original EvNAS sets it
             )
             for rank in range(world)
         ]

@@ -48,8 +48,9 @@ class SearchTrainable(tune.Trainable):
             cfg.runtime.threads = min(threads, cfg.runtime.threads or threads)
         if cfg.runtime.device == "auto":
             cfg.runtime.device = str(worker_device())
-        device = apply_runtime(cfg.runtime)
-        self.searcher: Searcher = SEARCHERS.get(cfg.searcher)(cfg, device)
+        searcher = SEARCHERS.get(cfg.searcher)
+        device = apply_runtime(cfg.runtime, autotune=searcher.autotune)
+        self.searcher: Searcher = searcher(cfg, device)
         self.resumed_from = 0
 
     def step(self) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class Searcher:
     # steps get the training batch in their place.
     bilevel: ClassVar[bool] = True
     step_order: ClassVar[str] = "arch_first"  # bilevel: the original's order of the two halves of a step
+    # cuDNN's autotuner under runtime.autotune=auto, as the original code set it: on where every step runs the same
+    # convolution shapes (every op of every edge), off where a sampled path changes them step by step
+    autotune: ClassVar[bool] = True
     Options: ClassVar[type | None] = None  # the dataclass of this searcher's options (its config section)
     # The paper's settings that differ from SearchSettings' defaults, per space family, applied under the user's.
     paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {}

@@ -50,6 +50,7 @@ class GdasOptions:
 class GDAS(Searcher):
     name = "gdas"
     weighting = "gumbel-hard"
+    autotune = False  # as AutoDL's script sets it; a sampled path per step
     step_order = "weights_first"
     Options = GdasOptions
     paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {

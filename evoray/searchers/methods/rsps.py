@@ -44,6 +44,7 @@ class RspsOptions:
 class RSPS(Searcher):
     name = "rsps"
     weighting = "softmax"  # unused: every forward gets a single path
+    autotune = False  # as AutoDL's script sets it; a sampled path per step
     bilevel = False  # no architecture step; the validation half only scores candidates
     Options = RspsOptions
     paper_defaults: ClassVar[dict[str, dict[str, Any]]] = {
