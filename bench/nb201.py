@@ -2,7 +2,8 @@
 lookup.
 
     python bench/nb201.py [--searchers evnas,darts1,darts2,gdas,xnas,rsps,random,ga] [--seeds 0,1,2] [--jobs 2]
-                          [--save results.jsonl] [--archive DIR] [--size cpu|cpu3|paper]
+                          [--save results.jsonl] [--archive DIR] [--size cpu|cpu3|paper] [--device cuda]
+                          [--data DIR]
 
 Data: ../shared/data/cifar10-train-10k.npz split in halves (weights / alphas and fitness) at 16x16 pixels, and the
 NAS-Bench-201 12-epoch table ../shared/data/nb201-12epoch.csv. Each search runs in-process (plain PyTorch, one thread
@@ -21,7 +22,8 @@ an epoch is 78 steps instead of the paper's 391 (25,000 images), so every alpha 
 391 / 78 = 5: over the run the alphas can move as far as in the paper's search (Adam's step is about its rate).
 XNAS' eta follows from its T. EvNAS keeps 50 generations with a population of 20 and tournaments of 4 (the
 paper's 50 and 10; each individual's fitness reads the 5,000 validation images). ``--size paper`` is the papers'
-search at full size (C=16, N=5, 32x32, the whole 10k file: a GPU's job).
+search at full size (C=16, N=5, 32x32, the whole 10k file: a GPU's job, ``--device cuda``; each search then runs with
+cuDNN's autotuner as a default run of its method does). ``--data DIR`` reads the two npz files and the table from DIR.
 
 ``--size cpu3`` is the same proxy with N=3 cells per stage (9 searching cells sharing one set of alphas, against the
 paper's 15): every alpha's gradient then sums what three cells of a stage ask of it. At N=1 a search sees too little of
@@ -38,6 +40,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -48,7 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_ENV = "EVORAY_NB201_DATA"  # --data, as the search processes see it
+DATA = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
 TRAIN, TEST, TABLE = DATA / "cifar10-train-10k.npz", DATA / "cifar10-test-2k.npz", DATA / "nb201-12epoch.csv"
 VALID_COLUMN, TEST_COLUMN = "cifar10_valid_12ep", "cifar10_test_12ep"
 # CIFAR-10 test accuracy after 200 epochs that each method's paper reports on NAS-Bench-201 (mean, sd)
@@ -138,11 +142,16 @@ def kendall(scores: list[float], cells: list[Any], table: dict[str, tuple[float,
     return float(kendalltau(scores, [table[str(c)][0] for c in cells]).statistic)
 
 
-def run_gradient(name: str, seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[str, Any]:
+def run_gradient(
+    name: str, seed: int, size: dict[str, Any], budget: float, log: Any, device: str = "cpu"
+) -> dict[str, Any]:
+    from evoray.runtime import apply_runtime
     from evoray.searchers import SEARCHERS
 
     cfg = search_config(name, seed, size, budget)
-    s = SEARCHERS.get(cfg.searcher)(cfg, torch.device("cpu"))
+    cfg.runtime.device = device
+    method = SEARCHERS.get(cfg.searcher)
+    s = method(cfg, apply_runtime(cfg.runtime, autotune=method.autotune))  # as the search's trial sets its runtime
     t0 = time.perf_counter()
     history = []
     while not s.done():
@@ -195,18 +204,19 @@ def evnas_config(seed: int, size: dict[str, Any], budget: float = 1.0) -> Any:
     )
 
 
-def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any) -> dict[str, Any]:
+def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any, device: str = "cpu") -> dict[str, Any]:
     from evoray.evolution.run import alphas_for
     from evoray.evolution.search import run_evolution
     from evoray.evolution.strategies import build_strategy
     from evoray.evolution.supernet_fitness import SupernetBackend, SupernetTrainer
+    from evoray.runtime import apply_runtime
     from evoray.spaces import get_space
 
     cfg = evnas_config(seed, size, budget)
+    cfg.runtime.device = device
     space = get_space("nb201")
-    trainer = SupernetTrainer(
-        cfg.supernet, cfg.optim, cfg.fitness, cfg.data, cfg.evolution.generations, seed, torch.device("cpu")
-    )
+    # what an evolve run's supernet does: its runtime (channels-last, the autotuner off) and settings
+    trainer = SupernetTrainer(**cfg.trainer_kwargs(), device=apply_runtime(cfg.runtime, autotune=False))
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     strategy = build_strategy(cfg.evolution, space, rng)
     t0 = time.perf_counter()
@@ -257,7 +267,7 @@ def run_table(name: str, seed: int, table: dict[str, tuple[float, float]]) -> di
     return {"genotype": genotype, "alphas": None, "search_s": time.perf_counter() - t0, "kendall_scores": None}
 
 
-def job(name: str, seed: int, size_name: str, budget: float = 1.0) -> dict[str, Any]:
+def job(name: str, seed: int, size_name: str, budget: float = 1.0, device: str = "cpu") -> dict[str, Any]:
     from evoray.runtime import reuse_freed_memory
 
     torch.set_num_threads(1)
@@ -272,9 +282,9 @@ def job(name: str, seed: int, size_name: str, budget: float = 1.0) -> dict[str, 
     if name in ("random", "ga"):
         out = run_table(name, seed, table)
     elif name == "evnas":
-        out = run_evnas(seed, size, budget, log)
+        out = run_evnas(seed, size, budget, log, device)
     else:
-        out = run_gradient(name, seed, size, budget, log)
+        out = run_gradient(name, seed, size, budget, log, device)
     valid, test = table[out["genotype"]]
     tau = None if out["kendall_scores"] is None else kendall(out["kendall_scores"], kendall_cells(), table)
     ops = Counter(
@@ -296,7 +306,7 @@ def job(name: str, seed: int, size_name: str, budget: float = 1.0) -> dict[str, 
     }
 
 
-def job_of(task: tuple[str, int, str, float]) -> dict[str, Any]:
+def job_of(task: tuple[str, int, str, float, str]) -> dict[str, Any]:
     return job(*task)
 
 
@@ -356,6 +366,7 @@ def write_archive(rows: list[dict[str, Any]], out_dir: Path) -> Path:
 
 
 def main() -> int:
+    global TRAIN, TEST, TABLE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--searchers", default=",".join(SEARCHERS))
     parser.add_argument("--seeds", default="0,1,2")
@@ -366,7 +377,12 @@ def main() -> int:
     )
     parser.add_argument("--save", type=Path, help="append results here (JSON lines); searches it holds are skipped")
     parser.add_argument("--archive", type=Path, help="write every found cell as an evoray archive in this directory")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the searches run")
+    parser.add_argument("--data", type=Path, help=f"folder of {TRAIN.name}, {TEST.name} and {TABLE.name}")
     args = parser.parse_args()
+    if args.data is not None:
+        os.environ[DATA_ENV] = str(args.data.resolve())  # the search processes import this module anew
+        TRAIN, TEST, TABLE = (args.data.resolve() / p.name for p in (TRAIN, TEST, TABLE))
     for path in (TRAIN, TEST, TABLE):
         if not path.is_file():
             print(f"skipped: {path} is absent (the real data lives in ../shared/data)")
@@ -382,7 +398,12 @@ def main() -> int:
     if args.save is not None and args.save.is_file():
         rows = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
     done = {(r["searcher"], r["seed"], r["size"], r.get("budget", 1.0)) for r in rows}
-    todo = [(n, s, args.size, args.budget) for s in seeds for n in names if (n, s, args.size, args.budget) not in done]
+    todo = [
+        (n, s, args.size, args.budget, args.device)
+        for s in seeds
+        for n in names
+        if (n, s, args.size, args.budget) not in done
+    ]
     print(f"{len(todo)} searches to run ({len(rows)} saved)", file=sys.stderr, flush=True)
     with mp.get_context("spawn").Pool(max(1, args.jobs)) as pool:
         for row in pool.imap_unordered(job_of, todo) if args.jobs > 1 else map(job_of, todo):
