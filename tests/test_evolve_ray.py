@@ -237,7 +237,9 @@ def test_a_search_trial_runs_no_more_threads_than_its_cpus(ray_session, runtime_
         ("xnas", "off", False),
     ],
 )
-def test_a_search_trial_sets_cudnns_autotuner_as_its_original(searcher: str, autotune: str, tuned: bool) -> None:
+def test_a_search_trial_sets_cudnns_autotuner_as_its_original(
+    ray_session, searcher: str, autotune: str, tuned: bool
+) -> None:
     """Under ``runtime.autotune=auto`` a trial turns cuDNN's autotuner on as the method's original code did: on for
     DARTS (every op runs, the same shapes each step), off for GDAS and RSPS (AutoDL's scripts; a sampled path per step);
     ``on`` and ``off`` override."""
