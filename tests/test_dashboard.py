@@ -570,3 +570,7 @@ def test_compare_metric_choices_follow_the_runs(synth_page, synth_root) -> None:
     synth_page.locator("#cmp-curves .ytitle", has_text="valid_top1").wait_for()
     synth_page.locator("#cmp-curves .legendtext").first.wait_for()
     assert synth_page.locator("#cmp-curves .legendtext").all_text_contents() == ["grow-a"]
+    write_curves(a / CURVES, rows)  # the run rewritten without it: the page falls back to every run's score
+    synth_page.locator("#cmp-curves .ytitle", has_text="score").wait_for(timeout=10_000)
+    assert "valid_top1" not in choices()
+    assert sorted(synth_page.locator("#cmp-curves .legendtext").all_text_contents()) == ["grow-a", "grow-b"]

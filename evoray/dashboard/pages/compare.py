@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import Dash, Input, Output, State, dcc, html
+from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from evoray.dashboard import figures
@@ -140,13 +140,17 @@ def register(app: Dash, store: RunStore) -> None:
 
     @app.callback(
         Output(f"{P}-metric", "options"),
+        Output(f"{P}-metric", "value"),
         Input(f"{P}-version", "data"),
         State(f"{P}-runs", "data"),
+        State(f"{P}-metric", "value"),
         prevent_initial_call=True,
     )
-    def _metrics(_: Any, run_ids: list[str]) -> Any:
-        """The metric choices follow the runs: a metric first reported after the page opened joins them."""
-        return _metric_options(store, _open(store, run_ids)[0])
+    def _metrics(_: Any, run_ids: list[str], metric: str) -> Any:
+        """The metric choices follow the runs: a metric first reported after the page opened joins them, and one that
+        no run reports any more (its run rewritten) gives way to ``score``."""
+        options = _metric_options(store, _open(store, run_ids)[0])
+        return options, (no_update if metric in {o["value"] for o in options} else "score")
 
     @app.callback(
         Output(f"{P}-curves", "figure"),
