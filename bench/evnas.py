@@ -59,9 +59,9 @@ Alphas = dict[str, np.ndarray]
 Batches = list[tuple[Tensor, Tensor]]
 
 
-def population(size: int, seed: int = 0) -> list[Alphas]:
+def population(size: int, seed: int = 0, space_name: str = "darts") -> list[Alphas]:
     """Random individuals: U(0, 1) alphas per cell type (the original's ``chromosome`` draws ``torch.rand``)."""
-    space, rng = get_space("darts"), np.random.default_rng(seed)
+    space, rng = get_space(space_name), np.random.default_rng(seed)
     return [{ct: rng.random(space.alpha_shape(ct)).astype(np.float32) for ct in space.cell_types} for _ in range(size)]
 
 

@@ -30,18 +30,13 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from evnas import population
 
 from evoray.config import load_config
 from evoray.distributed.fleet import SupernetFleet
 from evoray.evolution.config import EvolveConfig
-from evoray.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def population(cfg: EvolveConfig, size: int) -> list[dict[str, np.ndarray]]:
-    space, rng = get_space(cfg.supernet.space), np.random.default_rng(cfg.seed)
-    return [{ct: rng.random(space.alpha_shape(ct)).astype(np.float32) for ct in space.cell_types} for _ in range(size)]
 
 
 def run(name: str, cfg: EvolveConfig, pop: list[dict[str, np.ndarray]], generations: int) -> dict[str, Any]:
@@ -134,7 +129,7 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False)
     gpu = torch.cuda.get_device_name(0)
     print(f"torch {torch.__version__}, ray {ray.__version__}, {gpu}; Ray's resources {ray.cluster_resources()}")
-    pop = population(base, args.population)
+    pop = population(args.population, base.seed, base.supernet.space)
     res = {name: run(name, cfg, pop, args.generations) for name, cfg in configs.items()}
     for name, r in res.items():
         w = r["where"]
