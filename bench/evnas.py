@@ -79,7 +79,8 @@ def evoray_trainer(args: argparse.Namespace, folder: Path, channels_last: bool) 
         train_portion=args.train_images / n,
     )
     runtime = RuntimeConfig(device=args.device, precision=args.precision)
-    device = apply_runtime(runtime, autotune=False)  # as a run's actor does (threads stay the bench's)
+    # as a run's actor does (threads stay the bench's)
+    device = apply_runtime(runtime, autotune=SupernetTrainer.autotune)
     return SupernetTrainer(
         SupernetConfig(space="darts", init_channels=args.C, layers=args.cells),
         OptimConfig(),

@@ -216,7 +216,8 @@ def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any, device: 
     cfg.runtime.device = device
     space = get_space("nb201")
     # what an evolve run's supernet does: its runtime (channels-last, the autotuner off) and settings
-    trainer = SupernetTrainer(**cfg.trainer_kwargs(), device=apply_runtime(cfg.runtime, autotune=False))
+    device = apply_runtime(cfg.runtime, autotune=SupernetTrainer.autotune)
+    trainer = SupernetTrainer(**cfg.trainer_kwargs(), device=device)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     strategy = build_strategy(cfg.evolution, space, rng)
     t0 = time.perf_counter()

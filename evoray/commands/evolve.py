@@ -20,6 +20,7 @@ from evoray.data import describe, require_files
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.run import build_backend, initial_alphas, run_evolve
+from evoray.evolution.supernet_fitness import SupernetTrainer
 from evoray.runs import RunDir
 from evoray.runs.directory import CHECKPOINTS
 from evoray.runtime import apply_runtime
@@ -59,7 +60,7 @@ def check_sizes(cfg: EvolveConfig) -> None:
 
 
 def _backend(cfg: EvolveConfig) -> FitnessBackend:
-    device = apply_runtime(cfg.runtime, autotune=False)  # runtime.autotune=auto: off, as the original EvNAS sets it
+    device = apply_runtime(cfg.runtime, autotune=SupernetTrainer.autotune)
     if cfg.fitness.backend == "supernet" and cfg.distributed.num_actors > 0:
         from evoray.distributed.cluster import ensure_ray
         from evoray.distributed.fleet import FleetBackend

@@ -151,7 +151,7 @@ class SupernetFleet:
                 world,
                 threads_of(self.cfg.resources),
                 self.cfg.runtime.deterministic,
-                self.cfg.runtime.autotunes(False),  # as the original EvNAS sets it
+                self.cfg.runtime.autotunes(SupernetTrainer.autotune),
             )
             for rank in range(world)
         ]

@@ -10,7 +10,7 @@ No Ray here: :class:`SupernetTrainer` is the whole algorithm on one device, and 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ class SupernetTrainer:
     and the caller sums the gradients over the replicas between :meth:`compute_grads` and :meth:`apply_grads`; so
     the result depends on ``shards`` but not on how many replicas share them.
     """
+
+    # cuDNN's autotuner under runtime.autotune=auto, as the original EvNAS (train_search.py) sets it
+    autotune: ClassVar[bool] = False
 
     def __init__(
         self,
