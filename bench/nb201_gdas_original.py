@@ -45,7 +45,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     evoray = SEARCHERS.get("gdas")(cfg, torch.device("cpu"))  # its data pipeline: the same batches
     torch.manual_seed(args.seed)
-    net_args = argparse.Namespace(C=size["C"], N=size["N"], side=size["side"], track_running_stats=0)
+    net_args = argparse.Namespace(C=size["C"], N=size["N"], side=size["side"], track_running_stats=0, device="cpu")
     original = AutodlGdas(args.original, "nb201", net_args)
     for group in original.a_optimizer.param_groups:
         group["lr"] = cfg.arch.lr
