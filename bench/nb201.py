@@ -216,8 +216,8 @@ def run_evnas(seed: int, size: dict[str, Any], budget: float, log: Any, device: 
     cfg.runtime.device = device
     space = get_space("nb201")
     # what an evolve run's supernet does: its runtime (channels-last, the autotuner off) and settings
-    device = apply_runtime(cfg.runtime, autotune=SupernetTrainer.autotune)
-    trainer = SupernetTrainer(**cfg.trainer_kwargs(), device=device)
+    where = apply_runtime(cfg.runtime, autotune=SupernetTrainer.autotune)
+    trainer = SupernetTrainer(**cfg.trainer_kwargs(), device=where)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     strategy = build_strategy(cfg.evolution, space, rng)
     t0 = time.perf_counter()
@@ -333,10 +333,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
         ops: Counter[str] = Counter()
         for r in mine:
             ops.update(r["ops"])
-        paper = PUBLISHED[name]
+        published, spread = PUBLISHED[name]
         lines.append(
             f"{name:8} {len(mine):>5} {statistics.mean(accs):>12.2f} {statistics.pstdev(accs):>6.2f} "
-            f"{paper[0]:>7.2f} +- {paper[1]:<4.2f} {(statistics.mean(taus) if taus else math.nan):>8.3f}  {dict(ops)}"
+            f"{published:>7.2f} +- {spread:<4.2f} {(statistics.mean(taus) if taus else math.nan):>8.3f}  {dict(ops)}"
         )
     return "\n".join(lines)
 

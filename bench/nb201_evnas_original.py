@@ -19,6 +19,7 @@ hour on one core at ``--size cpu``.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class OriginalSupernet(FitnessBackend):
             self.model.get_weights(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, float(cfg.evolution.generations), eta_min=o.lr_min
+            self.optimizer, cfg.evolution.generations, eta_min=o.lr_min
         )
         self.trainer = trainer  # evoray's data pipeline: the same batches as evoray's EvNAS
         self.clip = o.grad_clip
@@ -200,7 +201,7 @@ def main() -> None:
         if (g + 1) % args.every and g + 1 != total:
             return
         tau = kendall(backend.scores(cells, list(range(len(cells))), g), kendall_cells(), table)
-        best = max(individuals, key=lambda i: i.fitness)
+        best = max(individuals, key=lambda i: -math.inf if i.fitness is None else i.fitness)
         print(
             f"generation {g + 1}/{total}: best {stats['best']:.2f} mean {stats['mean']:.2f} tau {tau:+.3f} "
             f"test@12 {table[best.genotype][1]:.2f} {best.genotype} ({time.perf_counter() - start:.0f} s)",

@@ -99,7 +99,7 @@ def _jobs(
     """Timed training steps and evaluations of ``net``, warmed up (twice: cuDNN's autotuner tries its kernels on a
     GPU's first pass)."""
     is_evoray = isinstance(net, DartsSupernet)
-    params = list(net.weight_parameters()) if is_evoray else list(net.parameters())
+    params = list(net.weight_parameters()) if isinstance(net, DartsSupernet) else list(net.parameters())
     train = _train_step(net, params, x, y, precision)
     evaluate = _eval_step(net, x, inference=is_evoray, precision=precision)
     device = str(x.device)
