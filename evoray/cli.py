@@ -77,10 +77,16 @@ def require_config(cls: type, value: str | None) -> str | None:
     raise ConfigError(f"config file not found: {value}{choices}")
 
 
+def first_paragraph(doc: str | None) -> str:
+    """The first paragraph of a docstring on one line (a summary that wraps is kept whole)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def make_parser(
-    prog: str, description: str, default_config: str | None, resumable: bool = True
+    prog: str, doc: str | None, default_config: str | None, resumable: bool = True
 ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    """The parser of a command whose module docstring is ``doc``: its first paragraph is the description."""
+    parser = argparse.ArgumentParser(prog=prog, description=first_paragraph(doc))
     add_config_args(parser, default_config)
     parser.add_argument("--out", type=Path, default=None, help="the run directory (default: runs/<command>/<name>)")
     parser.add_argument("--json", action="store_true", help="make the last line of stdout one JSON object")

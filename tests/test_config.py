@@ -198,6 +198,23 @@ def test_cli_args(tmp_path: Path) -> None:
     assert parser.parse_args([]).overrides is None  # no state shared between parses
 
 
+@pytest.mark.parametrize("command", ["evolve", "search", "train", "ensemble"])
+def test_help_describes_each_command_in_its_whole_first_paragraph(command: str) -> None:
+    """``--help`` gives the first paragraph of the command's docstring, not its first line cut mid-sentence."""
+    import importlib
+    import io
+    from contextlib import redirect_stdout
+
+    module = importlib.import_module(f"evoray.commands.{command}")
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(out.getvalue().split())
+    summary = " ".join(module.__doc__.split("\n\n")[0].split())
+    assert summary.endswith(".") and summary in text
+
+
 @dataclass(frozen=True)
 class Inner:
     width: int = 8
@@ -321,3 +338,56 @@ def test_seeds_are_in_range(key: str) -> None:
         with pytest.raises(ConfigError) as info:
             load_config(cls, overrides=[f"{name}={wrap(bad)}"])
         assert str(info.value) == f"config key {where!r} = {bad} is out of range [0, {SEED_MAX}]"
+
+
+def _readme_command_lines() -> list[tuple[str, list[str]]]:
+    """Every ``python -m evoray.<command> ...`` line of the README's code blocks (a comment after ``#`` dropped),
+    as (command, argv)."""
+    import shlex
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    out, in_code = [], False
+    for line in readme.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code and line.startswith("python -m evoray."):
+            words = shlex.split(line, comments=True)
+            out.append((words[2].removeprefix("evoray."), words[3:]))
+    return out
+
+
+README_LINES = _readme_command_lines()
+
+
+def test_the_readme_shows_command_lines_of_every_configurable_command() -> None:
+    assert {"evolve", "search", "train", "ensemble"} <= {command for command, _ in README_LINES}
+
+
+@pytest.mark.parametrize(
+    "command,argv", [(c, a) for c, a in README_LINES if c != "dashboard"], ids=lambda v: str(v)[:60]
+)
+def test_readme_command_lines_name_configs_and_keys_that_exist(command: str, argv: list[str]) -> None:
+    """The README's example command lines: every ``--config`` names a shipped config or spec, every ``--set`` a key
+    of that command's config with a valid value (checked as the command loads it; nothing runs)."""
+    from evoray.cli import default_config_path, load_from_args, make_parser
+    from evoray.commands.ensemble import spec_path
+    from evoray.ensemble.config import EnsembleConfig
+    from evoray.evolution.config import EvolveConfig
+    from evoray.searchers.experiment import ExperimentConfig
+    from evoray.training import TrainConfig
+
+    if "--resume" in argv:
+        pytest.skip("a resume reads the run's saved config")
+    classes = {"evolve": EvolveConfig, "search": ExperimentConfig, "train": TrainConfig, "ensemble": EnsembleConfig}
+    defaults = {
+        "evolve": default_config_path("evolve-default.yaml"),
+        "search": default_config_path("search-default.yaml"),
+        "train": default_config_path("train-default.yaml"),
+        "ensemble": spec_path("default"),
+    }
+    parser = make_parser(f"python -m evoray.{command}", None, defaults[command])
+    args, _ = parser.parse_known_args(argv)  # the commands' own extra flags (--address, --genotype) are theirs
+    if command == "ensemble":
+        args.config = spec_path(args.config)
+    load_from_args(classes[command], args)

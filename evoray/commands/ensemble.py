@@ -90,7 +90,7 @@ def ensemble(
 
 def _main(argv: Sequence[str] | None) -> int:
     default = spec_path("default")
-    parser = make_parser("python -m evoray.ensemble", __doc__.splitlines()[0], default)
+    parser = make_parser("python -m evoray.ensemble", __doc__, default)
     parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
     args = parser.parse_args(argv)
     args.config = spec_path(args.config)

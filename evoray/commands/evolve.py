@@ -72,7 +72,7 @@ def _backend(cfg: EvolveConfig) -> FitnessBackend:
 
 def _main(argv: Sequence[str] | None) -> int:
     default = default_config_path(DEFAULT)
-    parser = make_parser("python -m evoray.evolve", __doc__.splitlines()[0], default)
+    parser = make_parser("python -m evoray.evolve", __doc__, default)
     parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
     args = parser.parse_args(argv)
     log = log_to(args.json)

@@ -46,7 +46,7 @@ def search(
 
 def _main(argv: Sequence[str] | None) -> int:
     default = default_config_path(DEFAULT)
-    parser = make_parser("python -m evoray.search", __doc__.splitlines()[0], default)
+    parser = make_parser("python -m evoray.search", __doc__, default)
     parser.add_argument("--address", default=None, help="join a Ray cluster (auto, host:port, ray://...)")
     args = parser.parse_args(argv)
     log = log_to(args.json)

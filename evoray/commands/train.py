@@ -86,7 +86,7 @@ def profile(cfg: TrainConfig, out: Path | None, overwrite: bool, log: Callable[[
 
 def _main(argv: Sequence[str] | None) -> int:
     default = default_config_path(DEFAULT)
-    parser = make_parser("python -m evoray.train", __doc__.splitlines()[0], default)
+    parser = make_parser("python -m evoray.train", __doc__, default)
     parser.add_argument("--genotype", help="published name, .json file or genotype string (sets model.genotype)")
     parser.add_argument("--profile", action="store_true", help="report params, FLOPs and latency without training")
     args = parser.parse_args(argv)
