@@ -308,3 +308,37 @@ def test_a_resume_draws_members_from_the_run_picked_at_the_first_start(tmp_path)
     gone = r"members\.latest_run: the run .* is gone"
     with pytest.raises(ConfigError, match=gone), RunDir.open("ensemble", out, "ens", resume=True) as run:
         run_ensemble(cfg, run, executor, QUIET)
+
+
+def test_the_run_picks_committees_by_validation_logits_never_by_test_logits(tmp_path) -> None:
+    """Through the whole run: member m1 is the best on the validation split, m0 on the test split; every committee
+    of one member (each combiner) takes m1, so does the report's headline best member, and the test split shows only
+    where the report says so (the best member on test: m0). Made-up logits stand in for training."""
+    labels = np.arange(8) % 10
+    right = np.eye(10, dtype=np.float32)[labels] * 5.0  # confident and correct
+    wrong = np.roll(right, 1, axis=1)  # confident and wrong
+
+    def executor(cfg, specs, log, on_result) -> list[MemberLogits]:
+        out = []
+        for i, spec in enumerate(specs):
+            valid = right if i == 1 else wrong
+            test = right if i == 0 else wrong
+            info = {"kind": spec.kind, "genotype": spec.genotype, "origin": spec.origin}
+            out.append(MemberLogits(spec.name, valid, labels, test, labels, {}, info))
+            on_result(i, out[-1])
+        return out
+
+    combiners = ["logit_sum", "prob_mean", "vote", "caruana", "forward_select"]
+    cfg = tiny(
+        "members.published=[DARTS_V2,GDAS_V1,EvNAS_A]",
+        "committees=[" + ",".join(f"{{combiner: {c}, size: 1}}" for c in combiners) + "]",
+        "shift.corruptions=[]",
+    )
+    with RunDir.open("ensemble", tmp_path / "ens", "ens") as run:
+        run_ensemble(cfg, run, executor, QUIET)
+    report = json.loads((tmp_path / "ens" / "report.json").read_text())
+    names = [m["name"] for m in report["members"]]
+    assert len(names) == 3
+    assert [c["picks"] for c in report["committees"]] == [[names[1]]] * len(combiners)
+    assert report["summary"]["best_member"]["name"] == names[1]
+    assert report["summary"]["best_member_on_test"]["name"] == names[0]

@@ -126,6 +126,19 @@ def test_a_locked_directory_is_refused_and_the_lock_goes_with_the_process(tmp_pa
     RunDir.open("train", tmp_path / "r", "x", resume=True).release()
 
 
+def test_a_new_run_is_refused_while_another_holds_the_directory_before_its_manifest(tmp_path) -> None:
+    """The window the manifest check cannot see: the first run holds the lock but has written nothing yet. A second
+    new run into the same --out (with or without --overwrite) is refused by the lock and leaves the directory."""
+    with RunDir.open("evolve", tmp_path / "r", "x") as first:
+        assert not (tmp_path / "r" / "run.json").exists()
+        for overwrite in (False, True):
+            with pytest.raises(ConfigError, match="in use by another run"):
+                RunDir.open("evolve", tmp_path / "r", "x", overwrite=overwrite)
+        assert (tmp_path / "r").is_dir()
+        first.start({"a": 1}, 0)
+    assert (tmp_path / "r" / "run.json").is_file()
+
+
 def test_default_names_never_collide(tmp_path) -> None:
     first = RunDir.open("train", None, "same", root=tmp_path)
     first.start({}, 0)
