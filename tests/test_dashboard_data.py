@@ -156,14 +156,17 @@ def test_pareto_front_and_genealogy() -> None:
         {"generation": 0, "id": 0, "parents": [], "origin": "random", "fitness": 1.0},
         {"generation": 0, "id": 1, "parents": [], "origin": "random", "fitness": 2.0},
         {"generation": 0, "id": 2, "parents": [], "origin": "random", "fitness": 0.5},
-        {"generation": 1, "id": 3, "parents": [1], "origin": "elite", "fitness": 2.0},
+        {"generation": 1, "id": 3, "parents": [1, 2], "origin": "crossover", "fitness": 2.0},
         {"generation": 1, "id": 4, "parents": [0, 1], "origin": "crossover", "fitness": 2.5},
         {"generation": 2, "id": 5, "parents": [4, 3], "origin": "crossover", "fitness": 3.0},
     ]
-    assert [r["id"] for r in ancestry(rows, 5)] == [0, 1, 3, 4, 5]
+    assert [r["id"] for r in ancestry(rows, 5)] == [0, 1, 2, 3, 4, 5]
     assert [r["id"] for r in lineage(rows, 5)] == [5, 4, 0]
+    family, total = drawn_family(rows, 5, limit=6)  # within the limit: the whole ancestry
+    assert total == 6 and [r["id"] for r in family] == [0, 1, 2, 3, 4, 5]
+    # over it: the first-parent line (5, 4, 0) and its members' parents (3; 1); 2, a parent of 3 only, is left out
     family, total = drawn_family(rows, 5, limit=3)
-    assert total == 5 and [r["id"] for r in family] == [0, 1, 3, 4, 5]
+    assert total == 6 and [r["id"] for r in family] == [0, 1, 3, 4, 5]
 
 
 def _tune_trial(folder, epochs: int, rows: list[dict]) -> None:

@@ -110,8 +110,11 @@ def test_fresh_process_and_sigkill_resume_give_the_same_archive(tmp_path) -> Non
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert pd.read_parquet(killed / "archive.parquet").generation.max() < 3, "killed too late to test resume"
+    done = json.loads((killed / "checkpoints" / "last.json").read_text())["generation"]  # its last whole generation
     proc = subprocess.run(_cli("--resume", str(killed)), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    # it continued from its checkpoint (a run that started over would give the same archive)
+    assert f"resuming {killed} at generation {done + 1}" in proc.stdout, proc.stdout
     pd.testing.assert_frame_equal(_archive(ref), _archive(killed))
 
 

@@ -149,10 +149,12 @@ def test_default_names_never_collide(tmp_path) -> None:
 
 
 def test_a_run_refused_for_its_input_leaves_no_directory(tmp_path) -> None:
+    bad_genotype = tiny_train("model.genotype=NOPE")
+    missing_data = tiny_train("data.dataset=npz", "data.root=/no/file.npz")  # both load; the runs refuse them
     with pytest.raises(ConfigError, match="unknown published genotype"):
-        train(tiny_train("model.genotype=NOPE"), tmp_path / "t", log=QUIET)
-    with pytest.raises(ConfigError):
-        train(tiny_train("data.dataset=npz", "data.root=/no/file.npz"), tmp_path / "u", log=QUIET)
+        train(bad_genotype, tmp_path / "t", log=QUIET)
+    with pytest.raises(ConfigError, match=r"npz file '/no/file\.npz' does not exist"):
+        train(missing_data, tmp_path / "u", log=QUIET)
     assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()
 
 
@@ -225,6 +227,8 @@ def test_train_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path) -> N
     assert done < 3, "killed too late to test resume"
     proc = subprocess.run(_cli("train", "--resume", str(killed), "--json"), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    # it continued after its checkpoint's epoch (a run that started over would give the same history)
+    assert f"resuming {killed} after epoch {done + 1}" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     resumed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (resumed["test_top1"], resumed["test_loss"]) == (ref["test_top1"], ref["test_loss"])
     history = json.loads((killed / "history.json").read_text())

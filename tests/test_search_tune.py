@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from evoray.commands.search import main, search
 from evoray.config import config_from_dict
@@ -49,7 +50,9 @@ def test_search_trials_checkpoints_and_population(tmp_path, ray_session) -> None
     assert all(t["status"] in ("done", "stopped") and t["genotype"] for t in trials)
     experiment = Path(result["experiment"])
     assert experiment == (pop / "tune").resolve()  # everything the run writes is under its directory
-    for trial_dir in [d for d in experiment.iterdir() if d.is_dir() and d.name.startswith(("darts", "xnas"))]:
+    trial_dirs = [d for d in experiment.iterdir() if d.is_dir() and d.name.startswith(("darts", "xnas"))]
+    assert len(trial_dirs) == 2, trial_dirs
+    for trial_dir in trial_dirs:
         assert list(trial_dir.glob("checkpoint_*/searcher.pt")), f"{trial_dir} has no checkpoint"
         assert list(trial_dir.glob("events.out.tfevents*")), f"{trial_dir} has no TensorBoard log"
         rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
@@ -72,8 +75,14 @@ def test_search_trials_checkpoints_and_population(tmp_path, ray_session) -> None
     assert len(seeded) == 2
     fittest = max(archive, key=lambda r: r["fitness"])
     np.testing.assert_array_equal(seeded[0]["normal"], row_alphas(fittest)["normal"])
-    assert DartsSupernet  # the alphas fit the supernet's shapes
-    assert seeded[0]["normal"].shape == get_space("darts").alpha_shape("normal")
+    # the seeded alphas fit a supernet of the space; given a DARTS trial's archived alphas, it derives the genotype
+    # the trial archived
+    net = DartsSupernet(get_space("darts"), C=4, layers=3)
+    assert {ct: a.shape for ct, a in seeded[0].items()} == {ct: a.shape for ct, a in net.alphas.items()}
+    darts_row = next(r for r in archive if r["origin"].startswith("search:darts"))
+    for ct, alpha in row_alphas(darts_row).items():
+        net.alphas[ct].data = torch.from_numpy(np.asarray(alpha, dtype=np.float32))
+    assert format_genotype(net.genotype()) == darts_row["genotype"]
 
 
 def _cli(*args: str) -> list[str]:

@@ -106,6 +106,31 @@ def test_ga_child_is_crossover_then_mutation_of_its_parents() -> None:
             assert ((rows == p1.alphas[ct]).all(1) | (rows == p2.alphas[ct]).all(1)).all()
 
 
+@pytest.mark.parametrize("rate", [0.3, 1.0])
+def test_ga_child_rows_are_its_parents_or_fresh_at_the_mutation_rate(rate: float) -> None:
+    """After the crossover, each row is reset to a fresh U(0, 1) row with probability ``mutation_rate``: every row of
+    a child is its parents' row at that position or a fresh one (equal to neither), and the fresh share is the rate
+    (binomial bounds over the population's rows)."""
+    space = get_space("darts")
+    ga = GeneticAlgorithm(_cfg(population=40, mutation_rate=rate), space, np.random.default_rng(5))
+    _, gen0, _ = run_generation(ga, AlphaSum())
+    by_id = {i.id: i for i in gen0}
+    fresh = total = 0
+    for child in ga.population():
+        if child.origin == "elite":
+            continue
+        parents = [by_id[p] for p in child.parents]
+        for ct, rows in child.alphas.items():
+            inherited = np.zeros(len(rows), dtype=bool)
+            for parent in parents:
+                inherited |= (rows == parent.alphas[ct]).all(1)
+            assert ((rows >= 0) & (rows < 1)).all()
+            fresh += int((~inherited).sum())
+            total += len(rows)
+    sd = (total * rate * (1 - rate)) ** 0.5
+    assert abs(fresh - rate * total) <= 4 * sd + 1e-9, (fresh, total)
+
+
 def test_ga_without_crossover_copies_parent_one() -> None:
     ga = GeneticAlgorithm(_cfg(crossover_prob=0.0, mutation_rate=0.0), get_space("nb201"), np.random.default_rng(1))
     _, gen0, _ = run_generation(ga, AlphaSum())

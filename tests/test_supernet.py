@@ -185,6 +185,21 @@ def test_gdas_weights_are_one_hot_forward_and_soft_backward() -> None:
     for e, (k,) in enumerate(ew.active):
         hot[e, k] = 1.0
     torch.testing.assert_close(ew.weights.detach(), hot, atol=1e-6, rtol=0)
+    # backward: the straight-through gradient of sum(c * w) is that of the soft sample p = softmax((log_softmax(a) +
+    # g) / tau), worked out by hand: p * (c - <p, c>) / tau per edge; and the hard sample is p's argmax
+    from evoray.nn.weighting import WeightingContext, gumbel_hard_weights
+
+    alpha = torch.randn(14, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    tau, c = 0.7, torch.randn(14, 8, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    ew = gumbel_hard_weights(alpha, WeightingContext(space, "normal", tau))
+    torch.manual_seed(3)  # the same Gumbel draw: -log of Exponential(1) samples
+    g = -torch.empty(14, 8).exponential_().log()
+    p = F.softmax((F.log_softmax(alpha.detach(), dim=-1) + g) / tau, dim=-1)
+    assert ew.active == [[int(k)] for k in p.argmax(-1)]
+    (grad,) = torch.autograd.grad((ew.weights * c).sum(), alpha)
+    torch.testing.assert_close(grad, p * (c - (p * c).sum(-1, keepdim=True)) / tau, atol=1e-6, rtol=1e-5)
+    assert grad.abs().sum() > 0
 
 
 def test_softmax_mode_runs_every_op_but_none() -> None:
@@ -246,10 +261,25 @@ def test_expert_mode_skips_wiped_experts() -> None:
 
 def test_pool_bn_keeps_per_edge_running_statistics() -> None:
     net = DartsSupernet(get_space("darts"), C=4, layers=3, weighting="gumbel-hard")
+    torch.manual_seed(0)
+    weights = net.edge_weights()
     before = {n: b.clone() for n, b in net.named_buffers() if "running_mean" in n}
-    net(torch.randn(4, 3, 8, 8))
-    changed = [n for n, b in net.named_buffers() if "running_mean" in n and not torch.equal(before[n], b)]
-    assert changed  # sampled ops updated their own statistics
+    net(torch.randn(4, 3, 8, 8), weights)
+    # each edge's rows of a pool's BatchNorm move exactly when that edge sampled that pool
+    seen = Counter()
+    for ci, cell in enumerate(net.cells):
+        ew = weights[cell.cell_type]
+        assert ew.active is not None
+        for gi, group in enumerate(cell.groups):
+            for name in ("max_pool_3x3", "avg_pool_3x3"):
+                key = f"cells.{ci}.groups.{gi}.ops.{name}.bn.running_mean"
+                now, old, C = dict(net.named_buffers())[key], before[key], group.C
+                for s, col in zip(group.members[name], group.cols[name], strict=True):
+                    sampled = col in ew.active[group.edge_ids[s]]
+                    moved = not torch.equal(now[s * C : (s + 1) * C], old[s * C : (s + 1) * C])
+                    assert moved == sampled, (key, s)
+                    seen[sampled] += 1
+    assert seen[True] > 0 and seen[False] > 0
     net.eval()
     with torch.no_grad():
         out = net(torch.randn(4, 3, 8, 8))
