@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+_THREADS = torch.get_num_threads()  # the process's torch threads before any test
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
+def _seed_and_threads() -> Iterator[None]:
+    """Every test starts from seed 0 and leaves torch's thread count as it found it (a run applies its
+    ``runtime.threads`` to the process, which would otherwise carry over into the tests after it)."""
     torch.manual_seed(0)
+    yield
+    if torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)
 
 
 def shared_file(name: str) -> Path:

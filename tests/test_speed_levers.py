@@ -18,8 +18,9 @@ from evoray.config import config_from_dict
 from evoray.nn import grouped, ops
 from evoray.nn.grouped import tile_channels
 from evoray.nn.ops import AvgPool3x3, _BoxAverage, depthwise_conv, max_pool3x3
-from evoray.nn.supernet import DartsSupernet, NB201Supernet, SearchCell, Supernet
+from evoray.nn.supernet import DartsSupernet, EdgeGroup, NB201Supernet, SearchCell, Supernet
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, path_weights, random_path
+from evoray.runtime import torch_threads
 from evoray.searchers import SEARCHERS, SearchConfig
 from evoray.spaces import SPACES, get_space
 from evoray.spaces.derive import random_genotype
@@ -98,8 +99,6 @@ def test_small_channels_last_batch_norm_equals_batch_norm(C: int, momentum: floa
     """A grouped op's BatchNorm on a channels-last map of fewer than 16 channels (the matrix form, on 2 threads) gives
     ``nn.BatchNorm2d``'s outputs, input gradients and running statistics, step after step, for one edge and for a
     subset of a group's edges; 16 channels take PyTorch's kernel."""
-    from evoray.runtime import torch_threads
-
     torch.manual_seed(0)
     ref = torch.nn.BatchNorm2d(3 * C, affine=False, momentum=momentum)
     ours = copy.deepcopy(ref)
@@ -250,31 +249,46 @@ def test_cell_outputs_stay_channels_last(space_name: str, mode: str) -> None:
     assert "SearchCell" in seen
 
 
+@pytest.mark.parametrize("mode", ["softmax", "gumbel-hard"])
 @pytest.mark.parametrize("space_name", SPACES.names())
-def test_batchnorm_folded_into_the_convolution_in_evaluation(space_name: str, monkeypatch) -> None:
-    """Evaluation with each op's BatchNorm folded into its convolution equals convolution then BatchNorm."""
-    net = _supernet(space_name, "softmax")
+def test_batchnorm_folded_into_the_convolution_in_evaluation(space_name: str, mode: str, monkeypatch) -> None:
+    """Evaluation with each op's BatchNorm folded into its convolution equals convolution then BatchNorm; under
+    gumbel-hard the folds take the running statistics of a subset of a group's edges (their rows)."""
+    net = _supernet(space_name, mode)
     x = torch.randn(4, 3, 8, 8)
     net.train()
     for _ in range(3):  # running statistics away from their initial values
         net(x)
     net.eval()
-    calls = []
+    seeds = range(3, 4) if mode == "softmax" else range(3, 11)  # the same draws for the noise op and the paths
+    calls: list[list[int] | None] = []  # the slots of every folded convolution
     real = grouped.conv_bn
-    monkeypatch.setattr(grouped, "conv_bn", lambda *a, **k: calls.append(1) or real(*a, **k))
-    torch.manual_seed(3)  # the same draws for the noise op
-    with torch.inference_mode():
-        folded = net(x)
+    monkeypatch.setattr(grouped, "conv_bn", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    folded = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            folded.append(net(x))
     assert calls  # the folded path ran
+    folding = (grouped.GroupSepConv, grouped.GroupDilConv, grouped.GroupReLUConvBN)
+    shared = any(
+        len(g.members[name]) > 1 and isinstance(op, folding)
+        for g in net.modules()
+        if isinstance(g, EdgeGroup)
+        for name, op in g.ops.items()
+    )
+    if mode == "gumbel-hard" and shared:  # where edges share an op's tensors, some folds read rows past the first
+        assert any(slots is not None and slots != list(range(len(slots))) for slots in calls), calls
 
     def unfolded(x, weight, bias, bn, slots, C, **conv):  # type: ignore[no-untyped-def]
         return grouped.stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)
 
     monkeypatch.setattr(grouped, "conv_bn", unfolded)
-    torch.manual_seed(3)
-    with torch.inference_mode():
-        plain = net(x)
-    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
+    for seed, out in zip(seeds, folded, strict=True):
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            plain = net(x)
+        torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-5)
 
 
 def _written_out(weights: dict[str, EdgeWeights]) -> dict[str, EdgeWeights]:
@@ -380,13 +394,20 @@ def test_shared_pool_keeps_each_edges_batchnorm_statistics(slots: list[int] | No
             assert torch.equal(pool.bn.running_var[rows], before[1][rows])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("slots", [None, [1], [0, 2]])
 @pytest.mark.parametrize("C", [2, 8])
-def test_stacked_batchnorm_equals_each_edges_batchnorm(C: int, slots: list[int] | None, momentum):
+def test_stacked_batchnorm_equals_each_edges_batchnorm(C: int, slots: list[int] | None, momentum, threads: int):
     """The per-edge BatchNorms of a grouped op (``stacked_bn``): output, input gradient and every requested edge's
     running statistics (its momentum or, with momentum None, the cumulative average of BatchNorm recalibration) equal
-    those of that edge's own ``BatchNorm2d``."""
+    those of that edge's own ``BatchNorm2d``; on 2 threads a map of under 16 channels goes through the matrix
+    BatchNorm (``ops._MatrixBatchNorm``), on 1 through PyTorch's."""
+    with torch_threads(threads):
+        _check_stacked_batchnorm(C, slots, momentum, threads)
+
+
+def _check_stacked_batchnorm(C: int, slots: list[int] | None, momentum: float | None, threads: int) -> None:
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(3 * C, affine=False, momentum=momentum).train()
     edges = [torch.nn.BatchNorm2d(C, affine=False, momentum=momentum).train() for _ in range(3)]
@@ -400,6 +421,7 @@ def test_stacked_batchnorm_equals_each_edges_batchnorm(C: int, slots: list[int] 
     for _ in range(3):
         x = (torch.randn(4, len(chosen) * C, 6, 6) * 3 + 1).contiguous(memory_format=torch.channels_last)
         x.requires_grad_(True)
+        assert ops._matrix_is_faster(x) == (threads > 1 and x.shape[1] < 16)
         out = grouped.stacked_bn(x, bn, slots, C)
         assert out.is_contiguous(memory_format=torch.channels_last)
         g = torch.randn_like(out)
