@@ -146,7 +146,14 @@ def test_snas_temperature_and_schedules_match_the_originals() -> None:
         cfg.supernet = SupernetConfig("darts", 4, 3, cfg.supernet.style)
         cfg.eval_batches = 1
         s = SEARCHERS.get(cfg.searcher)(cfg, CPU)
-        lrs = [s.train_epoch()["lr"] for _ in range(4)]
+        metrics = [s.train_epoch() for _ in range(4)]
+        lrs = [m["lr"] for m in metrics]
+        # the temperature each epoch trained at: SNAS' Temp_Scheduler steps before epoch e (1 - 0.97 (e + 1) / 150);
+        # AutoDL's GDAS sets tau_max - (tau_max - tau_min) e / (epochs - 1)
+        if cfg.searcher == "snas":
+            assert [m["tau"] for m in metrics] == pytest.approx([1 - 0.97 * (e + 1) / 150 for e in range(4)])
+        if cfg.searcher == "gdas":
+            assert [m["tau"] for m in metrics] == pytest.approx([10 - 9.9 * e / 3 for e in range(4)])
         o = cfg.optim
         old = _Pytorch03Cosine(o.lr, 4, o.lr_min)
         published = []
@@ -284,11 +291,36 @@ def test_rsps_trains_one_op_per_edge_and_picks_the_best_scored_candidate(space: 
 
 
 def test_rsps_path_runs_exactly_one_op_per_nb201_edge(monkeypatch) -> None:
+    """A training step runs, in every searching cell, exactly the sampled op on each edge (nothing for `none`)."""
+    from evoray.nn.supernet import SearchCell
+
     s = SEARCHERS.get("rsps")(tiny("rsps", "nb201"), CPU)
-    for _ in range(5):
-        path = s.sample_path()["cell"]
+    paths = []
+    real = s.sample_path
+    monkeypatch.setattr(s, "sample_path", lambda: paths.append(real()) or paths[-1])
+    ran: list[tuple[int, int, str]] = []  # (cell, edge, op) of every op evaluation
+    cells = [(c, cell) for c, cell in enumerate(s.net.cells) if isinstance(cell, SearchCell)]
+    for c, cell in cells:
+        for group in cell.groups:
+            for name, op in group.ops.items():
+
+                def hook(module, args, output, c=c, group=group, name=name):  # type: ignore[no-untyped-def]
+                    members = group.members[name]
+                    slots = args[1] if len(args) > 1 and args[1] is not None else range(len(members))
+                    ran.extend((c, group.edge_ids[members[i]], name) for i in slots)
+
+                op.register_forward_hook(hook)
+    s.data.train.set_epoch(0)
+    x, y = next(iter(s.data.train))
+    for _ in range(3):
+        ran.clear()
+        s.step(x, y, x, y)
+        path = paths[-1]["cell"]
         assert path.active is not None and all(len(a) == 1 for a in path.active)
-        assert (path.weights.sum(1) == 1).all()
+        space = s.space
+        sampled = [space.edge_ops("cell", e)[k] for e, (k,) in enumerate(path.active)]
+        want = sorted((c, e, op) for c, _ in cells for e, op in enumerate(sampled) if op != "none")
+        assert sorted(ran) == want
 
 
 def test_random_genotypes_are_uniform_over_the_space() -> None:

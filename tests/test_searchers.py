@@ -16,6 +16,7 @@ from evoray.config import config_from_dict
 from evoray.errors import ConfigError
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell
 from evoray.searchers import SEARCHERS, SearchConfig
+from evoray.searchers.base import lr_now
 from evoray.searchers.experiment import ExperimentConfig, expand
 from evoray.searchers.methods.darts import unrolled_arch_grad
 from evoray.searchers.methods.snas_resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
@@ -106,13 +107,54 @@ def test_second_order_gradient_matches_finite_differences(monkeypatch) -> None:
     assert min(naive_errors) > 10 * max(errors), "the check must tell the second order from the first"
 
 
-def test_darts_orders_step_the_alphas() -> None:
-    for order in (1, 2):
-        s = SEARCHERS.get("darts")(tiny("darts", darts={"order": order}), CPU)
-        before = [a.detach().clone() for a in s.net.arch_parameters()]
-        (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
+@pytest.mark.parametrize("order", [1, 2])
+def test_darts_orders_step_the_alphas(order: int, monkeypatch) -> None:
+    """Before the weights (DARTS' order), one Adam step of the alphas on: first order, the validation loss's gradient
+    at the current weights; second order, ``unrolled_arch_grad`` at the weight step's own rate, momentum and weight
+    decay with its momentum buffers (the gradient's value is the finite-difference test's)."""
+    import copy
+
+    from evoray.searchers.methods import darts
+
+    s = SEARCHERS.get("darts")(tiny("darts", darts={"order": order}), CPU)
+    (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
+    (x, y), (xv, yv) = s.to_device(x, y), s.to_device(xv, yv)
+    unrolled: list[dict] = []
+    real = darts.unrolled_arch_grad
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        grads = real(*args, **kwargs)
+        unrolled.append({"args": args, "grads": [g.detach().clone() for g in grads]})
+        return grads
+
+    monkeypatch.setattr(darts, "unrolled_arch_grad", spy)
+    for step in range(2):  # the second step unrolls with the first's momentum buffers
+        arch = s.net.arch_parameters()
+        before, adam_state = [a.detach().clone() for a in arch], copy.deepcopy(s.a_optimizer.state_dict())
+        expected = [g.detach() for g in torch.autograd.grad(F.cross_entropy(s.forward(xv), yv), arch)]
+        lr, o = lr_now(s), s.cfg.optim
+        unrolled.clear()
         s.step(x, y, xv, yv)
-        assert all((a != b).all() for a, b in zip(s.net.arch_parameters(), before))
+        if order == 2:
+            assert len(unrolled) == 1
+            xi, momentum, weight_decay, buffers = unrolled[0]["args"][4:8]
+            assert (xi, momentum, weight_decay) == (lr, o.momentum, o.weight_decay)
+            assert (len(buffers) > 0) == (step > 0)
+            assert not all(torch.equal(g, e) for g, e in zip(unrolled[0]["grads"], expected, strict=True))
+            expected = unrolled[0]["grads"]
+        else:
+            assert not unrolled
+        # Adam with the searcher's settings and state, from the alphas before the step, on the expected gradients
+        a = s.cfg.arch
+        replay = [torch.nn.Parameter(b.clone()) for b in before]
+        adam = torch.optim.Adam(replay, a.lr, betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
+        adam.load_state_dict(adam_state)
+        for p, g in zip(replay, expected, strict=True):
+            p.grad = g.clone()
+        adam.step()
+        for got, want, old in zip(s.net.arch_parameters(), replay, before, strict=True):
+            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-6, atol=1e-7)
+            assert not torch.equal(got.detach(), old)
 
 
 # -- GDAS -------------------------------------------------------------------------------------------------------
