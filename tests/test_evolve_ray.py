@@ -19,13 +19,25 @@ from tests.test_evolve import tiny
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_actors_match_in_process(tmp_path, ray_session) -> None:
+def test_actors_match_in_process(tmp_path, ray_session, monkeypatch) -> None:
+    from evoray.distributed import fleet
+
+    started: list[int] = []  # the actors each fleet started (the in-process run starts none)
+    original = fleet.SupernetFleet._start
+
+    def spy(self) -> None:  # type: ignore[no-untyped-def]
+        original(self)
+        started.append(len(self.placements()))
+
+    monkeypatch.setattr(fleet.SupernetFleet, "_start", spy)
     local = tmp_path / "local"
     evolve(tiny("distributed.batch_shards=2"), local, log=lambda _: None)
+    assert started == []
     one = tmp_path / "one"
     evolve(tiny("distributed.num_actors=1", "distributed.batch_shards=2"), one, log=lambda _: None)
     two = tmp_path / "two"
     evolve(tiny("distributed.num_actors=2", "distributed.batch_shards=2"), two, log=lambda _: None)
+    assert started == [1, 2]
     a, b, c = (pd.read_parquet(p / "archive.parquet") for p in (local, one, two))
     pd.testing.assert_frame_equal(a, b)  # one actor: bit-identical to in-process
     assert (a.genotype == c.genotype).all()

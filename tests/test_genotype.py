@@ -186,6 +186,18 @@ def test_derivation_uses_softmax_weights_not_raw_alphas() -> None:
     raw = derive_cell(space, "normal", alpha).nodes[0][0]
     soft = derive_cell(space, "normal", softmax(alpha)).nodes[0][0]
     assert raw == ("max_pool_3x3", 0) and soft == ("max_pool_3x3", 1)
+    # where evoray derives genotypes from alphas: a searcher's supernet and an EvNAS individual
+    import torch
+
+    from evoray.evolution.individual import genotype_of
+    from evoray.nn.supernet import DartsSupernet
+
+    net = DartsSupernet(space, C=4, layers=3)
+    with torch.no_grad():
+        net.alphas["normal"].copy_(torch.from_numpy(alpha))
+    assert net.genotype().normal.nodes[0][0] == ("max_pool_3x3", 1)
+    alphas = {"normal": alpha.astype(np.float32), "reduce": np.zeros((14, 8), np.float32)}
+    assert genotype_of(space, alphas).normal.nodes[0][0] == ("max_pool_3x3", 1)
 
 
 def test_one_hot_marks_exactly_the_genotype() -> None:

@@ -59,6 +59,11 @@ def test_ece_hand_computed() -> None:
     )
     perfect = torch.eye(3)
     assert expected_calibration_error(perfect, torch.arange(3)) == pytest.approx(0.0)
+    # confidences on the bin edges (4 bins): (lo, hi] puts 0.5, 0.75 and 1.0 each in its own bin, the top one
+    # included; [lo, hi) would drop 1.0 and give (0.5 + 0.75) / 3
+    edges = torch.tensor([[0.5, 0.5], [0.75, 0.25], [1.0, 0.0]])  # a tie predicts class 0
+    hand = (abs(1.0 - 0.5) + abs(0.0 - 0.75) + abs(0.0 - 1.0)) / 3
+    assert expected_calibration_error(edges, torch.tensor([0, 1, 1]), n_bins=4) == pytest.approx(hand, abs=1e-6)
 
 
 def test_average_meter() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,22 +86,32 @@ def test_same_seed_same_result_in_fresh_processes(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [
-        (["--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
-        (["--set", "data.dataset=mnist"], "mnist"),
-        (["--set", "runtime.precision=fp8"], "fp8"),
-        (["--genotype", "Genotype(normal=[('sep_conv_3x3', 0)"], "malformed genotype"),
-        (["--genotype", "NOT_A_NAME"], "DARTS_V2"),
-        (["--genotype", "|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "'nor_conv_9x9' is not allowed"),
-        (["--config", "configs/darts-cifar10.yaml", "--set", "data.root=/no/such/dir"], "/no/such/dir"),
-        (["--config", "/no/such/config.yaml"], "/no/such/config.yaml"),
+    [  # what was wrong, then what is valid
+        (["--set", "optim.lrr=0.1"], r"unknown config key 'optim\.lrr' .*; valid keys under optim: .*\blr\b"),
+        (["--set", "data.dataset=mnist"], r"'data\.dataset' = 'mnist' is not one of digits, cifar10"),
+        (["--set", "runtime.precision=fp8"], r"'runtime\.precision' = 'fp8' is not one of fp32, bf16, fp16"),
+        (["--genotype", "Genotype(normal=[('sep_conv_3x3', 0)"], r"malformed genotype .*not a Genotype\(name="),
+        (["--genotype", "NOT_A_NAME"], r"unknown published genotype 'NOT_A_NAME'; valid: DARTS_V1, DARTS_V2"),
+        (
+            ["--genotype", "|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"],
+            r"op 'nor_conv_9x9' is not allowed .*; valid: none, skip_connect, nor_conv_1x1",
+        ),
+        (
+            ["--config", "darts-cifar10", "--set", "data.root=/no/such/dir"],
+            r"not found under '/no/such/dir' .*set data\.root to its directory",
+        ),
+        (["--config", "/no/such/config.yaml"], r"/no/such/config\.yaml; valid: .*shipped config: darts-cifar10"),
     ],
 )
-def test_bad_input_is_one_line_error(args: list[str], message: str, capsys) -> None:
+def test_bad_input_is_one_line_error(args: list[str], message: str, capsys, tmp_path, monkeypatch) -> None:
+    """Each names what was wrong and what is valid, in one line, exit status 2, and writes nothing (no run
+    directory under the working directory's runs/)."""
+    monkeypatch.chdir(tmp_path)
     extra = ["--set", "model.network=nb201"] if args[-1].startswith("|") else []
     assert main([*args, *extra]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert err.startswith("error: ") and "\n" not in err and re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_nb201_genotype_needs_nb201_network() -> None:
