@@ -184,6 +184,17 @@ def _genotype_ops(genotype: str, cell: str) -> Counter[str]:
     return Counter(op for node in parse_genotype(genotype).cell(cell).nodes for op, _ in node if op != "none")
 
 
+def _traces(pg, graph: str) -> dict[str, dict[str, list]]:
+    """The named traces a page's Plotly figure draws (its ``_fullData``, decoded as drawn): name -> x and y."""
+    pg.locator(f"{graph} .js-plotly-plot .main-svg").first.wait_for()
+    data = pg.evaluate(
+        "sel => document.querySelector(sel + ' .js-plotly-plot')._fullData"
+        ".map(t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}))",
+        graph,
+    )
+    return {t["name"]: t for t in data if t["name"]}
+
+
 def test_runs_page_lists_every_run_and_the_unreadable_ones(page, runs_root, shots) -> None:
     page.goto("/")
     expected = list_runs(runs_root)
@@ -191,6 +202,12 @@ def test_runs_page_lists_every_run_and_the_unreadable_ones(page, runs_root, shot
     assert _rows(page, len(expected)).count() == len(expected) == 6
     for name in ("tiny-evolve", "tiny-search", "tiny-train", "tiny-ensemble"):
         assert page.get_by_role("link", name=name, exact=True).count() == 1
+    # each run's result column is the headline of its own run.json, rounded as shown
+    keys = {"evolve": "fitness", "search": "best_valid_acc", "train": "test_top1"}
+    for command, key in {**keys, "ensemble": "best_committee_accuracy"}.items():
+        manifest = json.loads((runs_root / command / f"tiny-{command}" / "run.json").read_text())
+        cell = page.locator(f'.ag-center-cols-container .ag-row[row-id="0/{command}/tiny-{command}"] [col-id=result]')
+        assert float(cell.inner_text()) == pytest.approx(round(manifest["result"][key], 3), abs=1e-9), command
     unreadable = page.locator("#runs-unreadable").inner_text()
     assert "bad/corrupt-archive" in unreadable and "not a readable Parquet file" in unreadable
     assert "bad/legacy" in unreadable and "older evoray" in unreadable
@@ -215,6 +232,13 @@ def test_evolve_page_shows_the_runs_best_and_its_cells(page, runs_root, shots) -
     for cell in ("normal", "reduce"):
         assert _cell_ops(page, "#evo-cells", cell) == _genotype_ops(best["genotype"], cell)
     assert page.locator("#evo-alphas .js-plotly-plot").count() == 2  # one heat map per cell type
+    # the fitness figure: per generation the best and the mean of that generation's individuals, from the archive
+    traces = _traces(page, "#evo-fitness")
+    gens = sorted({r["generation"] for r in archive})
+    scores = {g: [r["fitness"] for r in archive if r["generation"] == g] for g in gens}
+    assert traces["best"]["x"] == gens
+    assert traces["best"]["y"] == pytest.approx([max(scores[g]) for g in gens])
+    assert traces["mean"]["y"] == pytest.approx([sum(scores[g]) / len(scores[g]) for g in gens])
     assert "genealogy of individual" in page.locator("#evo-genealogy").inner_text()
     page.screenshot(path=str(shots / "evolve.png"), full_page=True)
 
@@ -266,7 +290,7 @@ def test_train_and_ensemble_pages_show_their_results(page, runs_root, shots) -> 
     page.screenshot(path=str(shots / "ensemble.png"), full_page=True)
 
 
-def test_compare_two_runs_ticked_on_the_runs_page(page, shots) -> None:
+def test_compare_two_runs_ticked_on_the_runs_page(page, runs_root, shots) -> None:
     page.goto("/")
     _rows(page, 6)
     for rid in ("0/evolve/tiny-evolve", "0/search/tiny-search"):
@@ -279,6 +303,20 @@ def test_compare_two_runs_ticked_on_the_runs_page(page, shots) -> None:
     page.locator("#cmp-curves .legendtext").first.wait_for()
     legend = [t or "" for t in page.locator("#cmp-curves .legendtext").all_text_contents()]
     assert any(t == "tiny-evolve" for t in legend) and any(t.startswith("tiny-search ") for t in legend)
+    # the curves are the runs' scores: the evolve run's best fitness per generation, each trial's validation accuracy
+    # per epoch as its result.json reports them
+    traces = _traces(page, "#cmp-curves")
+    archive = read_archive(runs_root / "evolve/tiny-evolve")
+    gens = sorted({r["generation"] for r in archive})
+    best = [max(r["fitness"] for r in archive if r["generation"] == g) for g in gens]
+    assert traces["tiny-evolve"]["x"] == gens and traces["tiny-evolve"]["y"] == pytest.approx(best)
+    trials = [d for d in (runs_root / "search/tiny-search/tune").iterdir() if (d / "result.json").is_file()]
+    assert len(trials) == 2
+    for trial in trials:
+        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        suffix = "#" + trial.name.rsplit("_", 1)[-1]
+        label = next(t for t in traces if t.startswith("tiny-search ") and t.endswith(suffix))
+        assert traces[label]["y"] == pytest.approx([r["valid_acc"] for r in rows])
     assert page.locator("#cmp-genotypes .column").count() == 2
     page.locator("#cmp-genotypes [data-cell=normal] .annotation-text", has_text=re.compile(r"\w")).first.wait_for()
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
