@@ -10,7 +10,7 @@ body of its ``search_func``; the batches are evoray's for the same seed (the pro
 validation half drawn as shuffled passes). Every 25 epochs it prints tau, the mean entropy of softmax(alpha), the
 mean |alpha|, the derived cell and that cell's NAS-Bench-201 12-epoch CIFAR-10 test accuracy; the last line is the
 found cell (the original reports its last epoch's). Compare with ``python bench/nb201.py --searchers gdas --seeds
-0``. One seed takes about 15 minutes on one core.
+0``. One seed takes about 15 minutes of one core at ``--size cpu``, about an hour at ``cpu3``.
 """
 
 from __future__ import annotations
