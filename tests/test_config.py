@@ -380,13 +380,13 @@ def test_readme_command_lines_name_configs_and_keys_that_exist(command: str, arg
     if "--resume" in argv:
         pytest.skip("a resume reads the run's saved config")
     classes = {"evolve": EvolveConfig, "search": ExperimentConfig, "train": TrainConfig, "ensemble": EnsembleConfig}
-    defaults = {
-        "evolve": default_config_path("evolve-default.yaml"),
-        "search": default_config_path("search-default.yaml"),
-        "train": default_config_path("train-default.yaml"),
-        "ensemble": spec_path("default"),
-    }
-    parser = make_parser(f"python -m evoray.{command}", None, defaults[command])
+    import importlib
+
+    if command == "ensemble":
+        default = spec_path("default")
+    else:  # the command's own embedded default
+        default = default_config_path(importlib.import_module(f"evoray.commands.{command}").DEFAULT)
+    parser = make_parser(f"python -m evoray.{command}", None, default)
     args, _ = parser.parse_known_args(argv)  # the commands' own extra flags (--address, --genotype) are theirs
     if command == "ensemble":
         args.config = spec_path(args.config)
