@@ -211,6 +211,7 @@ def test_help_describes_each_command_in_its_whole_first_paragraph(command: str) 
         module.main(["--help"])
     assert stop.value.code == 0
     text = " ".join(out.getvalue().split())
+    assert module.__doc__ is not None, f"evoray.commands.{command} has no docstring"
     summary = " ".join(module.__doc__.split("\n\n")[0].split())
     assert summary.endswith(".") and summary in text
 
@@ -327,9 +328,15 @@ def test_seeds_are_in_range(key: str) -> None:
     from evoray.evolution.config import EvolveConfig
     from evoray.searchers.config import SearchConfig
     from evoray.searchers.experiment import ExperimentConfig
+    from evoray.searchers.settings import SearchSettings
 
     kind, name = key.split(":")
-    cls = {"evolve": EvolveConfig, "search": SearchConfig, "experiment": ExperimentConfig}[kind]
+    classes: dict[str, type[EvolveConfig] | type[SearchSettings] | type[ExperimentConfig]] = {
+        "evolve": EvolveConfig,
+        "search": SearchConfig,
+        "experiment": ExperimentConfig,
+    }
+    cls = classes[kind]
     wrap = (lambda v: f"[0, {v}]") if name == "seeds" else str
     where = f"{name}[1]" if name == "seeds" else name
     assert SEED_MAX == 2**32 - 1

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def snapshot(runs_root) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def server(runs_root, live_root, snapshot) -> str:
+def server(runs_root, live_root, snapshot) -> Iterator[str]:
     """The dashboard over the runs, a live folder and a root that does not exist, in a thread on a free port."""
     from werkzeug.serving import make_server
 
@@ -381,7 +382,9 @@ def test_a_running_evolve_updates_its_page_without_a_reload(page, live_root, sho
         page.goto("/run?id=1/evolve/live")
         title = page.locator("#evo-population .gtitle", has_text=re.compile(r"generation \d+: \d+ individuals"))
         title.wait_for()
-        seen = int(re.search(r"generation (\d+):", title.text_content() or "").group(1))
+        found = re.search(r"generation (\d+):", title.text_content() or "")
+        assert found is not None, title.text_content()
+        seen = int(found.group(1))
         page.evaluate("window.__no_reload = true")
         page.wait_for_function(
             "g => { const t = document.querySelector('#evo-population .gtitle');"

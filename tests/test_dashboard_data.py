@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,7 @@ def test_cell_layout_draws_every_edge_of_the_genotype_once_with_its_label_on_it(
             assert dst.x > src.x, "every edge points left to right"
             if e.op is None:
                 continue
+            assert e.label_at is not None, "a drawn op has a label"
             lx, ly = e.label_at
             on_run = any(
                 y0 == y1 == ly and min(x0, x1) < lx < max(x0, x1) for (x0, y0), (x1, y1) in zip(e.points, e.points[1:])
@@ -124,11 +126,17 @@ def test_unreadable_runs_are_listed_with_their_reason_and_the_rest_serves(tmp_pa
     rows, problems = store.listing()
     assert problems == [f"runs root {str(tmp_path / 'no-such-root')!r} is not a directory"]
     by_name = {r.name: r for r in rows}
+
+    def problem(name: str) -> str:
+        text = by_name[name].problem
+        assert text is not None, name
+        return text
+
     assert by_name["good"].status == "done" and by_name["good"].problem is None
-    assert by_name["corrupt"].status == "unreadable" and "not a readable Parquet file" in by_name["corrupt"].problem
-    assert by_name["missing"].status == "unreadable" and "missing" in by_name["missing"].problem
-    assert by_name["legacy"].status == "unreadable" and "older evoray" in by_name["legacy"].problem
-    assert by_name["newer"].status == "unreadable" and "newer than this evoray" in by_name["newer"].problem
+    assert by_name["corrupt"].status == "unreadable" and "not a readable Parquet file" in problem("corrupt")
+    assert by_name["missing"].status == "unreadable" and "missing" in problem("missing")
+    assert by_name["legacy"].status == "unreadable" and "older evoray" in problem("legacy")
+    assert by_name["newer"].status == "unreadable" and "newer than this evoray" in problem("newer")
     best = json.loads((good / "best.json").read_text())
     assert by_name["good"].result == pytest.approx(best["fitness"])
     assert len(store.archive(store.open("0/evolve/good"))) == 6
@@ -225,7 +233,7 @@ def test_evolve_page_best_passes_over_failed_individuals(tmp_path) -> None:
     fitness is NaN (a failed evaluation) or missing never is."""
     from evoray.dashboard.pages.evolve import _Data, best_key
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"generation": 0, "id": 7, "fitness": float("nan")},
         {"generation": 0, "id": 8, "fitness": 91.0},
         {"generation": 0, "id": 9, "fitness": None},
@@ -385,8 +393,10 @@ def test_best_search_trial_is_chosen_on_the_held_out_split() -> None:
 
     trials = [trial("nan", float("nan"), "split"), trial("test", 97.0, "test"), trial("split", 80.0, "split"),
               trial("worse", 70.0, "split"), trial("none", None, "split")]  # fmt: skip
-    assert best_trial(trials).name == "split"
-    assert best_trial(trials[:2]).name == "nan"  # no trial scored on the split: the first
+    best = best_trial(trials)
+    assert best is not None and best.name == "split"
+    first = best_trial(trials[:2])
+    assert first is not None and first.name == "nan"  # no trial scored on the split: the first
     assert best_trial([]) is None
 
 

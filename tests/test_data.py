@@ -357,9 +357,9 @@ def _damaged_npz(tmp_path: Path, kind: str) -> Path:
         path.write_bytes(data[: len(data) // 2])
     elif kind == "corrupt":
         np.savez_compressed(path, images=np.arange(4 * 64, dtype=np.uint8).reshape(4, 8, 8), labels=labels)
-        data = bytearray(path.read_bytes())
-        data[100:140] = b"\x00" * 40
-        path.write_bytes(bytes(data))
+        damaged = bytearray(path.read_bytes())
+        damaged[100:140] = b"\x00" * 40
+        path.write_bytes(bytes(damaged))
     elif kind == "object-images":
         np.savez(path, images=np.array([images[0], "x"], dtype=object), labels=labels)
     elif kind == "object-labels":

@@ -3,6 +3,7 @@ tasks equal to in-process members, checkpoint and supernet members, one-line err
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -294,7 +295,7 @@ def test_a_resume_draws_members_from_the_run_picked_at_the_first_start(tmp_path)
 
     out = tmp_path / "ens"
     with pytest.raises(RuntimeError, match="killed"), RunDir.open("ensemble", out, "ens") as run:
-        run_ensemble(cfg, run, lambda *a: executor(*a, fail=True), QUIET)
+        run_ensemble(cfg, run, functools.partial(executor, fail=True), QUIET)
     assert asked == ["first-g0-i0"]
     _finished_search_run(runs / "search" / "newer", "2024-01-02T00:00:00", str(published_genotype("GDAS_V1")))
     lines: list[str] = []

@@ -323,7 +323,9 @@ def test_checkpoint_holds_the_gpu_rng_and_resumes_without_it(tmp_path) -> None:
 
     cfg = tiny("evolution.generations=1")
     result = evolve(cfg, tmp_path, log=lambda _: None)
-    state, tensors = load_checkpoint(tmp_path / "checkpoints")
+    loaded = load_checkpoint(tmp_path / "checkpoints")
+    assert loaded is not None
+    state, tensors = loaded
     assert "cuda_rng" in tensors and tensors["cuda_rng"] is None  # a CPU run: saved, empty
     del tensors["cuda_rng"]  # a checkpoint written before the key existed still resumes
     save_checkpoint(tmp_path / "checkpoints", state, tensors)
@@ -366,6 +368,7 @@ def test_random_ops_draw_the_same_numbers_however_the_shards_are_spread() -> Non
         trainer.compute_grads(x, y, weights, (0, 0))
     for p, a, b in zip(one.params, halves[0].params, halves[1].params, strict=True):
         if p.grad is not None:
+            assert a.grad is not None and b.grad is not None
             torch.testing.assert_close(p.grad, a.grad + b.grad, rtol=1e-4, atol=1e-6)
     scores = [t.fitness([alphas], 0, [7])[0] for t in (one, halves[1], one)]
     assert scores[0] == scores[1] == scores[2]

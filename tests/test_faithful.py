@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,12 +16,15 @@ import torch
 from evoray.config import config_from_dict, load_config
 from evoray.errors import ConfigError
 from evoray.nn import supernet as supernet_module
-from evoray.nn.grouped import SharedPool
+from evoray.nn.grouped import GroupSepConv, SharedPool
 from evoray.nn.ops import drop_path
-from evoray.nn.supernet import SupernetConfig, build_supernet
-from evoray.searchers import SEARCHERS, SearchConfig
+from evoray.nn.supernet import EdgeGroup, SearchCell, SupernetConfig, build_supernet
+from evoray.nn.weighting import EdgeWeights
+from evoray.searchers import SEARCHERS, SearchConfig, SearchSettings
 from evoray.searchers.experiment import ExperimentConfig, expand
+from evoray.searchers.methods.rsps import RSPS
 from evoray.searchers.methods.snas import SnasOptions, snas_tau
+from evoray.searchers.methods.xnas import XNAS, XnasOptions
 from evoray.spaces import get_space
 from evoray.spaces.derive import derive_cell, random_genotype
 
@@ -30,8 +34,8 @@ CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny(searcher: str, space: str = "darts", **sections: dict) -> object:
-    data = {
+def tiny(searcher: str, space: str = "darts", **sections: object) -> SearchSettings:
+    data: dict[str, Any] = {
         "searcher": searcher,
         "epochs": 3,
         "supernet": {"space": space, "init_channels": 4, "layers": 3 if space == "darts" else 1},
@@ -204,10 +208,14 @@ def test_gdas_keeps_decaying_ops_sampled_before(keep: bool) -> None:
     assert SEARCHERS.get("gdas").paper_defaults["darts"]["optim"]["keep_zero_grads"] is True
     s.net.tau = 0.1
     x, y = next(iter(s.data.train))
-    group = s.net.cells[0].groups[0]  # the edges leaving input 0 of the normal cells: one parameter tensor per op
+    cell = s.net.cells[0]
+    assert isinstance(cell, SearchCell)
+    group = cell.groups[0]  # the edges leaving input 0 of the normal cells: one parameter tensor per op
+    assert isinstance(group, EdgeGroup)
     _force(s, "normal", group.edge_ids, "sep_conv_3x3")
     s.weight_step(x, y)
     sep = group.ops["sep_conv_3x3"]
+    assert isinstance(sep, GroupSepConv)
     before = sep.pw1.detach().clone()
     _force(s, "normal", group.edge_ids, "dil_conv_3x3")  # now those edges run another op
     s.weight_step(x, y)
@@ -218,7 +226,11 @@ def test_clip_all_counts_the_alphas_gradients(monkeypatch) -> None:
     import evoray.searchers.base as base
 
     seen: list[int] = []
-    monkeypatch.setattr(base, "clip_gradient_tensors", lambda grads, norm: seen.append(len(grads)))
+
+    def count(grads: list[torch.Tensor], norm: float) -> None:
+        seen.append(len(grads))
+
+    monkeypatch.setattr(base, "clip_gradient_tensors", count)
     for clip_all in (False, True):  # the same seed: the same samples, the same weights with gradients
         s = SEARCHERS.get("gdas")(tiny("gdas", optim={"clip_all": clip_all}), CPU)
         x, y = next(iter(s.data.train))
@@ -238,10 +250,18 @@ def test_darts_on_nb201_is_autodls_baseline(monkeypatch) -> None:
     assert cfg.optim.nesterov and cfg.optim.clip_all and cfg.optim.weight_decay == 5e-4
     assert not cfg.optim.lr_step_at_start  # AutoDL's scheduler: epoch e at cosine(e)
     order: list[str] = []
+
+    def weight_step(*a: Any, **k: Any) -> tuple[float, int]:
+        order.append("weights")
+        return 0.0, 0
+
+    def arch_update(*a: Any, **k: Any) -> None:
+        order.append("arch")
+
     for darts_order, first in ((1, "weights"), (2, "arch")):
         s = SEARCHERS.get("darts")(tiny("darts", "nb201", darts={"order": darts_order}), CPU)
-        monkeypatch.setattr(s, "weight_step", lambda *a, **k: (order.append("weights"), (0.0, 0))[1])
-        monkeypatch.setattr(s, "arch_update", lambda *a, **k: order.append("arch"))
+        monkeypatch.setattr(s, "weight_step", weight_step)
+        monkeypatch.setattr(s, "arch_update", arch_update)
         x, y = next(iter(s.data.train))
         s.step(x, y, x, y)
         assert order[0] == first, darts_order  # DARTS-V1 steps the weights first; DARTS-V2 the alphas
@@ -261,6 +281,7 @@ def test_step_order_is_refused_for_single_level_searchers() -> None:
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 def test_rsps_trains_one_op_per_edge_and_picks_the_best_scored_candidate(space: str, monkeypatch) -> None:
     s = SEARCHERS.get("rsps")(tiny("rsps", space, rsps={"candidates": 5, "candidate_batch_size": 16}), CPU)
+    assert isinstance(s, RSPS)
     runs = record_ops(s.net, monkeypatch) if space == "darts" else None
     before = [w.detach().clone() for w in s.weights]
     alphas = [a.detach().clone() for a in s.net.arch_parameters()]
@@ -292,16 +313,21 @@ def test_rsps_trains_one_op_per_edge_and_picks_the_best_scored_candidate(space: 
 
 def test_rsps_path_runs_exactly_one_op_per_nb201_edge(monkeypatch) -> None:
     """A training step runs, in every searching cell, exactly the sampled op on each edge (nothing for `none`)."""
-    from evoray.nn.supernet import SearchCell
-
     s = SEARCHERS.get("rsps")(tiny("rsps", "nb201"), CPU)
-    paths = []
+    assert isinstance(s, RSPS)
+    paths: list[dict[str, EdgeWeights]] = []
     real = s.sample_path
-    monkeypatch.setattr(s, "sample_path", lambda: paths.append(real()) or paths[-1])
+
+    def recorded() -> dict[str, EdgeWeights]:
+        paths.append(real())
+        return paths[-1]
+
+    monkeypatch.setattr(s, "sample_path", recorded)
     ran: list[tuple[int, int, str]] = []  # (cell, edge, op) of every op evaluation
     cells = [(c, cell) for c, cell in enumerate(s.net.cells) if isinstance(cell, SearchCell)]
     for c, cell in cells:
         for group in cell.groups:
+            assert isinstance(group, EdgeGroup)
             for name, op in group.ops.items():
 
                 def hook(module, args, output, c=c, group=group, name=name):  # type: ignore[no-untyped-def]
@@ -350,7 +376,9 @@ def test_rsps_options_on_another_searcher_are_refused() -> None:
 def test_xnas_archai_preset_updates_per_example_without_clipping() -> None:
     exp = load_config(ExperimentConfig, ROOT / "configs" / "search-xnas-archai.yaml")
     (cfg,) = expand(exp)
-    assert (cfg.xnas.update, cfg.xnas.clip_rewards, cfg.xnas.reward_bound, cfg.xnas.edge_rank) == (
+    xnas = cfg.section("xnas")
+    assert isinstance(xnas, XnasOptions)
+    assert (xnas.update, xnas.clip_rewards, xnas.reward_bound, xnas.edge_rank) == (
         "example",
         False,
         1.0,
@@ -359,6 +387,7 @@ def test_xnas_archai_preset_updates_per_example_without_clipping() -> None:
     assert cfg.step_order == "arch_first" and cfg.optim.momentum == 0 and cfg.optim.weight_decay == 0
     assert cfg.optim.grad_clip == 1.0
     s = SEARCHERS.get("xnas")(tiny("xnas", xnas={"update": "example", "clip_rewards": False}), CPU)
+    assert isinstance(s, XNAS) and s.data.valid is not None
     steps = s.steps_per_epoch() * 3
     cells = {ct: sum(c.cell_type == ct for c in s.net.cells) for ct in ("normal", "reduce")}
     assert s.total == {ct: steps * 32 * n for ct, n in cells.items()}  # examples x epochs x cells of the type
@@ -369,6 +398,7 @@ def test_xnas_archai_preset_updates_per_example_without_clipping() -> None:
 
 def test_xnas_exp_edge_ranking_differs_from_softmax_on_a_hand_case() -> None:
     s = SEARCHERS.get("xnas")(tiny("xnas", xnas={"edge_rank": "exp"}), CPU)
+    assert isinstance(s, XNAS)
     with torch.no_grad():
         a = s.net.alphas["normal"]
         a.zero_()

@@ -8,7 +8,9 @@ from torch import nn
 
 from evoray.errors import ConfigError
 from evoray.nn.networks import (
+    AuxiliaryHeadCIFAR,
     EvalCell,
+    NB201Cell,
     NB201Network,
     NetworkCIFAR,
     NetworkImageNet,
@@ -55,13 +57,16 @@ def test_none_edges_build_nothing() -> None:
     a = NetworkCIFAR(16, 10, 8, False, published_genotype("SNAS_mild"))
     b = NetworkCIFAR(16, 10, 8, False, published_genotype("SNAS_mild_edge_all"))
     assert n_params(a) == n_params(b)
-    assert len(a.cells[0].ops) == len(b.cells[0].ops) == 8
+    cell_a, cell_b = a.cells[0], b.cells[0]
+    assert isinstance(cell_a, EvalCell) and isinstance(cell_b, EvalCell)
+    assert len(cell_a.ops) == len(cell_b.ops) == 8
 
 
 @pytest.mark.parametrize("name", published_names())
 def test_every_published_genotype_trains_a_small_cifar_network(name: str) -> None:
     torch.manual_seed(0)
     net = build_network(published_genotype(name), family="cifar", C=8, layers=5, num_classes=10, auxiliary=True)
+    assert isinstance(net, NetworkCIFAR)
     net.drop_path_prob = 0.2
     net.train()
     logits, aux = net(torch.randn(2, 3, 16, 16))
@@ -86,7 +91,7 @@ def test_auxiliary_head_keeps_the_original_arithmetic_on_8x8_maps() -> None:
     torch.manual_seed(0)
     net = NetworkCIFAR(8, 10, 5, True, published_genotype("DARTS_V2"))
     head = net.auxiliary_head
-    assert head is not None
+    assert isinstance(head, AuxiliaryHeadCIFAR)
     head.eval()
     x = torch.randn(2, head.conv1.in_channels, 8, 8)
     h = nn.functional.avg_pool2d(torch.relu(x), 5, 3, count_include_pad=False)  # the original's 2x2 map
@@ -187,7 +192,9 @@ def test_nb201_forward(arch: str) -> None:
 def test_nb201_none_edges_build_nothing() -> None:
     full = NB201Network(8, 1, parse_genotype(WITH_NONE.replace("none", "nor_conv_1x1")), 10)
     sparse = NB201Network(8, 1, parse_genotype(WITH_NONE), 10)
-    assert len(full.cells[0].ops) == 6 and len(sparse.cells[0].ops) == 4
+    cell_full, cell_sparse = full.cells[0], sparse.cells[0]
+    assert isinstance(cell_full, NB201Cell) and isinstance(cell_sparse, NB201Cell)
+    assert len(cell_full.ops) == 6 and len(cell_sparse.ops) == 4
     assert n_params(full) - n_params(sparse) == 2 * sum(relu_conv_bn(c, c, 1) for c in (8, 16, 32))
 
 

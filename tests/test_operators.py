@@ -64,7 +64,7 @@ def test_cx_uniform_rows_takes_exactly_the_replayed_rows(name: str, seed: int, p
     child = cx_uniform_rows(a, b, np.random.default_rng(seed), prob)
     replay = np.random.default_rng(seed)
     for ct in a:
-        from_a = replay.random(a[ct].shape[0]) < prob  # the draw the operator documents
+        from_a = replay.random((a[ct].shape[0],)) < prob  # the draw the operator documents
         got_a = child[ct][:, 0] > 0  # rows of parent a are positive
         np.testing.assert_array_equal(got_a, from_a, err_msg=f"{ct}: rows from parent a")
         expect = np.where(from_a[:, None], a[ct], b[ct])
@@ -77,8 +77,9 @@ def test_cx_uniform_rows_takes_exactly_the_replayed_rows(name: str, seed: int, p
 
 def test_cx_probability_extremes() -> None:
     a, b = _marked("darts", 1.0), _marked("darts", -1.0)
-    _assert_same(cx_uniform_rows(a, b, np.random.default_rng(0), prob=1.0), a)
-    _assert_same(cx_uniform_rows(a, b, np.random.default_rng(0), prob=0.0), b)
+    # prob positional: the registry types cx_uniform_rows as a Crossover, (a, b, rng, prob)
+    _assert_same(cx_uniform_rows(a, b, np.random.default_rng(0), 1.0), a)
+    _assert_same(cx_uniform_rows(a, b, np.random.default_rng(0), 0.0), b)
 
 
 # -- selection ------------------------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def test_mut_reset_rows_replays() -> None:
     out = mut_reset_rows(a, 0.3, np.random.default_rng(4))
     replay = np.random.default_rng(4)
     for ct in a:
-        reset = replay.random(a[ct].shape[0]) < 0.3
+        reset = replay.random((a[ct].shape[0],)) < 0.3
         fresh = replay.random(a[ct].shape, dtype=np.float32)
         np.testing.assert_array_equal(out[ct], np.where(reset[:, None], fresh, a[ct]))
         assert 0 < reset.sum() < len(reset)
@@ -206,7 +207,7 @@ def test_operators_accept_read_only_individual_alphas() -> None:
     for ind in (p1, p2):
         for v in ind.alphas.values():
             v.setflags(write=False)  # any in-place write by an operator would raise
-    child = cx_uniform_rows(p1.alphas, p2.alphas, rng)
+    child = cx_uniform_rows(p1.alphas, p2.alphas, rng, 0.5)  # registered as a Crossover: prob is positional
     for out in (mut_reset_rows(child, 0.5, rng), mut_one_edge(p1.alphas, space, rng)):
         assert all(v.flags.writeable and v.dtype == np.float32 for v in out.values())
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 import pytest
@@ -40,6 +40,12 @@ TRAIN_TINY = [
     "profile.warmup=0",
     "runtime.threads=1",
 ]
+
+
+class _OpenFlags(TypedDict, total=False):
+    """Keyword flags of ``RunDir.open``."""
+
+    resume: bool
 
 
 def digest(d: Path) -> dict[str, str]:
@@ -192,10 +198,14 @@ def test_a_checkpoint_killed_between_its_two_files_resumes_from_one_save(tmp_pat
     older = (folder / "last.json").read_bytes()
     save_checkpoint(folder, {"generation": 1}, {"w": torch.ones(3)})
     (folder / "last.json").write_bytes(older)  # the second save's JSON never written
-    state, tensors = load_checkpoint(folder)
+    loaded = load_checkpoint(folder)
+    assert loaded is not None
+    state, tensors = loaded
     assert state == {"generation": 1} and set(tensors) == {"w"} and torch.equal(tensors["w"], torch.ones(3))
     (folder / "last.json").unlink()  # killed within the first save
-    state, tensors = load_checkpoint(folder)
+    loaded = load_checkpoint(folder)
+    assert loaded is not None
+    state, tensors = loaded
     assert state == {"generation": 1} and torch.equal(tensors["w"], torch.ones(3))
 
 
@@ -399,7 +409,8 @@ def test_a_run_stopped_between_its_config_and_its_manifest_can_be_overwritten(tm
         with pytest.raises(KeyboardInterrupt), RunDir.open("train", out, "x") as run:
             run.start({"a": 1}, 0)
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
-    for flags in ({}, {"resume": True}):
+    every_flags: tuple[_OpenFlags, ...] = ({}, {"resume": True})
+    for flags in every_flags:
         with pytest.raises(ConfigError, match=r"stopped before it started.*--overwrite"):
             RunDir.open("train", out, "x", **flags)
     assert train_main(["--resume", str(out)]) == 2

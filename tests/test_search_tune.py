@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from evoray.spaces import format_genotype, get_space
 from evoray.spaces.derive import derive_genotype, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_BASE = {
+TINY_BASE: dict[str, Any] = {
     "epochs": 2,
     "supernet": {"space": "darts", "init_channels": 4, "layers": 3},
     "data": {"dataset": "digits", "batch_size": 32, "augment": False, "limit_train": 128},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,21 +15,22 @@ import torch.nn.functional as F
 
 from evoray.config import config_from_dict
 from evoray.errors import ConfigError
-from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell
-from evoray.searchers import SEARCHERS, SearchConfig
+from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell, Supernet
+from evoray.searchers import SEARCHERS, SearchConfig, SearchSettings
 from evoray.searchers.base import lr_now
 from evoray.searchers.experiment import ExperimentConfig, expand
 from evoray.searchers.methods.darts import unrolled_arch_grad
+from evoray.searchers.methods.snas import SNAS
 from evoray.searchers.methods.snas_resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
-from evoray.searchers.methods.xnas import theory_eta, wipeout
+from evoray.searchers.methods.xnas import XNAS, theory_eta, wipeout
 from evoray.searchers.results import best_trial, format_table, trial_summary
 from evoray.spaces import get_space
 
 CPU = torch.device("cpu")
 
 
-def tiny(searcher: str, **sections: dict) -> SearchConfig:
-    data = {
+def tiny(searcher: str, **sections: object) -> SearchSettings:
+    data: dict[str, Any] = {
         "searcher": searcher,
         "epochs": 3,
         "supernet": {"space": "darts", "init_channels": 4, "layers": 3},
@@ -117,6 +119,7 @@ def test_darts_orders_step_the_alphas(order: int, monkeypatch) -> None:
     from evoray.searchers.methods import darts
 
     s = SEARCHERS.get("darts")(tiny("darts", darts={"order": order}), CPU)
+    assert s.data.valid is not None and s.a_optimizer is not None
     (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
     (x, y), (xv, yv) = s.to_device(x, y), s.to_device(xv, yv)
     unrolled: list[dict] = []
@@ -160,7 +163,7 @@ def test_darts_orders_step_the_alphas(order: int, monkeypatch) -> None:
 # -- GDAS -------------------------------------------------------------------------------------------------------
 
 
-def record_ops(net: DartsSupernet, monkeypatch) -> dict[tuple[int, int], list[str]]:
+def record_ops(net: Supernet, monkeypatch) -> dict[tuple[int, int], list[str]]:
     """Instrument every op of ``net``: the returned dict fills with (cell, edge) -> names of the ops that ran."""
     runs: dict[tuple[int, int], list[str]] = {}
     for c, cell in enumerate(net.cells):
@@ -191,7 +194,10 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(monkeypatch) 
     edges = s.space.num_edges
     assert all(len(ops) == 1 for ops in runs.values())  # every edge ran exactly one op ...
     for c, cell in enumerate(s.net.cells):
-        chosen = [s.space.edge_ops(cell.cell_type, e)[k] for e, (k,) in enumerate(weights[cell.cell_type].active)]
+        assert isinstance(cell, SearchCell)
+        active = weights[cell.cell_type].active
+        assert active is not None
+        chosen = [s.space.edge_ops(cell.cell_type, e)[k] for e, (k,) in enumerate(active)]
         # ... its sampled op; a sampled `none` outputs zeros without running an op
         assert [runs[(c, e)][0] if (c, e) in runs else "none" for e in range(edges)] == chosen
     for ct, g in zip(s.net.alphas, grads, strict=True):  # straight-through: every logit of every edge ...
@@ -226,6 +232,7 @@ def test_xnas_wipeout_hand_case() -> None:
 
 def test_xnas_update_is_exponentiated_gradient_with_clipped_rewards() -> None:
     s = SEARCHERS.get("xnas")(tiny("xnas", xnas={"reward_bound": 0.05, "wipeout": False}), CPU)
+    assert isinstance(s, XNAS) and s.data.valid is not None
     xv, yv = next(iter(s.data.valid))
     before = {ct: a.detach().clone() for ct, a in s.net.alphas.items()}
     # dL/dw of the softmax mixing weights, computed independently
@@ -257,6 +264,7 @@ def test_xnas_alphas_carry_no_gradient_from_one_weight_step_to_the_next() -> Non
     """XNAS has no optimiser for its alphas: the gradient a weight step leaves on them must not add up over the steps
     (with ``optim.clip_all`` it would count in every later clipping norm)."""
     s = SEARCHERS.get("xnas")(tiny("xnas", optim={"clip_all": True}), CPU)
+    assert isinstance(s, XNAS) and s.data.valid is not None
     (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
     s.weight_step(x, y)
     first = {ct: a.grad.clone() for ct, a in s.net.alphas.items() if a.grad is not None}
@@ -334,6 +342,7 @@ def test_snas_penalty_equals_hand_computation() -> None:
 @pytest.mark.parametrize("log_form", [False, True])
 def test_snas_penalty_methods_give_the_alphas_gradients(method: str, log_form: bool) -> None:
     s = SEARCHERS.get("snas")(tiny("snas", snas={"penalty": method, "log_penalty": log_form}), CPU)
+    assert isinstance(s, SNAS)
     assert s.resource_lambda > 0
     weights = s.net.edge_weights()
     penalty = s.penalty({ct: w.weights for ct, w in weights.items()})
@@ -347,6 +356,7 @@ def test_snas_penalty_prefers_cheap_ops() -> None:
     s = SEARCHERS.get("snas")(
         tiny("snas", snas={"penalty": "discrete", "separation": "size", "resource_lambda": 1e-3}), CPU
     )
+    assert isinstance(s, SNAS) and s.a_optimizer is not None
     conv = [k for k, n in enumerate(s.space.edge_ops("normal", 0)) if "conv" in n]
     free = [k for k, n in enumerate(s.space.edge_ops("normal", 0)) if "pool" in n or n == "skip_connect"]
     for _ in range(20):
@@ -359,6 +369,7 @@ def test_snas_penalty_prefers_cheap_ops() -> None:
 
 def test_snas_pretrain_trains_weights_on_single_paths_and_leaves_the_alphas(monkeypatch) -> None:
     s = SEARCHERS.get("snas")(tiny("snas", epochs=3, snas={"pretrain_epochs": 1}), CPU)
+    assert isinstance(s, SNAS)
     alphas = [a.detach().clone() for a in s.net.arch_parameters()]
     weights = [w.detach().clone() for w in s.weights]
     runs = record_ops(s.net, monkeypatch)
@@ -386,7 +397,7 @@ def test_snas_pretrain_trains_weights_on_single_paths_and_leaves_the_alphas(monk
         tiny("snas", epochs=3, snas={"pretrain_epochs": 3})
 
 
-def _cells_of(net: DartsSupernet, cell_type: str) -> list[int]:
+def _cells_of(net: Supernet, cell_type: str) -> list[int]:
     return [c for c, cell in enumerate(net.cells) if isinstance(cell, SearchCell) and cell.cell_type == cell_type]
 
 
@@ -563,7 +574,10 @@ def test_trial_configs_layer_paper_defaults_under_the_user() -> None:
     assert all(t.optim.nesterov and t.optim.weight_decay == 5e-4 and t.optim.lr == 0.1 for t in gdas)
     assert all(t.data.train_portion == 0.5 for t in gdas)
     snas = [t for t in trials if t.searcher == "snas"]
-    assert all(t.arch.optimizer == "sgd" and t.snas.penalty == "discrete" and t.data.train_portion == 1.0 for t in snas)
+    assert all(
+        t.arch.optimizer == "sgd" and t.section("snas").penalty == "discrete" and t.data.train_portion == 1.0
+        for t in snas
+    )
     assert sorted({(t.seed, t.arch.lr) for t in snas}) == [(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]
 
 

@@ -10,7 +10,7 @@ import torch
 
 from evoray.errors import ConfigError
 from evoray.nn.networks import build_network
-from evoray.nn.supernet import DartsSupernet, NB201Supernet
+from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
 from evoray.spaces import SPACES, derive_genotype, get_space
 
 EXPECTED = {
@@ -58,7 +58,7 @@ def test_unknown_space_lists_valid_names() -> None:
         get_space("dartz")
 
 
-def _supernet(name: str, weighting: str = "softmax") -> torch.nn.Module:
+def _supernet(name: str, weighting: str = "softmax") -> Supernet:
     space = get_space(name)
     if space.family.name == "nb201":
         return NB201Supernet(space, C=4, N=1, weighting=weighting)

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import subprocess
 import sys
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from evoray.nn.ops import AvgPool3x3, _BoxAverage, depthwise_conv, max_pool3x3
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, NB201Supernet, SearchCell, Supernet
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, path_weights, random_path
 from evoray.runtime import torch_threads
-from evoray.searchers import SEARCHERS, SearchConfig
+from evoray.searchers import SEARCHERS, SearchConfig, SearchSettings
 from evoray.spaces import SPACES, get_space
 from evoray.spaces.derive import random_genotype
 
@@ -85,7 +86,12 @@ def test_average_pool_equals_avg_pool2d_in_values_and_gradients(
         x = x.contiguous(memory_format=torch.channels_last)
     boxes: list[int] = []
     real = _BoxAverage.apply
-    monkeypatch.setattr(_BoxAverage, "apply", lambda t: boxes.append(1) or real(t))
+
+    def counted(t: torch.Tensor) -> torch.Tensor:
+        boxes.append(1)
+        return real(t)
+
+    monkeypatch.setattr(_BoxAverage, "apply", counted)
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     ya, yb = AvgPool3x3(1)(xa), F.avg_pool2d(xb, 3, 1, 1, count_include_pad=False)
     torch.testing.assert_close(ya, yb)
@@ -275,7 +281,12 @@ def test_batchnorm_folded_into_the_convolution_in_evaluation(space_name: str, mo
     seeds = range(3, 4) if mode == "softmax" else range(3, 11)  # the same draws for the noise op and the paths
     calls: list[list[int] | None] = []  # the slots of every folded convolution
     real = grouped.conv_bn
-    monkeypatch.setattr(grouped, "conv_bn", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+
+    def counted(*a: Any, **k: Any) -> torch.Tensor:
+        calls.append(a[4])
+        return real(*a, **k)
+
+    monkeypatch.setattr(grouped, "conv_bn", counted)
     folded = []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -384,10 +395,12 @@ def test_shared_pool_keeps_each_edges_batchnorm_statistics(slots: list[int] | No
     torch.manual_seed(0)
     pool = grouped.SharedPool(4, 3, "max", 1, bn=True).train()
     edges = [torch.nn.BatchNorm2d(4, affine=False).train() for _ in range(3)]
+    assert pool.bn is not None and pool.bn.running_mean is not None and pool.bn.running_var is not None
     with torch.no_grad():  # distinct starting statistics per edge
         pool.bn.running_mean.uniform_(-1, 1)
         pool.bn.running_var.uniform_(0.5, 2)
         for s, bn in enumerate(edges):
+            assert bn.running_mean is not None and bn.running_var is not None
             bn.running_mean.copy_(pool.bn.running_mean[4 * s : 4 * s + 4])
             bn.running_var.copy_(pool.bn.running_var[4 * s : 4 * s + 4])
     before = pool.bn.running_mean.clone(), pool.bn.running_var.clone()
@@ -423,10 +436,12 @@ def _check_stacked_batchnorm(C: int, slots: list[int] | None, momentum: float | 
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(3 * C, affine=False, momentum=momentum).train()
     edges = [torch.nn.BatchNorm2d(C, affine=False, momentum=momentum).train() for _ in range(3)]
+    assert bn.running_mean is not None and bn.running_var is not None
     with torch.no_grad():
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
         for s, e in enumerate(edges):
+            assert e.running_mean is not None and e.running_var is not None
             e.running_mean.copy_(bn.running_mean[C * s : C * s + C])
             e.running_var.copy_(bn.running_var[C * s : C * s + C])
     chosen = list(range(3)) if slots is None else slots
@@ -484,7 +499,7 @@ def test_reused_memory_does_not_fault_in_every_new_tensor() -> None:
 # -- flat SGD -----------------------------------------------------------------------------------------------------
 
 
-def _flat_model() -> torch.nn.Module:
+def _flat_model() -> torch.nn.Sequential:
     """Tensors of the kinds a supernet holds: channels-last conv weights (with 1x1 kernels, whose size-1 dimensions'
     strides vary), vectors and a matrix."""
     torch.manual_seed(0)
@@ -495,6 +510,17 @@ def _flat_model() -> torch.nn.Module:
         torch.nn.Linear(6 * 4 * 4, 5),
     )
     return net.to(memory_format=torch.channels_last)
+
+
+class _SGDArgs(TypedDict, total=False):
+    """Keyword arguments given alike to FlatSGD and torch.optim.SGD."""
+
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    dampening: float
+    foreach: bool
 
 
 @pytest.mark.parametrize(
@@ -508,11 +534,16 @@ def test_flat_sgd_equals_sgd(momentum: float, nesterov: bool, decay: float, damp
     from evoray.optim import FlatSGD, clip_gradient_tensors, clip_gradients, weight_gradients
 
     nets = [_flat_model(), _flat_model()]
-    kw = {"lr": 0.1, "momentum": momentum, "nesterov": nesterov, "weight_decay": decay, "dampening": dampening}
-    opts = [
-        FlatSGD(nets[0].parameters(), foreach=True, **kw),
-        torch.optim.SGD(nets[1].parameters(), foreach=True, **kw),
-    ]
+    kw: _SGDArgs = {
+        "lr": 0.1,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "weight_decay": decay,
+        "dampening": dampening,
+        "foreach": True,
+    }
+    flat_opt = FlatSGD(nets[0].parameters(), **kw)
+    opts = [flat_opt, torch.optim.SGD(nets[1].parameters(), **kw)]
     torch.manual_seed(1)
     x = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
     y = torch.randint(0, 5, (8,))
@@ -527,7 +558,7 @@ def test_flat_sgd_equals_sgd(momentum: float, nesterov: bool, decay: float, damp
             else:
                 clip_gradients(list(net.parameters()), 1.0)
             opt.step()
-        assert (opts[0]._flat is not None) == (step >= 2)  # flat once every parameter had a gradient
+        assert (flat_opt._flat is not None) == (step >= 2)  # flat once every parameter had a gradient
         for a, b in zip(nets[0].parameters(), nets[1].parameters()):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
             assert opts[0].state[a].keys() == opts[1].state[b].keys()
@@ -535,7 +566,7 @@ def test_flat_sgd_equals_sgd(momentum: float, nesterov: bool, decay: float, damp
                 torch.testing.assert_close(
                     opts[0].state[a]["momentum_buffer"], opts[1].state[b]["momentum_buffer"], rtol=1e-6, atol=1e-7
                 )
-    flat = opts[0]._flat
+    flat = flat_opt._flat
     assert flat is not None and all(  # the parameters are views of the flat buffer
         p.untyped_storage().data_ptr() == flat.data.untyped_storage().data_ptr() for p in nets[0].parameters()
     )
@@ -554,7 +585,7 @@ def test_flat_sgd_state_dict_is_sgds_and_resumes() -> None:
             F.cross_entropy(net(x), torch.randint(0, 5, (8,))).backward()
             opt.step()
 
-    kw = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "foreach": True}
+    kw: _SGDArgs = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "foreach": True}
     net = _flat_model()
     opt = FlatSGD(net.parameters(), **kw)
     run(net, opt, 3)
@@ -581,8 +612,9 @@ def test_flat_sgd_follows_gradients_assigned_from_outside() -> None:
     from evoray.optim import FlatSGD
 
     nets = [_flat_model(), _flat_model()]
-    kw = {"lr": 0.1, "momentum": 0.9, "foreach": True}
-    opts = [FlatSGD(nets[0].parameters(), **kw), torch.optim.SGD(nets[1].parameters(), **kw)]
+    kw: _SGDArgs = {"lr": 0.1, "momentum": 0.9, "foreach": True}
+    flat_opt = FlatSGD(nets[0].parameters(), **kw)
+    opts = [flat_opt, torch.optim.SGD(nets[1].parameters(), **kw)]
     x = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
     for step in range(4):
         for net, opt in zip(nets, opts):
@@ -590,17 +622,18 @@ def test_flat_sgd_follows_gradients_assigned_from_outside() -> None:
             net(x).square().mean().backward()
             if step == 2:
                 for p in net.parameters():
+                    assert p.grad is not None
                     p.grad = p.grad * 2  # a new tensor
             opt.step()
         for a, b in zip(nets[0].parameters(), nets[1].parameters()):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    assert opts[0]._flat is None
+    assert flat_opt._flat is None
     freed = FlatSGD(_flat_model().parameters(), **kw)
     freed.zero_grad(set_to_none=True)
     assert freed._off
 
 
-def _zeroed_gdas(grad_clip: float) -> SearchConfig:
+def _zeroed_gdas(grad_clip: float) -> SearchSettings:
     """A tiny GDAS search on NAS-Bench-201 in its paper's optimiser setting (zeroed gradients, Nesterov, clipping over
     weights and alphas)."""
     return config_from_dict(

@@ -301,7 +301,12 @@ def test_seeding_from_given_alphas() -> None:
     with pytest.raises(ConfigError, match="9 seed individuals for a population of 8"):
         build_strategy(_cfg("ga"), space, np.random.default_rng(0), seeds * 3)
     with pytest.raises(ConfigError, match=r"seed alphas 0: normal has shape \(14, 5\)"):
-        build_strategy(_cfg("ga"), space, np.random.default_rng(0), [{"normal": np.zeros((14, 5)), "reduce": 0}])
+        build_strategy(
+            _cfg("ga"),
+            space,
+            np.random.default_rng(0),
+            [{"normal": np.zeros((14, 5)), "reduce": np.zeros(space.alpha_shape("reduce"))}],
+        )
     with pytest.raises(ConfigError, match="cell types"):
         build_strategy(_cfg("ga"), space, np.random.default_rng(0), [{"cell": np.zeros((6, 5))}])
 

@@ -23,6 +23,7 @@ from evoray.spaces import get_space
 
 def _per_edge_op(group: EdgeGroup, name: str, member: int, C: int, pool_bn: bool) -> nn.Module:
     gop = group.ops[name]
+    assert isinstance(gop, GroupOp)
     op = OPS.get(name)(C, group.stride, False)
     C_half = C // 2
     with torch.no_grad():
@@ -50,13 +51,21 @@ def _grouped_name(gop: GroupOp, pname: str) -> str:
     return table[pname]
 
 
+def _edge_groups(cell: nn.Module) -> list[EdgeGroup]:
+    """A search cell's edge groups, typed (an nn.ModuleList yields plain Modules)."""
+    assert isinstance(cell, SearchCell)
+    groups = [g for g in cell.groups if isinstance(g, EdgeGroup)]
+    assert len(groups) == len(cell.groups)
+    return groups
+
+
 def _reference_cell(cell: SearchCell, inputs: list[torch.Tensor], ew: EdgeWeights, space, C: int) -> torch.Tensor:
     if cell.darts:
         states = [cell.preprocess0(inputs[0]), cell.preprocess1(inputs[1])]
     else:
         states = [inputs[0]]
     ops = {}
-    for group in cell.groups:
+    for group in _edge_groups(cell):
         for name, members in group.members.items():
             for i, s in enumerate(members):
                 e = group.edge_ids[s]
@@ -76,7 +85,8 @@ def _reference_forward(net: DartsSupernet, x: torch.Tensor) -> torch.Tensor:
     weights = net.edge_weights()
     s0 = s1 = net.stem(x)
     for cell in net.cells:
-        C = cell.groups[0].C
+        assert isinstance(cell, SearchCell)
+        C = _edge_groups(cell)[0].C
         s0, s1 = s1, _reference_cell(cell, [s0, s1], weights[cell.cell_type], net.space, C)
     return net.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1))
 
@@ -94,8 +104,8 @@ def test_grouped_supernet_equals_per_edge_reference(space_name: str) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     g_out = torch.autograd.grad(out.square().sum(), net.arch_parameters())
     g_ref = torch.autograd.grad(ref.square().sum(), net.arch_parameters())
-    for a, b in zip(g_out, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    for ga, gb in zip(g_out, g_ref):
+        torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-6)
 
 
 def test_nb201_supernet_equals_per_edge_reference() -> None:
@@ -107,6 +117,7 @@ def test_nb201_supernet_equals_per_edge_reference() -> None:
     x = torch.randn(3, 3, 8, 8)
     weights = net.edge_weights()["cell"]
     cell = net.cells[0]
+    assert isinstance(cell, SearchCell)
     h = net.stem(x)
     torch.testing.assert_close(cell([h], weights), _reference_cell(cell, [h], weights, space, 4), rtol=1e-4, atol=1e-5)
 
@@ -121,7 +132,7 @@ def _count_op_runs(net: Supernet) -> tuple[Counter, list]:
     for c, cell in enumerate(net.cells):
         if not isinstance(cell, SearchCell):
             continue
-        for group in cell.groups:
+        for group in _edge_groups(cell):
             for name, op in group.ops.items():
                 members = group.members[name]
 
@@ -149,13 +160,17 @@ def test_gdas_runs_one_op_per_edge_and_every_alpha_gets_a_gradient(space_name: s
         if space.family.name == "nb201":  # the other edges pool: a 1x1 conv and BN would cancel the zero terms
             net.alphas[first][1:, space.edge_ops(first, 1).index("avg_pool_3x3")] = 30.0
     weights = net.edge_weights()
-    assert weights[first].active is not None and weights[first].active[0] == [0]
+    first_active = weights[first].active
+    assert first_active is not None and first_active[0] == [0]
     runs, handles = _count_op_runs(net)
     out = net(torch.randn(2, 3, 8, 8), weights)
 
     def sampled(c: int, e: int) -> str:
-        ct = net.cells[c].cell_type
-        return space.edge_ops(ct, e)[weights[ct].active[e][0]]  # type: ignore[index]
+        cell = net.cells[c]
+        assert isinstance(cell, SearchCell)
+        active = weights[cell.cell_type].active
+        assert active is not None
+        return space.edge_ops(cell.cell_type, e)[active[e][0]]
 
     cells = [c for c, cell in enumerate(net.cells) if isinstance(cell, SearchCell)]
     # every edge runs exactly its sampled op; a sampled `none` outputs zeros without running an op
@@ -266,11 +281,12 @@ def test_pool_bn_keeps_per_edge_running_statistics() -> None:
     before = {n: b.clone() for n, b in net.named_buffers() if "running_mean" in n}
     net(torch.randn(4, 3, 8, 8), weights)
     # each edge's rows of a pool's BatchNorm move exactly when that edge sampled that pool
-    seen = Counter()
+    seen: Counter[bool] = Counter()
     for ci, cell in enumerate(net.cells):
+        assert isinstance(cell, SearchCell)
         ew = weights[cell.cell_type]
         assert ew.active is not None
-        for gi, group in enumerate(cell.groups):
+        for gi, group in enumerate(_edge_groups(cell)):
             for name in ("max_pool_3x3", "avg_pool_3x3"):
                 key = f"cells.{ci}.groups.{gi}.ops.{name}.bn.running_mean"
                 now, old, C = dict(net.named_buffers())[key], before[key], group.C

@@ -162,7 +162,9 @@ def test_checkpoint_holds_the_gpu_rng_and_resumes_without_it(tmp_path, capsys) -
 
     _, out = _tiny_run(tmp_path)
     first = json.loads((out / "results.json").read_text())
-    state, tensors = load_checkpoint(out / "checkpoints")
+    loaded = load_checkpoint(out / "checkpoints")
+    assert loaded is not None
+    state, tensors = loaded
     assert "cuda_rng" in tensors and tensors["cuda_rng"] is None  # a CPU run: saved, empty
     del tensors["cuda_rng"]  # a checkpoint written before the key existed
     save_checkpoint(out / "checkpoints", state, tensors)
@@ -177,7 +179,9 @@ def test_checkpoint_that_does_not_fit_is_one_line_and_changes_nothing(tmp_path, 
 
     _, out = _tiny_run(tmp_path)
     folder = out / "checkpoints"
-    state, tensors = load_checkpoint(folder)
+    loaded = load_checkpoint(folder)
+    assert loaded is not None
+    state, tensors = loaded
     for key in ("history", "model"):
         save_checkpoint(folder, state, {k: v for k, v in tensors.items() if k != key})
         before = digest(out)
