@@ -400,6 +400,21 @@ def test_best_search_trial_is_chosen_on_the_held_out_split() -> None:
     assert best_trial([]) is None
 
 
+def test_search_page_and_headline_choose_the_same_trial() -> None:
+    """The dashboard's best trial is the run's headline (printed summary, ``run.json``, the archive's fitness): the
+    last epoch's validation accuracy, not the best epoch's (XNAS' last epoch after the final wipeout falls below)."""
+    from evoray.dashboard.trials import Trial, best_trial
+    from evoray.searchers.results import best_trial as headline
+
+    accs = {"xnas": (17.6, 52.2), "darts": (45.0, 45.5), "gdas": (40.0, 48.0)}  # (last epoch, best epoch)
+    trials = [Trial(n, n, 0, "-", "done", 50, a, b, "split", "", None, "nb201") for n, (a, b) in accs.items()]
+    summary = [{"searcher": n, "valid_acc": last, "valid_acc_best": best, "valid_on": "split"}
+               for n, (last, best) in accs.items()]  # fmt: skip
+    chosen, top = best_trial(trials), headline(summary)
+    assert chosen is not None and top is not None
+    assert chosen.name == top["searcher"] == "darts"
+
+
 def test_an_empty_reliability_bin_draws_no_bar() -> None:
     """A confidence bin no example fell in has no accuracy: the diagram leaves it empty instead of drawing a bar of
     accuracy 0 (which reads as a badly calibrated bin)."""

@@ -49,8 +49,9 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_trial(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The trial with the best validation accuracy on the held-out split (a run's headline); trials validated on the
-    test set never compete, so that no trial is chosen by its test accuracy."""
+    """The trial with the best last-epoch validation accuracy on the held-out split (a run's headline, and the
+    dashboard's best trial); trials validated on the test set never compete, so that no trial is chosen by its test
+    accuracy."""
     scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split"]
     return max(scored, key=lambda s: s["valid_acc"], default=None)
 
