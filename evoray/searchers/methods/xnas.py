@@ -5,7 +5,9 @@ each weight step on a training batch, a validation batch gives every expert the 
 inner product of the loss gradient at the edge output with the expert's output), clipped to ``[-L, L]``, and the
 exponentiated-gradient update ``alpha_k += eta r_k``. An expert whose gap to the leader exceeds ``2 eta L (T - t)``
 can no longer lead within the ``T`` updates and is wiped out for good; it is never computed again. ``eta`` is
-``sqrt(2 ln N / T) / L`` for ``N`` experts, per cell type unless set.
+``sqrt(2 ln N / T) / L`` for ``N`` experts, per cell type unless set. The threshold reaches zero at the last update
+(``t = T``), which leaves each edge its leader alone: the last epoch is measured on that single path, with weights
+trained as a mixture, and its ``valid_acc`` can fall far below the epoch before (``valid_acc_best`` keeps the best).
 
 No official search code exists. ``configs/search-xnas-archai.yaml`` is archai's reimplementation as a preset: one
 update per validation example (``xnas.update: example``, ``T`` counted in examples x epochs x cells of the type),
