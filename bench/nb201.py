@@ -31,7 +31,8 @@ what the paper's network asks: GDAS drifts to skip connections and `none` there,
 same on the same batches (bench/nb201_gdas_original.py: 78.5 and 78.8 at the 12-epoch test for seeds 0 and 1, cells
 without a convolution); at N=3 both find cells of 3x3 convolutions, and land in the same part of the table: over
 seeds 0-2, evoray 79.25 (84.37, 83.23, 70.16), the original 78.20 (81.86, 76.34, 76.41). DARTS (first order) ends on
-the all-skip cell for all three seeds there, the collapse its NAS-Bench-201 number records, and XNAS on two of three.
+the all-skip cell for all three seeds there, the collapse its NAS-Bench-201 number records; second order on two of
+three (the third: five skips and one `none`), and XNAS on two of three.
 Epochs, steps and every rate stay those of ``cpu``; a step costs about 2.5 times as much.
 Table baselines: random search and the GA on the 12-epoch validation column, 150 distinct cells each.
 """
