@@ -9,6 +9,7 @@ of every page go to ``<pytest basetemp>/dashboard-screenshots``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -215,7 +216,9 @@ def test_runs_page_lists_every_run_and_the_unreadable_ones(page, runs_root, shot
     assert "no-such-root" in page.locator("#runs-problems").inner_text()
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
     page.locator("#runs-filter").fill("tiny-search")
-    assert "tiny-search" in _rows(page, 1).first.inner_text()
+    _rows(page, 1)
+    assert page.locator(".ag-pinned-left-cols-container .ag-row").first.inner_text().strip() == "tiny-search"
+    page.locator("#runs-count", has_text=f"1 of {len(expected)} runs shown (").wait_for()
 
 
 def test_evolve_page_shows_the_runs_best_and_its_cells(page, runs_root, shots) -> None:
@@ -241,6 +244,10 @@ def test_evolve_page_shows_the_runs_best_and_its_cells(page, runs_root, shots) -
     assert traces["best"]["y"] == pytest.approx([max(scores[g]) for g in gens])
     assert traces["mean"]["y"] == pytest.approx([sum(scores[g]) / len(scores[g]) for g in gens])
     assert "genealogy of individual" in page.locator("#evo-genealogy").inner_text()
+    # the population's legend names the colours: the origins of the generation shown (the last)
+    legend = page.locator("#evo-population .legendtext").all_text_contents()
+    origins = {str(r["origin"]) for r in archive if r["generation"] == last}
+    assert set(legend) == origins | {"earlier generations", "Pareto front"}, legend
     page.screenshot(path=str(shots / "evolve.png"), full_page=True)
 
 
@@ -264,7 +271,10 @@ def test_search_page_lists_the_trials_and_draws_a_clicked_trial(page, runs_root,
     assert "as the trial reported them each epoch" in page.locator("#search-ops").inner_text()
     assert page.locator("#search-ops .js-plotly-plot").count() == 2
     legend = [t or "" for t in page.locator("#search-curves .legendtext").all_text_contents()]
-    assert {s["searcher"] for s in summary} <= {t.split("-s")[0] for t in legend}
+    assert sorted(legend) == sorted(f"{s['searcher']}-s{s['seed']} #{Path(s['path']).name.rsplit('_', 1)[-1]}"
+                                    for s in summary)  # one entry per ticked trial  # fmt: skip
+    titles = page.locator("#search-curves .annotation-text").all_text_contents()
+    assert "loss (solid train, dotted valid)" in titles, titles
     page.screenshot(path=str(shots / "search.png"), full_page=True)
 
 
@@ -295,7 +305,7 @@ def test_compare_two_runs_ticked_on_the_runs_page(page, runs_root, shots) -> Non
     page.goto("/")
     _rows(page, 6)
     for rid in ("0/evolve/tiny-evolve", "0/search/tiny-search"):
-        page.locator(f'.ag-center-cols-container .ag-row[row-id="{rid}"] input[type=checkbox]').check()
+        page.locator(f'.ag-pinned-left-cols-container .ag-row[row-id="{rid}"] input[type=checkbox]').check()
     link = page.locator("#runs-compare")
     page.wait_for_function("document.querySelector('#runs-compare').innerText == 'compare 2 runs'")
     link.click()
@@ -464,6 +474,53 @@ def test_a_run_whose_process_ends_turns_interrupted_without_a_reload(synth_page,
     assert headline.inner_text().strip() == "interrupted"
 
 
+def test_a_run_page_turns_interrupted_when_its_process_ends_without_a_reload(synth_page, synth_root) -> None:
+    """No file changes when a run's process is killed: the page's header still follows its status."""
+    from bench.dashboard import synthetic_evolve
+
+    run = synthetic_evolve(synth_root / "evolve" / "killed-open", 2, 4, finish=False)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _set_manifest(run, pid=proc.pid, host=socket.gethostname(), status="running", progress=None)
+        synth_page.goto("/run?id=0/evolve/killed-open")
+        synth_page.locator("#run-status", has_text="running").wait_for()
+    finally:
+        proc.kill()
+        proc.wait()
+    synth_page.locator("#run-status", has_text="interrupted").wait_for(timeout=20_000)
+
+
+def test_runs_sort_by_duration_and_progress_as_numbers(synth_page, synth_root) -> None:
+    """Durations sort by seconds (3s before 12s before 2m 05s) and progress by the share done (3/14 before 7/14
+    before 14/14), not as text; the count says how many runs the filter leaves."""
+    from bench.dashboard import synthetic_evolve
+
+    runs = {"sortme-a": (12, 14), "sortme-b": (3, 3), "sortme-c": (125, 7)}  # seconds, generations done of 14
+    for name, (seconds, done) in runs.items():
+        run = synthetic_evolve(synth_root / "evolve" / name, 2, 3)
+        start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        _set_manifest(run, started=start.isoformat(), ended=(start + dt.timedelta(seconds=seconds)).isoformat(),
+                      progress={"generation": done, "of": 14})  # fmt: skip
+    synth_page.goto("/")
+    synth_page.locator("#runs-filter").fill("sortme")
+    _rows(synth_page, 3)
+    total = len(list_runs(synth_root))
+    synth_page.locator("#runs-count", has_text=f"3 of {total} runs shown (").wait_for()
+
+    def order() -> list[str]:
+        rows = synth_page.locator(".ag-pinned-left-cols-container .ag-row")
+        by_index = {int(r.get_attribute("row-index")): r.inner_text().strip() for r in rows.all()}
+        return [by_index[i] for i in sorted(by_index)]
+
+    for header, wanted in (("duration", ["sortme-b", "sortme-a", "sortme-c"]),
+                           ("progress", ["sortme-b", "sortme-c", "sortme-a"])):  # fmt: skip
+        synth_page.locator(f'.ag-header-cell[col-id="{"duration_s" if header == "duration" else header}"]').click()
+        synth_page.wait_for_timeout(300)
+        assert order() == wanted, header
+    durations = synth_page.locator('.ag-center-cols-container .ag-row [col-id="duration_s"]').all_inner_texts()
+    assert sorted(durations) == sorted(["12s", "3s", "2m 05s"])
+
+
 def test_an_evolve_run_before_its_first_generation_waits_for_it(synth_page, synth_root, tmp_path) -> None:
     """A run that has started but not yet written its archive is not unreadable: its page says that no generation
     has finished, and draws the first one as soon as it is written, without a reload."""
@@ -573,7 +630,7 @@ def test_compare_runs_whose_folders_hold_commas(synth_page, synth_root) -> None:
     synthetic_train(synth_root / "train" / "plain", epochs=2)
     synth_page.goto("/")
     for rid in ("0/evolve/lr=0.1,wd=3e-4", "0/train/plain"):
-        synth_page.locator(f'.ag-center-cols-container .ag-row[row-id="{rid}"] input[type=checkbox]').check()
+        synth_page.locator(f'.ag-pinned-left-cols-container .ag-row[row-id="{rid}"] input[type=checkbox]').check()
     synth_page.wait_for_function("document.querySelector('#runs-compare').innerText == 'compare 2 runs'")
     synth_page.locator("#runs-compare").click()
     synth_page.get_by_text("Comparing 2 runs").wait_for()

@@ -207,6 +207,25 @@ def test_search_trials_read_status_and_epochs_as_run(tmp_path) -> None:
     assert [r["valid_acc"] for r in restored.rows] == [50.0, 61.0, 70.0]
 
 
+def test_a_trials_grid_point_is_what_the_grid_varies_not_the_searchers_own_settings(tmp_path) -> None:
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    run_dir = synthetic_search(tmp_path / "runs" / "search" / "s", trials=2)
+    paper: dict[str, dict[str, Any]] = {
+        "darts": {"optim": {"nesterov": False}, "darts": {"order": 1}},
+        "gdas": {"optim": {"nesterov": True}},
+    }
+    for i, (searcher, lr) in enumerate([("darts", 0.1), ("darts", 0.2), ("gdas", 0.1), ("gdas", 0.2)]):
+        folder = run_dir / "tune" / f"t{i}"
+        folder.mkdir(parents=True)
+        params = {"searcher": searcher, "seed": i, **paper[searcher], "arch": {"lr": lr}}
+        (folder / "params.json").write_text(json.dumps({"search": params}))
+    store = RunStore([tmp_path / "runs"])
+    grids = {t.name: t.grid for t in search_trials(store, store.open("0/search/s")) if len(t.name) == 2}
+    assert grids == {"t0": "arch.lr=0.1", "t1": "arch.lr=0.2", "t2": "arch.lr=0.1", "t3": "arch.lr=0.2"}
+
+
 def test_compare_overlays_train_and_search_runs_epoch_for_epoch(tmp_path) -> None:
     """The compare page numbers every run's first epoch 1: a search trial's (Tune's results), a train run's, and a
     train run written when train numbered its first epoch 0."""
@@ -243,6 +262,18 @@ def test_evolve_page_best_passes_over_failed_individuals(tmp_path) -> None:
     (run_dir / "best.json").unlink()
     store = RunStore([tmp_path / "runs"])
     assert best_key(store, store.open("0/e"), _Data(rows)) == (0, 8)
+
+
+def test_every_op_of_every_space_has_a_colour_of_its_own() -> None:
+    from evoray.dashboard.cells import op_colour
+    from evoray.spaces import SPACES
+
+    ops = {op for name in SPACES.names() for ct in SPACES.get(name).cell_types
+           for op in SPACES.get(name).edge_ops(ct, 0)}  # fmt: skip
+    assert {"none", "noise", "dil_conv_5x5", "nor_conv_1x1"} <= ops
+    colours = {op: op_colour(op) for op in ops}
+    assert len(set(colours.values())) == len(ops), colours
+    assert op_colour("made_up_op") not in colours.values() and op_colour("made_up_op") == op_colour("made_up_op")
 
 
 def test_alpha_figures_name_each_edges_own_ops() -> None:
@@ -296,9 +327,13 @@ def test_a_running_runs_status_follows_its_process_between_writes(tmp_path) -> N
         assert {r.name: r.status for r in store.listing()[0]} == {"e": "running", "s": "running"}
         trials = {t.name: t.status for t in search_trials(store, store.open("0/search/s"))}
         assert trials["t"] == "running"
+        versions = {name: store.version(f"0/{name}") for name in ("evolve/e", "search/s")}
+        assert versions == {name: store.version(f"0/{name}") for name in versions}, "no change, no redraw"
     finally:
         proc.kill()
         proc.wait()
+    # a run page redraws (its header says interrupted) although no file changed
+    assert all(store.version(f"0/{name}") != v for name, v in versions.items())
     rows = {r.name: r for r in store.listing()[0]}
     assert rows["e"].status == "interrupted" and rows["e"].headline == "interrupted"
     assert rows["s"].status == "interrupted"

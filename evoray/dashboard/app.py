@@ -9,6 +9,7 @@ inside one of the roots; anything outside them is refused.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,11 +50,40 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
 .slider { display: flex; align-items: center; gap: 10px; } .slider > div { flex: 1; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 10px; }
 .genotype { font-family: monospace; font-size: 11px; color: #555; word-break: break-all; margin: 4px 0; }
-.side-by-side { display: flex; gap: 12px; overflow-x: auto; } .side-by-side .column { min-width: 520px; flex: 1; }
-.table { border-collapse: collapse; font-size: 13px; } .table th, .table td { border-bottom: 1px solid #eee;
+.side-by-side { display: flex; flex-wrap: wrap; gap: 12px; }
+.side-by-side .column { min-width: 520px; flex: 1; max-width: 100%; overflow-x: auto; }
+.table { border-collapse: collapse; font-size: 13px; display: block; max-width: 100%; overflow-x: auto; }
+.table th, .table td { border-bottom: 1px solid #eee;
   padding: 3px 8px; text-align: left; } .table th { background: #f5f5f5; }
 .focus { margin: 6px 0; }
-.cell { overflow-x: auto; max-width: 100%; }
+.cell { overflow-x: auto; max-width: 100%; padding-bottom: 4px; }
+"""
+
+# functions the tables' column definitions name (dash-ag-grid looks them up in window.dashAgGridFunctions)
+GRID_FUNCTIONS = """
+window.dashAgGridFunctions = Object.assign(window.dashAgGridFunctions || {}, {
+  // seconds in words, as the run pages write them: 42s, 3m 07s, 2h 05m
+  formatDuration: function (value) {
+    if (value === null || value === undefined) { return ""; }
+    var s = Math.round(value);
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (s < 60) { return s + "s"; }
+    if (s < 3600) { return Math.floor(s / 60) + "m " + pad(s % 60) + "s"; }
+    return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m";
+  },
+  // an ISO start time to the minute, in the run's own offset: 2026-12-04 23:34
+  formatStarted: function (value) {
+    return value ? String(value).slice(0, 16).replace("T", " ") : "";
+  },
+  // "generation 3/14" or "epoch 7/50" by the share done (no progress first)
+  progressComparator: function (a, b) {
+    var share = function (text) {
+      var m = /(\\d+)\\/(\\d+)/.exec(text || "");
+      return m && Number(m[2]) > 0 ? Number(m[1]) / Number(m[2]) : -1;
+    };
+    return share(a) - share(b);
+  }
+});
 """
 
 INDEX = (
@@ -61,7 +91,9 @@ INDEX = (
 <html>
 <head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>"""
     + STYLE
-    + """</style></head>
+    + """</style><script>"""
+    + GRID_FUNCTIONS
+    + """</script></head>
 <body>{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body>
 </html>"""
 )
@@ -139,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"note: {', '.join(missing)} is not a directory yet; the dashboard shows it as a problem", file=sys.stderr
         )
+    try:  # a port another server holds: one line, not the web server's traceback
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as err:
+        print(f"error: cannot serve on {args.host}:{args.port} ({err.strerror or err}); choose --port", file=sys.stderr)
+        return 2
     app = create_app(roots)
     print(f"evoray dashboard over {', '.join(str(r) for r in roots)}: http://{args.host}:{args.port}/", flush=True)
     app.run(host=args.host, port=args.port, debug=False)

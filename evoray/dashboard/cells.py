@@ -37,11 +37,19 @@ KNOWN_OPS = (
 )  # fmt: skip
 
 
+# the ops that are no computation: greys apart from every op's colour (and from the grey of concat edges)
+QUIET_OPS = {"none": "#c7c7c7", "noise": "#525252"}
+# ops no space registers: a stable colour by hash from a second palette, so none takes a known op's colour
+OTHER_PALETTE = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+
+
 def op_colour(op: str) -> str:
-    """A fixed colour per op name (the same in every drawing); unknown ops get a stable colour by hash."""
+    """A fixed colour per op name (the same in every drawing), each known op its own."""
     if op in KNOWN_OPS:
         return PALETTE[KNOWN_OPS.index(op) % len(PALETTE)]
-    return PALETTE[zlib.crc32(op.encode()) % len(PALETTE)]
+    if op in QUIET_OPS:
+        return QUIET_OPS[op]
+    return OTHER_PALETTE[zlib.crc32(op.encode()) % len(OTHER_PALETTE)]
 
 
 @dataclass(frozen=True)

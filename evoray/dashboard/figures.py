@@ -157,11 +157,12 @@ def population_figure(rows: Sequence[dict[str, Any]], generation: int, x_key: st
     fig.add_trace(
         go.Scatter(
             x=xs[idx], y=ys[idx], mode="markers", name=f"generation {generation}", text=text, hoverinfo="text",
-            customdata=[[int(rows[i]["generation"]), int(rows[i]["id"])] for i in idx],
+            customdata=[[int(rows[i]["generation"]), int(rows[i]["id"])] for i in idx], showlegend=False,
             marker={"size": 9, "color": [ORIGIN_COLOURS.get(str(rows[i].get("origin")), "#444") for i in idx],
                     "line": {"width": 0.5, "color": "#222"}},
         )
     )  # fmt: skip
+    origins = sorted({str(rows[i].get("origin")) for i in idx})
     front = [idx[k] for k in pareto_front(xs[idx], ys[idx])]
     if front:
         fig.add_trace(
@@ -169,6 +170,14 @@ def population_figure(rows: Sequence[dict[str, Any]], generation: int, x_key: st
                 x=xs[front], y=ys[front], mode="lines+markers", name="Pareto front", hoverinfo="skip",
                 line={"color": "#d62728", "shape": "hv", "width": 1.5},
                 marker={"symbol": "diamond-open", "size": 14, "color": "#d62728", "line": {"width": 2}},
+            )
+        )  # fmt: skip
+    for origin in origins:  # the legend of the colours: how this generation's individuals were made
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="markers", name=origin, hoverinfo="skip",
+                marker={"size": 9, "color": ORIGIN_COLOURS.get(origin, "#444"),
+                        "line": {"width": 0.5, "color": "#222"}},
             )
         )  # fmt: skip
     fig.update_layout(
@@ -289,8 +298,9 @@ def genealogy_figure(
         xaxis={"title": "generation", "dtick": 1},
         yaxis={"visible": False},
         height=340,
-        margin=MARGIN,
+        margin={**MARGIN, "t": 60},  # room for the label above the top node
     )
+    fig.update_traces(cliponaxis=False)
     return fig
 
 
@@ -389,6 +399,20 @@ def _panel_keys(prefixes: Sequence[str], keys: set[str]) -> list[str]:
     return out
 
 
+DASH_WORDS = {"solid": "solid", "dot": "dotted", "dash": "dashed", "dashdot": "dash-dot"}
+
+
+def _dash_key(keys: Sequence[str], dashes: Sequence[str]) -> str:
+    """What each line style of a panel with several curves per trial stands for: " (solid train, dotted valid)"."""
+    if len(keys) < 2:
+        return ""
+    parts = []
+    for d, k in enumerate(keys):
+        word = k.split("_", 1)[1] if k.startswith(("entropy_", "wiped_")) else k.split("_", 1)[0]
+        parts.append(f"{DASH_WORDS[dashes[d % len(dashes)]]} {word}")
+    return " (" + ", ".join(parts) + ")"
+
+
 def trial_curves_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
     """Per-epoch curves of the given trials (``{label: rows}``): losses, accuracies, alpha entropy, temperature,
     wiped-out experts and the learning rate, whichever the trials report; one colour per trial."""
@@ -399,11 +423,13 @@ def trial_curves_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
         return empty("select trials to see their curves")
     cols = 3
     nrows = math.ceil(len(panels) / cols)
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[t for t, _ in panels], horizontal_spacing=0.07)
     dashes = ["solid", "dot", "dash", "dashdot"]
+    titles = [title + _dash_key(ks, dashes) for title, ks in panels]
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=titles, horizontal_spacing=0.07)
     for t, (label, rows) in enumerate(curves.items()):
         colour = PALETTE[t % len(PALETTE)]
         x = [r.get("epoch", r.get("training_iteration")) for r in rows]
+        shown = False  # one legend entry per trial (its colour), whatever its first panel
         for p, (_, ks) in enumerate(panels):
             for d, k in enumerate(ks):
                 y = [r.get(k) for r in rows]
@@ -411,12 +437,13 @@ def trial_curves_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
                     continue
                 fig.add_trace(
                     go.Scatter(
-                        x=x, y=y, mode="lines+markers", name=f"{label} {k}", legendgroup=label,
+                        x=x, y=y, mode="lines+markers", name=label, legendgroup=label,
                         line={"color": colour, "dash": dashes[d % len(dashes)]}, marker={"size": 4},
-                        showlegend=(p == 0 and d == 0) or False,
+                        showlegend=not shown, hovertemplate=f"{label} {k}: %{{y:.4g}} (epoch %{{x}})<extra></extra>",
                     ),
                     row=p // cols + 1, col=p % cols + 1,
                 )  # fmt: skip
+                shown = True
     steps = [r.get("epoch", r.get("training_iteration")) for rows in curves.values() for r in rows]
     fig.update_xaxes(title_text="epoch", **step_ticks(steps))
     fig.update_layout(height=300 * nrows, margin=MARGIN, legend={"orientation": "h", "y": -0.12})

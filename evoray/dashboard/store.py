@@ -212,14 +212,17 @@ class RunStore:
         return self.cached(kind, str(run.path), files, make)
 
     def version(self, run_id: str) -> str:
-        """A digest of the stamps of everything a run page shows: a page redraws only when it changes (a string:
-        nanosecond times do not survive the browser's numbers)."""
+        """A digest of the stamps of everything a run page shows, and of the run's status: a page redraws only when
+        it changes (a string: nanosecond times do not survive the browser's numbers). The status counts because a
+        running run whose process ends turns interrupted without writing a file."""
         path = self.resolve(run_id)
         files = [path / MANIFEST, path / ARCHIVE, path / CURVES, path / "report.json", path / "results.json"]
+        status = "unreadable"
         with contextlib.suppress(ConfigError):  # an unreadable run: its page shows the problem, stamped by its manifest
             run = self.open(run_id)
             files += result_files(run) + tune_state_files(run)  # a trial's status can change with no new result
-        return hashlib.sha1(repr(stamp(files)).encode()).hexdigest()
+            status = self.row(run).status
+        return hashlib.sha1(repr((stamp(files), status)).encode()).hexdigest()
 
 
 def tune_files(run: Run, pattern: str) -> list[Path]:

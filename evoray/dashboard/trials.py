@@ -160,11 +160,7 @@ def _trials(store: RunStore, run: Run, params_files: list[Path], failed: set[str
     # Tune's folders, or (a search whose Tune storage lies elsewhere) the run's own summary and archive
     names = sorted((set(params) | set(by_trial) | set(summary) | set(archive)) - {"", "None"})
     flat = {n: _flat(params.get(n, {})) for n in names}
-    varying = sorted(
-        k
-        for k in {k for f in flat.values() for k in f}
-        if k not in IDENTITY and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1
-    )
+    varying = _grid_keys(flat, {n: str(params.get(n, {}).get("searcher") or "") for n in names})
     out = []
     for name in names:
         # one row per epoch: a trial restored from its checkpoint reports again the epochs after it (the later kept)
@@ -205,6 +201,20 @@ def _trials(store: RunStore, run: Run, params_files: list[Path], failed: set[str
             )
         )
     return out
+
+
+def _grid_keys(flat: dict[str, dict[str, Any]], searcher: dict[str, str]) -> list[str]:
+    """The settings a search's grid varies: those that differ between two trials of one searcher (the searchers'
+    own paper settings differ from searcher to searcher, and the searcher column already tells them apart)."""
+    keys = {k for f in flat.values() for k in f} - set(IDENTITY)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for name, f in flat.items():
+        groups.setdefault(searcher.get(name, ""), []).append(f)
+    return sorted(
+        k
+        for k in keys
+        if any(len({json.dumps(f.get(k), sort_keys=True, default=str) for f in g}) > 1 for g in groups.values())
+    )
 
 
 def _epoch(row: dict[str, Any]) -> int:

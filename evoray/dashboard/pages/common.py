@@ -89,6 +89,11 @@ def header_body(store: RunStore, run: Run) -> list[Any]:
     ]
 
 
+def cell_title(cell_type: str) -> str:
+    """ "normal cell", "reduce cell"; NAS-Bench-201's one cell type, named "cell", is just "cell"."""
+    return cell_type if cell_type == "cell" else f"{cell_type} cell"
+
+
 def problem_box(text: str) -> html.Div:
     return html.Div(text, className="problem", id="problem")
 
@@ -114,11 +119,14 @@ def cells(genotype_text: str | None, title: str = "") -> list[Any]:
     n_in = 1 if genotype.is_nb201 else 2
     out: list[Any] = []
     for ct, cell in genotype.cells:
-        name = f"{title} {ct} cell".strip() if ct != "cell" else f"{title} cell".strip()
+        name = f"{title} {cell_title(ct)}".strip()
+        figure = figures.cell_figure(cell, n_in, name)
         out.append(
-            html.Div(
+            html.Div(  # a drawing wider than its column scrolls sideways in it (labels keep their size)
                 dcc.Graph(
-                    figure=figures.cell_figure(cell, n_in, name), config={"displaylogo": False, "staticPlot": False}
+                    figure=figure,
+                    config={"displaylogo": False, "staticPlot": False},
+                    style={"width": f"{figure.layout.width}px", "height": f"{figure.layout.height}px"},
                 ),
                 className="cell",
                 **{"data-cell": ct},  # type: ignore[arg-type]
@@ -132,8 +140,8 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], id: str | 
     """A plain table (``columns``: (key, heading)); numbers shown to 3 decimals."""
 
     def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.3f}"
+        if isinstance(v, float):  # three decimals; a small value (params in millions) three significant digits
+            return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.3f}"
         return "" if v is None else str(v)
 
     head = html.Thead(html.Tr([html.Th(h) for _, h in columns]))
@@ -154,6 +162,7 @@ def grid(
             "checkboxes": True,
             "headerCheckbox": True,
         }
+        options["selectionColumnDef"] = {"pinned": "left"}  # beside a pinned first column
     return dag.AgGrid(
         id=id,
         rowData=rows,

@@ -12,7 +12,17 @@ from dash.exceptions import PreventUpdate
 
 from evoray.dashboard import figures
 from evoray.dashboard.alphas import edge_names, op_names, softmax, space_of
-from evoray.dashboard.pages.common import cells, graph, header, live, problem_box, register_live, section, table
+from evoray.dashboard.pages.common import (
+    cell_title,
+    cells,
+    graph,
+    header,
+    live,
+    problem_box,
+    register_live,
+    section,
+    table,
+)
 from evoray.dashboard.store import RunStore, archive_problem
 from evoray.errors import ConfigError
 from evoray.runs import Run, row_alphas
@@ -240,7 +250,7 @@ def _alphas(row: dict[str, Any]) -> list[Any]:
             continue
         probs = softmax(a)
         names = op_names(space, ct, *a.shape)
-        fig = figures.alphas_figure(probs, edge_names(space, a.shape[0]), names, f"{ct} cell")
+        fig = figures.alphas_figure(probs, edge_names(space, a.shape[0]), names, cell_title(ct))
         out.append(graph(f"{P}-alphas-{ct}", fig))
     return out
 

@@ -33,17 +33,31 @@ COLUMNS: list[dict[str, Any]] = [
         "headerName": "name",
         "cellRenderer": "markdown",
         "minWidth": 180,
+        "maxWidth": 320,
         "filter": "agTextColumnFilter",
+        "pinned": "left",  # stays in view when the table scrolls sideways
+        "tooltipField": "name",
     },
     {"field": "space", "width": 100},
-    {"field": "method", "headerName": "searcher / strategy", "width": 150},
+    # an ensemble's combiners make a long list: the column stays narrow, the list in its tooltip
+    {"field": "method", "headerName": "searcher / strategy", "maxWidth": 200, "tooltipField": "method"},
     {"field": "seed", "width": 80, "filter": "agNumberColumnFilter"},
     {"field": "status", "width": 110, "cellStyle": STATUS_STYLE},
-    {"field": "started", "width": 200, "sort": "desc"},
-    {"field": "duration", "width": 100},
-    {"field": "progress", "width": 140},
+    {  # sorted by the ISO time, shown to the minute (its tooltip the full time)
+        "field": "started",
+        "sort": "desc",
+        "valueFormatter": {"function": "formatStarted(params.value)"},
+        "tooltipField": "started",
+    },
+    {  # sorted by seconds, shown in words
+        "field": "duration_s",
+        "headerName": "Duration",
+        "valueFormatter": {"function": "formatDuration(params.value)"},
+        "filter": "agNumberColumnFilter",
+    },
+    {"field": "progress", "comparator": {"function": "progressComparator"}},
     {"field": "result", "width": 100, "filter": "agNumberColumnFilter"},
-    {"field": "headline", "headerName": "headline result", "minWidth": 300, "flex": 1, "tooltipField": "headline"},
+    {"field": "headline", "headerName": "headline result", "minWidth": 240, "flex": 1, "tooltipField": "headline"},
     {"field": "id", "headerName": "run id", "hide": True},
 ]
 
@@ -58,7 +72,7 @@ def table_rows(rows: list[RunRow]) -> list[dict[str, Any]]:
     for r in rows:
         d = r.as_dict()
         d["link"] = f"[{_escape(r.name)}]({run_link(r.id)})"
-        d["duration"] = format_duration(r.duration_s)
+        d["duration"] = format_duration(r.duration_s)  # what the quick filter matches
         d["result"] = None if r.result is None else round(r.result, 3)
         out.append(d)
     return out
@@ -92,11 +106,18 @@ def layout(store: RunStore) -> html.Div:
     )
 
 
-def _count(rows: list[RunRow]) -> str:
+def _count(rows: list[RunRow] | list[dict[str, Any]], shown: int | None = None) -> str:
+    """How many runs there are by status, and how many the filter leaves (``shown``)."""
+    if not rows:
+        return "no runs under the roots yet"
     by: dict[str, int] = {}
     for r in rows:
-        by[r.status] = by.get(r.status, 0) + 1
-    return f"{len(rows)} runs (" + ", ".join(f"{n} {s}" for s, n in sorted(by.items())) + ")"
+        status = r.status if isinstance(r, RunRow) else str(r.get("status"))
+        by[status] = by.get(status, 0) + 1
+    statuses = "(" + ", ".join(f"{n} {s}" for s, n in sorted(by.items())) + ")"
+    if shown is not None and shown != len(rows):
+        return f"{shown} of {len(rows)} runs shown {statuses}"
+    return f"{len(rows)} runs {statuses}"
 
 
 def _problems(problems: list[str], rows: list[RunRow]) -> list[Any]:
@@ -135,6 +156,15 @@ def register(app: Dash, store: RunStore) -> None:
         if version == old:
             raise PreventUpdate
         return table_rows(rows), _problems(problems, rows), _count(rows), version
+
+    @app.callback(
+        Output(f"{P}-count", "children", allow_duplicate=True),
+        Input(f"{P}-grid", "virtualRowData"),
+        State(f"{P}-grid", "rowData"),
+        prevent_initial_call=True,
+    )
+    def _shown(shown: list[dict[str, Any]] | None, rows: list[dict[str, Any]] | None) -> Any:
+        return _count(rows or [], None if shown is None else len(shown))
 
     @app.callback(
         Output(f"{P}-grid", "dashGridOptions"), Input(f"{P}-filter", "value"), State(f"{P}-grid", "dashGridOptions")

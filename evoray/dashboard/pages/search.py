@@ -11,7 +11,7 @@ from dash.exceptions import PreventUpdate
 
 from evoray.dashboard import figures
 from evoray.dashboard.alphas import edge_names, epoch_distributions, op_names, space_of
-from evoray.dashboard.pages.common import cells, graph, grid, header, live, register_live, section
+from evoray.dashboard.pages.common import cell_title, cells, graph, grid, header, live, register_live, section
 from evoray.dashboard.store import RunStore
 from evoray.dashboard.trials import Trial, best_trial, search_trials
 from evoray.errors import ConfigError
@@ -22,7 +22,7 @@ COLUMNS: list[dict[str, Any]] = [
     {"field": "trial", "headerName": "trial", "pinned": "left"},
     {"field": "searcher"},
     {"field": "seed", "filter": "agNumberColumnFilter"},
-    {"field": "grid", "headerName": "grid point"},
+    {"field": "grid", "headerName": "grid point", "maxWidth": 320, "tooltipField": "grid"},
     {"field": "status"},
     {"field": "epoch", "filter": "agNumberColumnFilter"},
     # the headline's rule: the last epoch's accuracy first (the best epoch's favours noisy trials)
@@ -190,7 +190,7 @@ def _ops(trial: Trial) -> list[Any]:
             probs,
             edge_names(space, e),
             op_names(space, ct, e, k),
-            f"{ct} cell: op distribution per edge over the epochs",
+            f"{cell_title(ct)}: op distribution per edge over the epochs",
         )
         out.append(graph(f"{P}-ops-{ct}", fig))
     return out

@@ -62,6 +62,8 @@ def register(app: Dash, store: RunStore) -> None:
         except ConfigError as err:
             curves, problem = figures.empty("curves unreadable"), problem_box(f"unreadable: {err}")
         result = _results(store, run)
+        if run.status == "done" and result and "test_top1" not in result:  # train --profile: nothing is trained
+            curves = figures.empty("a profile run: the genotype was measured, not trained (no curves)")
         shown = [
             {"key": k, "value": v} for k, v in result.items() if k != "genotype" and not isinstance(v, (dict, list))
         ]
