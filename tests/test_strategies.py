@@ -264,8 +264,11 @@ def test_regularized_batches_and_generation_boundaries() -> None:
 
 def test_regularized_cycles_limit() -> None:
     s = build_strategy(_cfg("regularized", generations=100, cycles=13), get_space("nb201"), np.random.default_rng(0))
+    planned = s.planned_generations  # what a run's progress counts towards
     seen = _run(s)
-    assert len(seen) == 8 + 13 and s.generation == 3 and s.done
+    assert len(seen) == 8 + 13 and s.generation == 3 == planned and s.done
+    short = build_strategy(_cfg("regularized", generations=2, cycles=13), get_space("nb201"), np.random.default_rng(0))
+    assert short.planned_generations == 2  # the generations end it first
 
 
 # -- budget, seeding, validation, errors ----------------------------------------------------------------------------

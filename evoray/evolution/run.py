@@ -142,7 +142,7 @@ def run_evolve(
         {"space": space.name, "method": cfg.evolution.strategy, "fitness": cfg.fitness.backend},
     )
     writer = _tensorboard(run.path / "tensorboard", strategy.generation)
-    g_total = cfg.evolution.generations
+    g_total = strategy.planned_generations
     log(
         f"evolve: {cfg.evolution.strategy} on {space.name}, population {cfg.evolution.population}, {g_total} "
         f"generations, fitness {cfg.fitness.backend} -> {run.path}"

@@ -125,6 +125,12 @@ class Strategy(ABC):
         return len(self._seen)
 
     @property
+    def planned_generations(self) -> int:
+        """The generations the run has, unless its budget of distinct genotypes (``max_evaluations``) ends it
+        first: what its progress counts towards."""
+        return self.cfg.generations
+
+    @property
     def done(self) -> bool:
         c = self.cfg
         return (
@@ -360,6 +366,14 @@ class RegularizedEvolution(Strategy):
 
     name = "regularized"
     default_mutation = "one_edge"
+
+    @property
+    def planned_generations(self) -> int:
+        """Generation 0, then a generation per ``population`` children until ``cycles`` of them (if set)."""
+        c = self.cfg
+        if c.cycles <= 0:
+            return c.generations
+        return min(c.generations, 1 + -(-c.cycles // c.population))
 
     def _propose(self, n: int | None, budget: bool) -> list[Individual]:
         if self.generation == 0:
