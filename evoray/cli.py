@@ -110,8 +110,17 @@ def command_config(
     from evoray.runs.directory import saved_run
 
     if args.resume is not None:
+        refuse_beside_resume(args)
         return resumed_config(cls, saved_run(args.resume, command), args, default_config), args.resume, True
     return load_from_args(cls, args), args.out, False
+
+
+def refuse_beside_resume(args: argparse.Namespace) -> None:
+    """``--out`` and ``--overwrite`` have no meaning beside ``--resume`` (the run continues in its own directory,
+    never moved aside): given, they are refused rather than ignored."""
+    for flag, given in (("--out", args.out is not None), ("--overwrite", getattr(args, "overwrite", False))):
+        if given:
+            raise ConfigError(f"--resume continues the run in {str(args.resume)!r}; {flag} cannot be given with it")
 
 
 def resumed_config(cls: type[T], saved: dict[str, Any], args: argparse.Namespace, default_config: str | None) -> T:

@@ -90,7 +90,8 @@ def check_network(cfg: TrainConfig, genotype: Genotype) -> None:
     m = cfg.model
     if genotype.is_nb201 != (m.network == "nb201"):
         kind = "an NB201 arch string" if genotype.is_nb201 else "a DARTS-family genotype"
-        raise ConfigError(f"model.network={m.network} cannot build {kind}; use model.network=nb201 for NB201 cells")
+        fix = "model.network=nb201" if genotype.is_nb201 else "model.network=cifar or imagenet"
+        raise ConfigError(f"model.network={m.network} cannot build {kind}; use {fix}")
 
 
 def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int, in_channels: int) -> nn.Module:

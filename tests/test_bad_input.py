@@ -67,6 +67,29 @@ ROWS = [
     ("train", ["--out", "{new}", "--set", "model.layers=1000000000000"], "new", "needs about"),
     ("search", ["--out", "{new}", "--set", "base.supernet.init_channels=1000000000000"], "new", "needs about"),
     ("train", ["--out", "{new}", "--genotype", ""], "new", "--genotype is empty"),
+    (
+        "evolve",
+        ["--out", "{new}", "--address", "127.0.0.1:1", *sets("distributed.num_actors=1")],
+        "new",
+        "no Ray cluster answers",
+    ),
+    ("search", ["--out", "{new}", "--address", "ray://127.0.0.1:1"], "new", "no Ray cluster answers at"),
+    ("train", ["--resume", "{train}", "--out", "{new}"], "train", "--out cannot be given with it"),
+    ("evolve", ["--resume", "{evolve}", "--overwrite"], "evolve", "--overwrite cannot be given with it"),
+    ("ensemble", ["--resume", "{evolve}", "--out", "{new}"], "evolve", "--out cannot be given with it"),
+    ("search", ["--resume", "{evolve}", "--overwrite"], "evolve", "--overwrite cannot be given with it"),
+    (
+        "train",
+        ["--out", "{new}", "--set", "model.network=nb201", "--genotype", "DARTS_V2"],
+        "new",
+        "model.network=nb201 cannot build a DARTS-family genotype; use model.network=cifar or imagenet",
+    ),
+    (
+        "train",
+        ["--out", "{new}", "--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|none~2|"],
+        "new",
+        "model.network=cifar cannot build an NB201 arch string; use model.network=nb201",
+    ),
     ("train", ["--out", "{new}", "--genotype", "  "], "new", "--genotype is empty"),
     (
         "train",
@@ -190,6 +213,25 @@ def test_dashboard_port_out_of_range_is_one_line(port, tmp_path, monkeypatch, ca
     assert not served and not captured.out
 
 
+def test_dashboard_port_in_use_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    import socket
+
+    from dash import Dash
+
+    from evoray.dashboard.app import main
+
+    served = []
+    monkeypatch.setattr(Dash, "run", lambda self, *a, **k: served.append(k))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main([str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: cannot serve on 127.0.0.1:{port} (") and err.endswith("; choose --port"), err
+    assert not served
+
+
 def test_ray_authentication_is_left_as_the_user_set_it(tmp_path) -> None:
     """evoray never sets RAY_AUTH_MODE: importing and running it leaves the variable as it was (unset stays unset).
     (The search and ensemble tests run with Ray's default, token authentication for a local cluster.)"""
@@ -308,6 +350,34 @@ def test_a_search_resume_that_cannot_read_its_checkpoints_writes_nothing(search_
     assert search_cmd.main(["--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "searcher.pt" in err and "corrupt" in err, err
+    assert digest(run) == before
+
+
+@pytest.mark.parametrize("damage", ["experiment state", "tuner.pkl"])
+def test_a_search_resume_whose_tune_state_is_corrupt_leaves_the_run_as_it_was(
+    damage: str, search_run, tmp_path, capsys
+) -> None:
+    run = _copy(search_run, tmp_path / "search")
+    target = (
+        sorted(run.glob("tune/experiment_state-*.json"))[-1] if damage == "experiment state" else run / "tune/tuner.pkl"
+    )
+    target.write_text("garbage\n")
+    before = digest(run)
+    assert search_cmd.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Tune's ") and "\n" not in err and target.name in err and "cannot be read" in err, err
+    assert digest(run) == before  # the finished run's manifest is not marked failed
+
+
+def test_a_finished_search_whose_tune_experiment_is_gone_is_not_searched_again(search_run, tmp_path, capsys) -> None:
+    import shutil
+
+    run = _copy(search_run, tmp_path / "search")
+    shutil.rmtree(run / "tune")
+    before = digest(run)
+    assert search_cmd.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume ") and "\n" not in err and "Tune experiment" in err and "is gone" in err
     assert digest(run) == before
 
 

@@ -93,6 +93,8 @@ def test_fresh_process_and_sigkill_resume_give_the_same_archive(tmp_path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
     pd.testing.assert_frame_equal(_archive(ref), _archive(fresh))
+    argv = json.loads((fresh / "run.json").read_text())["argv"]  # the command line as typed
+    assert argv[1:4] == ["-m", "evoray.evolve", "--out"], argv
 
     killed = tmp_path / "killed"
     p = subprocess.Popen(

@@ -437,3 +437,37 @@ def test_a_relative_tune_storage_is_recorded_as_an_absolute_path(tmp_path, monke
     storage, name = tune_location(ExperimentConfig(storage="results/tune"), run)
     assert storage == str(tmp_path.resolve() / "results" / "tune") and name == "run"
     assert tune_location(ExperimentConfig(storage="s3://bucket/exp"), run) == ("s3://bucket/exp", "run")
+
+
+def test_a_finished_run_whose_resume_is_refused_stays_finished(tmp_path) -> None:
+    """--resume of a finished run reads its files after marking it running: when they are refused (a corrupt
+    member, Tune state), the manifest returns to what it was, byte for byte; any other end still marks it failed."""
+    with RunDir.open("train", tmp_path / "r", "r") as run:
+        run.start({"a": 1}, 0)
+        run.finish({"test_top1": 50.0})
+    before = (tmp_path / "r" / "run.json").read_bytes()
+    with pytest.raises(ConfigError), RunDir.open("train", tmp_path / "r", "r", resume=True) as run:
+        run.start({"a": 1}, 0)
+        raise ConfigError("member x: logits.npz is corrupt")
+    assert (tmp_path / "r" / "run.json").read_bytes() == before
+    with pytest.raises(RuntimeError), RunDir.open("train", tmp_path / "r", "r", resume=True) as run:
+        run.start({"a": 1}, 0)
+        raise RuntimeError("out of memory")
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 20, b"echo this is not a checkpoint\n"])
+def test_a_garbage_checkpoint_is_one_plain_line_without_torchs_advice(content: bytes, tmp_path) -> None:
+    import warnings
+
+    from evoray.runs.directory import load_tensors
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ConfigError) as err:
+        warnings.simplefilter("always")
+        load_tensors(path, "checkpoint")
+    message = str(err.value)
+    assert message.startswith(f"checkpoint {str(path)!r} is corrupt or not a tensors-only file (")
+    assert "\n" not in message and "weights_only" not in message and "Re-running" not in message, message
+    assert not caught, [str(w.message) for w in caught]

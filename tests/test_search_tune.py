@@ -139,6 +139,32 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
     assert list((run / "tune").glob("*/events.out.tfevents*")) and list((run / "tune").glob("*/progress.csv"))
 
 
+def test_ctrl_c_leaves_the_search_interrupted_not_done(tmp_path) -> None:
+    """Tune answers SIGINT by ending the experiment early and returning as if it had finished: the run is marked
+    interrupted (exit 130), with no summary of trials that did not finish."""
+    run = tmp_path / "run"
+    config = tmp_path / "exp.yaml"
+    base = {**TINY_BASE, "epochs": 12}
+    config.write_text(json.dumps({"name": "ctrl-c", "searchers": ["darts"], "seeds": [0], "base": base}))
+    p = subprocess.Popen(
+        _cli("--config", str(config), "--out", str(run)), cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not list(run.glob("tune/darts-*/checkpoint_*")) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-2000:]
+    manifest = json.loads((run / "run.json").read_text())
+    assert (manifest["status"], manifest["error"]) == ("failed", "interrupted")
+    assert not (run / "summary.json").exists() and not (run / "archive.parquet").exists()
+    proc = subprocess.run(_cli("--resume", str(run), "--json"), cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = json.loads(proc.stdout.strip().splitlines()[-1])["trials"]
+    assert [(t["status"], t["epochs"]) for t in trials] == [("done", 12)] and open_run(run).status == "done"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evoray import limits
-from evoray.cli import emit_json, log_to, make_parser, resumed_config, run_command, shipped
+from evoray.cli import emit_json, log_to, make_parser, refuse_beside_resume, resumed_config, run_command, shipped
 from evoray.config import load_config
 from evoray.data import describe, require_files
 from evoray.ensemble.config import EnsembleConfig
@@ -96,6 +96,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args.config = spec_path(args.config)
     log = log_to(args.json)
     if args.resume is not None:
+        refuse_beside_resume(args)
         cfg = resumed_config(EnsembleConfig, saved_run(args.resume, "ensemble"), args, default)
     else:
         cfg = load_config(EnsembleConfig, args.config, args.overrides or ())

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from evoray import limits
-from evoray.cli import default_config_path, emit_json, load_from_args, log_to, make_parser, resumed_config, run_command
+from evoray.cli import (
+    default_config_path,
+    emit_json,
+    load_from_args,
+    log_to,
+    make_parser,
+    refuse_beside_resume,
+    resumed_config,
+    run_command,
+)
 from evoray.config import config_to_dict
 from evoray.data import describe, require_files
 from evoray.errors import ConfigError
@@ -94,6 +103,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise ConfigError("--genotype is empty; give a published name, a .json file or a genotype string")
     log = log_to(args.json)
     if args.resume is not None:
+        refuse_beside_resume(args)
         if args.genotype is not None or args.profile:
             raise ConfigError("--resume continues a run as it was started; --genotype and --profile do not apply")
         cfg = resumed_config(TrainConfig, saved_run(args.resume, "train"), args, default)

@@ -7,6 +7,7 @@ with the token that ``ray get-auth-token`` prints on its head node.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import ray
@@ -18,10 +19,35 @@ from evoray.runtime import ResourcesConfig
 def ensure_ray(address: str | None = None) -> None:
     """Join the cluster at ``address`` ("auto", "host:port", "ray://..."), or start a local Ray, unless this
     process is already connected."""
+    if address and address not in ("auto", "local"):
+        check_reachable(address)
     if ray.is_initialized():
         return
     # "local" starts a fresh Ray even when a cluster started earlier left its address behind
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
+
+
+RAY_CLIENT_PORT = 10001  # the port of a ray:// address that names none
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster address that nothing answers at is a one-line error at once, not minutes of Ray's retries. An
+    address of another form is left to Ray to judge."""
+    scheme, _, rest = address.rpartition("://")
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep and scheme == "ray":
+        host, port = rest.rstrip("/"), str(RAY_CLIENT_PORT)
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"no Ray cluster answers at {address!r} ({reason}); start one there (ray start --head) or correct "
+            "resources.address (--address): host:port, ray://host:port or auto"
+        ) from None
 
 
 def cluster_has_gpus() -> bool:

@@ -38,7 +38,8 @@ def run_members_on_ray(
     task = ray.remote(_member_task).options(**res)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     log(
-        f"training {len(pool)} members as Ray tasks ({res['num_cpus']:g} CPU, {res['num_gpus']:g} GPU each; "
+        f"training {len(pool)} member{'s' if len(pool) != 1 else ''} as Ray tasks ({res['num_cpus']:g} CPU, "
+        f"{res['num_gpus']:g} GPU each; "
         f"{cpus} CPUs in the cluster)"
     )
     start = time.perf_counter()

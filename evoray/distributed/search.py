@@ -17,10 +17,12 @@ from evoray.distributed.tune import (
     Log,
     can_restore,
     check_checkpoints,
+    check_experiment,
     restore_trials,
     run_trials,
     trial_outcomes,
 )
+from evoray.errors import ConfigError
 from evoray.runs import RunDir
 from evoray.runs.reader import TUNE
 from evoray.searchers.experiment import ExperimentConfig, expand
@@ -44,8 +46,14 @@ def run_search(exp: ExperimentConfig, run: RunDir, log: Log = print, quiet_stdou
     storage, name = tune_location(exp, run)
     path = f"{storage.rstrip('/')}/{name}"
     restore = run.resumed and can_restore(path)
-    if restore:
-        check_checkpoints(path)  # a corrupt trial checkpoint stops here, with nothing written
+    if run.resumed and not restore and run.manifest.get("status") == "done":
+        raise ConfigError(
+            f"--resume {str(run.path)!r}: the search finished, and its Tune experiment {path!r} is gone; nothing to "
+            "continue (a new run with the same config searches again)"
+        )
+    if restore:  # a corrupt experiment state or trial checkpoint stops here, with nothing written
+        check_experiment(path)
+        check_checkpoints(path)
     run.start(
         config_to_dict(exp),
         exp.seeds[0] if len(exp.seeds) == 1 else None,

@@ -13,7 +13,9 @@ import io
 import json
 import os
 import pickle
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,7 +28,7 @@ from evoray.config import config_from_dict, config_to_dict
 from evoray.distributed.cluster import placement, require_cpus, worker_device
 from evoray.errors import ConfigError
 from evoray.runs.directory import atomic_write, load_tensors
-from evoray.runs.reader import tune_trial_states
+from evoray.runs.reader import TUNE_STATE, tune_trial_states
 from evoray.runtime import apply_runtime
 from evoray.searchers import SEARCHERS, SearchConfig, Searcher, SearchSettings
 from evoray.searchers.experiment import ExperimentConfig, trial_label
@@ -151,7 +153,32 @@ def run_trials(
         run_config=_run_config(exp, storage, name, quiet_stdout),
     )
     log(f"search: {len(trials)} trials ({', '.join(trial_label(t) for t in trials)})")
-    return tuner.fit()
+    return fit(tuner)
+
+
+def fit(tuner: Any) -> Any:
+    """``tuner.fit()``, raising ``KeyboardInterrupt`` after it when Tune ended the experiment on a Ctrl-C: Tune
+    catches the first SIGINT (or SIGUSR1), saves the experiment's state, stops the trials and returns as from a
+    finished experiment; the run is then interrupted, not done. Tune's handler puts back, when it fires, the
+    handler it found: finding ours back in place afterwards is the sign."""
+    if threading.current_thread() is not threading.main_thread() or int(os.getenv(_NO_TUNE_HANDLER, "0") or 0):
+        return tuner.fit()  # Tune installs no handler: a Ctrl-C raises KeyboardInterrupt as usual
+
+    def interrupt(signum: int, frame: Any) -> None:  # a second Ctrl-C, once Tune has put this back
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        grid = tuner.fit()
+        caught = signal.getsignal(signal.SIGINT) is interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt("the Tune experiment was stopped; its state is saved for --resume")
+    return grid
+
+
+_NO_TUNE_HANDLER = "TUNE_DISABLE_SIGINT_HANDLER"  # Tune's switch for its SIGINT handler
 
 
 def _run_config(exp: ExperimentConfig, storage: str, name: str, quiet_stdout: bool) -> Any:
@@ -189,6 +216,44 @@ def check_checkpoints(path: str) -> int:
             load_tensors(checkpoint / CHECKPOINT_FILE, f"trial {trial.name}'s checkpoint")
             count += 1
     return count
+
+
+TUNER_STATE = "tuner.pkl"  # the Tuner's own settings, pickled by Tune beside its experiment state
+
+
+def check_experiment(path: str) -> None:
+    """Read, before Tune restores it, what ``Tuner.restore`` reads of the local experiment ``path``: its newest
+    experiment state (JSON: one pair of JSON records per trial, each trial's config holding its search settings) and
+    ``tuner.pkl`` (read with every class replaced by an inert one, so nothing in it runs). A file that cannot be read
+    is a one-line ``ConfigError`` naming it, raised before the run directory changes."""
+    root = Path(path)
+    if "://" in path or not root.is_dir():
+        return
+    states = sorted(root.glob(TUNE_STATE))
+    if states:
+        try:
+            entries = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
+            for entry in entries:
+                trial, runtime = (json.loads(part) for part in entry)
+                config = trial["config"]
+                if not isinstance(runtime, dict) or (isinstance(config, dict) and "search" not in config):
+                    raise ValueError("a trial without evoray's search settings")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise _unreadable(states[-1], err) from None
+    tuner = root / TUNER_STATE
+    if tuner.is_file():
+        try:
+            _InertUnpickler(io.BytesIO(tuner.read_bytes())).load()
+        except Exception as err:  # any unpickling failure: the file is not a pickle Tune wrote
+            raise _unreadable(tuner, err) from None
+
+
+def _unreadable(file: Path, err: BaseException) -> ConfigError:
+    reason = (str(err).splitlines() or [""])[0][:160] or type(err).__name__
+    return ConfigError(
+        f"Tune's {file.name} in {str(file.parent)!r} cannot be read ({reason}): the experiment cannot be restored "
+        "from it; the run is left as it was"
+    )
 
 
 def _newest_complete(trial: Path) -> Path | None:
@@ -252,7 +317,7 @@ def restore_trials(exp: ExperimentConfig, path: str, log: Log) -> Any:
         raise ConfigError(f"--resume {path!r} holds no Tune experiment (no experiment state found there)")
     log(f"resuming the Tune experiment at {path}")
     tuner = tune.Tuner.restore(path, _trainable(exp), resume_unfinished=True, resume_errored=True)
-    return tuner.fit()
+    return fit(tuner)
 
 
 def trial_outcomes(grid: Any) -> list[dict[str, Any]]:

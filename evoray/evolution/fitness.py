@@ -103,7 +103,8 @@ class TabularBackend(FitnessBackend):
         for column, key in ((arch_column, "arch_column"), (metric, "metric"), (report, "report")):
             if column and column not in df.columns:
                 raise ConfigError(
-                    f"fitness table {str(path)!r} has no {key} column {column!r}; columns: {', '.join(df.columns)}"
+                    f"fitness table {str(path)!r} has no column {column!r} (fitness.{key}); columns: "
+                    f"{', '.join(map(str, df.columns))}"
                 )
         duplicated = df[arch_column].duplicated()
         if duplicated.any():

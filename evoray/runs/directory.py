@@ -35,6 +35,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from types import TracebackType
@@ -131,6 +132,7 @@ class RunDir:
         self.command, self.path, self._fd, self._created, self.resumed = command, path, fd, created, resumed
         self.started = False
         self.manifest: dict[str, Any] = {}
+        self._finished: dict[str, Any] | None = None  # a finished run's manifest, kept while --resume checks it
 
     # -- opening ------------------------------------------------------------------------------------------------
     @classmethod
@@ -248,6 +250,8 @@ class RunDir:
     def start(self, config: dict[str, Any], seed: int | None, summary: dict[str, Any] | None = None) -> None:
         """Write the resolved config and mark the run running (a resumed run keeps its first start time)."""
         if self.resumed:
+            if self.manifest.get("status") == "done":
+                self._finished = json.loads(json.dumps(self.manifest))
             self.manifest["status"] = "running"
             self.manifest.setdefault("resumed", []).append(now())
             self.manifest["ended"] = None
@@ -263,7 +267,7 @@ class RunDir:
                 "ended": None,
                 "seed": seed,
                 "versions": versions(),
-                "argv": list(sys.argv),
+                "argv": list(getattr(sys, "orig_argv", sys.argv)),  # as typed: python -m evoray.evolve ...
                 "host": socket.gethostname(),
                 "result": None,
                 "error": None,
@@ -326,7 +330,12 @@ class RunDir:
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            if err is not None and self.started and self.manifest.get("status") == "running":
+            if isinstance(err, ConfigError) and self._finished is not None:
+                # --resume of a finished run refused its files (a corrupt member, Tune state, ...): the run stays
+                # as it was, not failed; the error is the command's one line
+                self.manifest = self._finished
+                self._write_manifest()
+            elif err is not None and self.started and self.manifest.get("status") == "running":
                 self.fail("interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}")
             elif err is not None and not self.started and self._created:
                 with contextlib.suppress(OSError):  # refused before anything was written: leave no directory
@@ -423,13 +432,28 @@ def load_tensors(path: Path, what: str) -> dict[str, Any]:
     if damaged:
         raise ConfigError(f"{what} {str(path)!r} is corrupt ({damaged})")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of odd pickle protocols in random bytes before failing
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling or format failure: one line, nothing executed
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise ConfigError(f"{what} {str(path)!r} is corrupt or not a tensors-only file ({reason})") from None
+        raise ConfigError(
+            f"{what} {str(path)!r} is corrupt or not a tensors-only file ({_load_failure(err)})"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {str(path)!r} holds {type(data).__name__}, not a mapping of tensors")
     return data
+
+
+def _load_failure(err: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in a few words: the unpickler's own reason where torch wraps it in advice
+    (about ``weights_only=False``, which evoray never takes), else the error's type and first line."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        return (detail[0] if detail else "refused by the weights-only unpickler")[:160]
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _damaged_record(path: Path) -> str | None:

@@ -125,10 +125,9 @@ def check_genotype(genotype: Genotype) -> None:
     for cell_type in ("normal", "reduce"):
         genotype.cell(cell_type)  # a missing cell type raises a ConfigError naming it
     for name, cell in genotype.cells:
+        which = f"the genotype's {name if name == 'cell' else name + ' cell'}"
         if len(cell.nodes) not in steps:
-            raise ConfigError(f"genotype {name} cell has {len(cell.nodes)} nodes; DARTS-family cells have {min(steps)}")
+            raise ConfigError(f"{which} has {len(cell.nodes)} nodes; DARTS-family cells have {min(steps)}")
         for op, _ in (edge for node in cell.nodes for edge in node):
             if op not in valid:
-                raise ConfigError(
-                    f"genotype {name} cell: op {op!r} is in no DARTS-family space; valid: {', '.join(valid)}"
-                )
+                raise ConfigError(f"{which}: op {op!r} is in no DARTS-family space; valid: {', '.join(valid)}")
