@@ -187,7 +187,7 @@ def test_ctrl_c_leaves_the_search_interrupted_not_done(tmp_path) -> None:
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path, capsys) -> None:
-    assert main([*args, "--out", str(tmp_path / "s")]) == 2
+    assert main([*args] if "--resume" in args else [*args, "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "s").exists()
