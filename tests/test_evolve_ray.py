@@ -288,3 +288,32 @@ def test_workers_that_do_not_fit_the_gpus_are_refused(ray_session, monkeypatch) 
     require_cpus(ResourcesConfig(gpus=0.5), 2, "distributed.num_actors=2")  # two halves share the one GPU
     with pytest.raises(ConfigError, match=r"num_actors=2: 2 worker\(s\) of resources.gpus=-1 need 2 GPUs but this"):
         require_cpus(ResourcesConfig(), 2, "distributed.num_actors=2")  # -1: one GPU each, as the cluster has GPUs
+
+
+NICENESS_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import ray
+    from evoray.distributed.cluster import ensure_ray
+
+    ensure_ray(None)
+
+    @ray.remote(num_cpus=1)
+    class Probe:
+        def niceness(self):
+            return os.nice(0)
+
+    print("DRIVER", os.nice(0), "ACTOR", ray.get(Probe.remote().niceness.remote()))
+    """
+)
+
+
+def test_the_local_rays_workers_run_at_the_drivers_priority(tmp_path) -> None:
+    """Ray starts its workers at niceness 15: beside any other busy process an actor then gets a few percent of a
+    core. The local Ray evoray starts keeps them at the driver's."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NICENESS_SCRIPT], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    driver, actor = proc.stdout.split()[1::2]
+    assert actor == driver, proc.stdout
