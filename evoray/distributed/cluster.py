@@ -28,7 +28,8 @@ def ensure_ray(address: str | None = None) -> None:
         return
     # "local" starts a fresh Ray even when a cluster started earlier left its address behind. Its workers (the
     # actors and trials that do a run's work) run at the driver's priority: Ray's default niceness of 15 gives them
-    # about 4% of a core beside any other busy process (a digits generation took 115 s instead of 9 s)
+    # about 4% of a core beside any other busy process (beside a two-thread job, the embedded default's first
+    # generation had not finished after 6 minutes; at the driver's priority it took 82 s)
     ray.init(address="local", include_dashboard=False, log_to_driver=False, _system_config={"worker_niceness": 0})
 
 
