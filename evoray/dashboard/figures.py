@@ -515,8 +515,9 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, Any]]]) -> go.Figur
         return empty("no reliability data in report.json")
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    titles = [f"{t} (ECE {e.get('test', {}).get('ece', float('nan')):.2f}%)" for t, e in panels]
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=titles, vertical_spacing=0.14)
+    # two lines: a member's name and its ECE side by side ran into the next panel's title on narrow pages
+    titles = [f"{t}<br>ECE {e.get('test', {}).get('ece', float('nan')):.2f}%" for t, e in panels]
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=titles, vertical_spacing=0.2)
     for i, (_, e) in enumerate(panels):
         r = e["reliability"]
         centres = [(lo + hi) / 2 for lo, hi in zip(r["lo"], r["hi"])]
@@ -536,7 +537,7 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, Any]]]) -> go.Figur
         )  # fmt: skip
     fig.update_xaxes(range=[0, 1], title_text="confidence")
     fig.update_yaxes(range=[0, 1])
-    fig.update_layout(height=300 * nrows + 40, margin=MARGIN, bargap=0)
+    fig.update_layout(height=300 * nrows + 60, margin={**MARGIN, "t": 60}, bargap=0)
     return fig
 
 
