@@ -501,6 +501,7 @@ def test_runs_sort_by_duration_and_progress_as_numbers(synth_page, synth_root) -
         start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
         _set_manifest(run, started=start.isoformat(), ended=(start + dt.timedelta(seconds=seconds)).isoformat(),
                       progress={"generation": done, "of": 14})  # fmt: skip
+    synthetic_evolve(synth_root / "evolve" / "not-sorted", 2, 3)  # a run the filter leaves out
     synth_page.goto("/")
     synth_page.locator("#runs-filter").fill("sortme")
     _rows(synth_page, 3)

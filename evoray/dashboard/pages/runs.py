@@ -4,6 +4,7 @@ cannot be read with the reason, and roots that do not exist."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
@@ -97,7 +98,7 @@ def layout(store: RunStore) -> html.Div:
                         className="filter",
                     ),
                     html.A("compare the ticked runs", id=f"{P}-compare", href="", className="button disabled"),
-                    html.Span(_count(rows), id=f"{P}-count", className="note"),
+                    html.Span(_count([r.status for r in rows]), id=f"{P}-count", className="note"),
                 ],
                 className="toolbar",
             ),
@@ -106,18 +107,15 @@ def layout(store: RunStore) -> html.Div:
     )
 
 
-def _count(rows: list[RunRow] | list[dict[str, Any]], shown: int | None = None) -> str:
+def _count(statuses: list[str], shown: int | None = None) -> str:
     """How many runs there are by status, and how many the filter leaves (``shown``)."""
-    if not rows:
+    if not statuses:
         return "no runs under the roots yet"
-    by: dict[str, int] = {}
-    for r in rows:
-        status = r.status if isinstance(r, RunRow) else str(r.get("status"))
-        by[status] = by.get(status, 0) + 1
-    statuses = "(" + ", ".join(f"{n} {s}" for s, n in sorted(by.items())) + ")"
-    if shown is not None and shown != len(rows):
-        return f"{shown} of {len(rows)} runs shown {statuses}"
-    return f"{len(rows)} runs {statuses}"
+    by = Counter(statuses)
+    words = "(" + ", ".join(f"{n} {s}" for s, n in sorted(by.items())) + ")"
+    if shown is not None and shown != len(statuses):
+        return f"{shown} of {len(statuses)} runs shown {words}"
+    return f"{len(statuses)} runs {words}"
 
 
 def _problems(problems: list[str], rows: list[RunRow]) -> list[Any]:
@@ -155,7 +153,7 @@ def register(app: Dash, store: RunStore) -> None:
         version = _version(rows, problems)
         if version == old:
             raise PreventUpdate
-        return table_rows(rows), _problems(problems, rows), _count(rows), version
+        return table_rows(rows), _problems(problems, rows), _count([r.status for r in rows]), version
 
     @app.callback(
         Output(f"{P}-count", "children", allow_duplicate=True),
@@ -164,7 +162,7 @@ def register(app: Dash, store: RunStore) -> None:
         prevent_initial_call=True,
     )
     def _shown(shown: list[dict[str, Any]] | None, rows: list[dict[str, Any]] | None) -> Any:
-        return _count(rows or [], None if shown is None else len(shown))
+        return _count([str(r.get("status")) for r in rows or []], None if shown is None else len(shown))
 
     @app.callback(
         Output(f"{P}-grid", "dashGridOptions"), Input(f"{P}-filter", "value"), State(f"{P}-grid", "dashGridOptions")
