@@ -210,6 +210,10 @@ def test_runs_page_lists_every_run_and_the_unreadable_ones(page, runs_root, shot
         manifest = json.loads((runs_root / command / f"tiny-{command}" / "run.json").read_text())
         cell = page.locator(f'.ag-center-cols-container .ag-row[row-id="0/{command}/tiny-{command}"] [col-id=result]')
         assert float(cell.inner_text()) == pytest.approx(round(manifest["result"][key], 3), abs=1e-9), command
+    # a search's progress: its trials' epochs (2 trials of 2 epochs), read from Tune's files
+    assert json.loads((runs_root / "search/tiny-search/run.json").read_text())["epochs"] == 4
+    progress = page.locator('.ag-center-cols-container .ag-row[row-id="0/search/tiny-search"] [col-id=progress]')
+    assert progress.inner_text().strip() == "trial epochs 4/4"
     unreadable = page.locator("#runs-unreadable").inner_text()
     assert "bad/corrupt-archive" in unreadable and "not a readable Parquet file" in unreadable
     assert "bad/legacy" in unreadable and "older evoray" in unreadable

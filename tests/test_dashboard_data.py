@@ -207,6 +207,30 @@ def test_search_trials_read_status_and_epochs_as_run(tmp_path) -> None:
     assert [r["valid_acc"] for r in restored.rows] == [50.0, 61.0, 70.0]
 
 
+def test_a_search_runs_progress_counts_its_trials_epochs_as_they_report(tmp_path) -> None:
+    """A search's trials report to Tune's files, not to its manifest: the runs table counts every trial's last
+    reported epoch (a restored trial's repeated epochs once, a line being written not at all) against the epochs
+    planned at its start, and sees each new report."""
+    from bench.dashboard import synthetic_search
+
+    run_dir = synthetic_search(tmp_path / "runs" / "search" / "s", trials=2)
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest.update(status="running", ended=None, result=None, epochs=7)
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    store = RunStore([tmp_path / "runs"])
+    assert store.listing()[0][0].progress == "trial epochs 0/7"
+    pad = "x" * 70_000  # a last line longer than the tail read: the whole file is read
+    _tune_trial(run_dir / "tune" / "a", 4, [{"epoch": 1}, {"epoch": 2}, {"epoch": 1}, {"epoch": 2, "pad": pad}])
+    _tune_trial(run_dir / "tune" / "b", 3, [{"epoch": 1}])
+    with (run_dir / "tune" / "b" / "result.json").open("a") as f:
+        f.write('{"epoch": 2, "valid_a')  # being written
+    (row,) = store.listing()[0]
+    assert (row.progress, row.headline) == ("trial epochs 3/7", "trial epochs 3/7")
+    with (run_dir / "tune" / "b" / "result.json").open("a") as f:
+        f.write('cc": 50.0}\n{"epoch": 3}\n')
+    assert store.listing()[0][0].progress == "trial epochs 5/7"
+
+
 def test_a_trials_grid_point_is_what_the_grid_varies_not_the_searchers_own_settings(tmp_path) -> None:
     from bench.dashboard import synthetic_search
     from evoray.dashboard.trials import search_trials

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import math
 import os
 import socket
@@ -156,6 +157,11 @@ class RunStore:
         """The runs-table line of ``run`` (cached with its manifest and archive). A running run's status and
         duration are looked at anew each time: its process can end, and its clock runs, without a write."""
         row = self.cached("row", str(run.path), [run.path / MANIFEST, run.path / ARCHIVE], lambda: self._row(run))
+        if run.command == "search" and not row.problem:  # its trials report to Tune's files, not to the manifest
+            files = result_files(run)
+            progress = self.cached("progress", str(run.path), files, lambda: search_progress(run.manifest, files))
+            headline = progress if row.headline == row.status and progress else row.headline
+            row = replace(row, progress=progress, headline=headline)
         if row.status != "running":
             return row
         status = _status(run.manifest)
@@ -304,6 +310,37 @@ def format_duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m {s % 60:02d}s"
     return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+def last_epoch(path: Path, tail: int = 1 << 16) -> int:
+    """The ``epoch`` of the last whole line of a trial's ``result.json`` (0 when there is none). Its last ``tail``
+    bytes are read first (every line holds the trial's config, and a line is added each epoch); the whole file only
+    when they hold no whole line."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            for start in dict.fromkeys((max(size - tail, 0), 0)):
+                f.seek(start)
+                for line in reversed(f.read().decode("utf-8", errors="replace").splitlines()):
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line being written, or cut by the tail
+                    if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                        return int(row["epoch"])
+    except OSError:
+        pass
+    return 0
+
+
+def search_progress(m: dict[str, Any], results: Sequence[Path]) -> str:
+    """A search run's progress: its trials' epochs done (each trial's last report) out of every trial's planned
+    epochs (``run.json``'s ``epochs``, written at the start; a run of an older evoray gives the count alone)."""
+    done = sum(last_epoch(p) for p in results)
+    total = m.get("epochs")
+    if isinstance(total, int) and total > 0:
+        return f"trial epochs {done}/{total}"
+    return f"trial epochs {done}" if done else ""
 
 
 def _progress(m: dict[str, Any]) -> str:

@@ -57,7 +57,13 @@ def run_search(exp: ExperimentConfig, run: RunDir, log: Log = print, quiet_stdou
     run.start(
         config_to_dict(exp),
         exp.seeds[0] if len(exp.seeds) == 1 else None,
-        {"space": trials[0].supernet.space, "method": ",".join(exp.searchers), "trials": len(trials), "tune": path},
+        {
+            "space": trials[0].supernet.space,
+            "method": ",".join(exp.searchers),
+            "trials": len(trials),
+            "epochs": sum(t.epochs for t in trials),  # the dashboard's progress: every trial's epochs
+            "tune": path,
+        },
     )
     grid = restore_trials(exp, path, log) if restore else run_trials(exp, trials, storage, name, log, quiet_stdout)
     outcomes = trial_outcomes(grid)
