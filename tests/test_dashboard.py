@@ -251,8 +251,20 @@ def test_evolve_page_shows_the_runs_best_and_its_cells(page, runs_root, shots) -
     # the population's legend names the colours: the origins of the generation shown (the last)
     legend = page.locator("#evo-population .legendtext").all_text_contents()
     origins = {str(r["origin"]) for r in archive if r["generation"] == last}
-    assert set(legend) == origins | {"earlier generations", "Pareto front"}, legend
+    ids = [r["id"] for r in archive if r["generation"] == last]
+    ringed = {f"shown below (id {best['id']})"} if best["id"] in ids else set()  # the best, ringed where it is
+    assert set(legend) == origins | {"earlier generations", "Pareto front"} | ringed, legend
     page.screenshot(path=str(shots / "evolve.png"), full_page=True)
+    # a clicked individual is the one detailed below, and the one ringed
+    box = page.locator("#evo-population .scatterlayer .trace").nth(1).locator(".point").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # Plotly's drag layer takes it
+    page.locator("#evo-focus-text", has_text=re.compile(r"^individual \d+ of generation")).wait_for()
+    clicked = int(re.search(r"individual (\d+)", page.locator("#evo-focus-text").inner_text()).group(1))
+    assert clicked in ids
+    page.locator("#evo-population .legendtext", has_text=f"shown below (id {clicked})").wait_for()
+    ring = _traces(page, "#evo-population")[f"shown below (id {clicked})"]
+    row = next(r for r in archive if r["generation"] == last and r["id"] == clicked)
+    assert (ring["x"], ring["y"]) == ([pytest.approx(row["params_m"])], [pytest.approx(row["fitness"])])
 
 
 def test_search_page_lists_the_trials_and_draws_a_clicked_trial(page, runs_root, shots) -> None:

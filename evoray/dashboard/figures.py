@@ -134,9 +134,12 @@ def pareto_front(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarra
     return front
 
 
-def population_figure(rows: Sequence[dict[str, Any]], generation: int, x_key: str = "params_m") -> go.Figure:
-    """The population of ``generation`` (params against fitness), the earlier generations faint behind it, and the
-    generation's Pareto front (fewer params, higher fitness)."""
+def population_figure(
+    rows: Sequence[dict[str, Any]], generation: int, x_key: str = "params_m", shown: int | None = None
+) -> go.Figure:
+    """The population of ``generation`` (params against fitness), the earlier generations faint behind it, the
+    generation's Pareto front (fewer params, higher fitness), and a ring around individual ``shown`` (the id of the one
+    the page details) when it is in ``generation`` (made there, or kept from an earlier one)."""
     if not rows:
         return empty("no individuals yet")
     gens = np.array([int(r["generation"]) for r in rows])
@@ -170,6 +173,14 @@ def population_figure(rows: Sequence[dict[str, Any]], generation: int, x_key: st
                 x=xs[front], y=ys[front], mode="lines+markers", name="Pareto front", hoverinfo="skip",
                 line={"color": "#d62728", "shape": "hv", "width": 1.5},
                 marker={"symbol": "diamond-open", "size": 14, "color": "#d62728", "line": {"width": 2}},
+            )
+        )  # fmt: skip
+    ring = [i for i in idx if shown is not None and int(rows[i]["id"]) == shown]
+    if ring:
+        fig.add_trace(
+            go.Scatter(
+                x=xs[ring], y=ys[ring], mode="markers", name=f"shown below (id {rows[ring[0]]['id']})",
+                hoverinfo="skip", marker={"symbol": "circle-open", "size": 20, "color": "#111", "line": {"width": 2.5}},
             )
         )  # fmt: skip
     for origin in origins:  # the legend of the colours: how this generation's individuals were made

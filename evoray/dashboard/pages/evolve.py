@@ -50,7 +50,7 @@ def layout(store: RunStore, run: Run, run_id: str) -> html.Div:
                 ),
                 html.Div(
                     "colour: how each individual was made (random grey, elite green, crossover blue, mutation "
-                    "orange); click one to follow its genealogy, alphas and cells",
+                    "orange); click one to follow its genealogy, alphas and cells (the one followed is ringed)",
                     className="note",
                 ),
                 graph(f"{P}-population"),
@@ -131,11 +131,13 @@ def draw_generations(store: RunStore, run_id: str, value: int | None, old_max: i
     return figures.fitness_figure(data.stats), last, marks, last if follow else value, None
 
 
-def draw_population(store: RunStore, run_id: str, gen: int | None) -> Any:
-    _, data = _load(store, run_id)
+def draw_population(store: RunStore, run_id: str, gen: int | None, focus: Any = None) -> Any:
+    """Generation ``gen``'s population, the individual the page details (clicked, else the best) ringed."""
+    run, data = _load(store, run_id)
     if gen is None:
         return figures.empty("no generation finished yet")
-    return figures.population_figure(data.rows, int(gen))
+    shown = tuple(focus) if focus else best_key(store, run, data)
+    return figures.population_figure(data.rows, int(gen), shown=None if shown is None else int(shown[1]))
 
 
 def draw_individual(store: RunStore, run_id: str, focus: Any) -> tuple[Any, ...]:
@@ -204,10 +206,11 @@ def register(app: Dash, store: RunStore) -> None:
         Output(f"{P}-population", "figure"),
         Input(f"{P}-gen", "value"),
         Input(f"{P}-version", "data"),
+        Input(f"{P}-focus", "data"),
         State(f"{P}-run", "data"),
     )
-    def _population(gen: int | None, _: Any, run_id: str) -> Any:
-        return draw_population(store, run_id, gen)
+    def _population(gen: int | None, _: Any, focus: Any, run_id: str) -> Any:
+        return draw_population(store, run_id, gen, focus)
 
     @app.callback(
         Output(f"{P}-focus", "data"),
