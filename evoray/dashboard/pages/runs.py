@@ -31,7 +31,7 @@ COLUMNS: list[dict[str, Any]] = [
     {"field": "command", "width": 110},
     {
         "field": "link",
-        "headerName": "name",
+        "headerName": "Name",
         "cellRenderer": "markdown",
         "minWidth": 180,
         "maxWidth": 320,
@@ -41,9 +41,17 @@ COLUMNS: list[dict[str, Any]] = [
     },
     {"field": "space", "width": 100},
     # an ensemble's combiners make a long list: the column stays narrow, the list in its tooltip
-    {"field": "method", "headerName": "searcher / strategy", "maxWidth": 200, "tooltipField": "method"},
+    {"field": "method", "headerName": "Searcher / strategy", "maxWidth": 200, "tooltipField": "method"},
     {"field": "seed", "width": 80, "filter": "agNumberColumnFilter"},
     {"field": "status", "width": 110, "cellStyle": STATUS_STYLE},
+    # the headline number beside the status, in view at 1400 px (the columns size to their contents)
+    {
+        "field": "result",
+        "width": 100,
+        "filter": "agNumberColumnFilter",
+        "type": "rightAligned",
+        "valueFormatter": {"function": "params.value == null ? '' : d3.format('.2f')(params.value)"},
+    },
     {  # sorted by the ISO time, shown to the minute (its tooltip the full time)
         "field": "started",
         "sort": "desc",
@@ -57,9 +65,8 @@ COLUMNS: list[dict[str, Any]] = [
         "filter": "agNumberColumnFilter",
     },
     {"field": "progress", "comparator": {"function": "progressComparator"}},
-    {"field": "result", "width": 100, "filter": "agNumberColumnFilter"},
-    {"field": "headline", "headerName": "headline result", "minWidth": 240, "flex": 1, "tooltipField": "headline"},
-    {"field": "id", "headerName": "run id", "hide": True},
+    {"field": "headline", "headerName": "Headline result", "minWidth": 240, "flex": 1, "tooltipField": "headline"},
+    {"field": "id", "headerName": "Run id", "hide": True},
 ]
 
 
@@ -74,7 +81,6 @@ def table_rows(rows: list[RunRow]) -> list[dict[str, Any]]:
         d = r.as_dict()
         d["link"] = f"[{_escape(r.name)}]({run_link(r.id)})"
         d["duration"] = format_duration(r.duration_s)  # what the quick filter matches
-        d["result"] = None if r.result is None else round(r.result, 3)
         out.append(d)
     return out
 

@@ -19,22 +19,22 @@ from evoray.runs import Run
 
 P = "search"
 COLUMNS: list[dict[str, Any]] = [
-    {"field": "trial", "headerName": "trial", "pinned": "left"},
+    {"field": "trial", "headerName": "Trial", "pinned": "left"},
     {"field": "searcher"},
     {"field": "seed", "filter": "agNumberColumnFilter"},
-    {"field": "grid", "headerName": "grid point", "maxWidth": 320, "tooltipField": "grid"},
+    {"field": "grid", "headerName": "Grid point", "maxWidth": 320, "tooltipField": "grid"},
     {"field": "status"},
     {"field": "epoch", "filter": "agNumberColumnFilter"},
     # the headline's rule: the last epoch's accuracy first (the best epoch's favours noisy trials)
-    {"field": "valid_acc", "headerName": "valid acc (%)", "filter": "agNumberColumnFilter", "sort": "desc"},
-    {"field": "best", "headerName": "best epoch (%)", "filter": "agNumberColumnFilter"},
+    {"field": "valid_acc", "headerName": "Valid acc (%)", "filter": "agNumberColumnFilter", "sort": "desc"},
+    {"field": "best", "headerName": "Best epoch (%)", "filter": "agNumberColumnFilter"},
     {
         "field": "valid_on",
-        "headerName": "measured on",
+        "headerName": "Measured on",
         "headerTooltip": "split: held out of training; test: the "
         "test set (a single-level search on the whole training set), never a trial to choose by",
     },
-    {"field": "params_m", "headerName": "params (M)", "filter": "agNumberColumnFilter"},
+    {"field": "params_m", "headerName": "Params (M)", "filter": "agNumberColumnFilter"},
     {"field": "genotype", "maxWidth": 600, "tooltipField": "genotype"},
 ]
 
