@@ -76,7 +76,7 @@ def header_body(store: RunStore, run: Run) -> list[Any]:
         ("space", m.get("space") or ""),
         ("method", m.get("method") or ""),
         ("seed", "" if run.seed is None else str(run.seed)),
-        ("started", str(m.get("started") or "")),
+        ("started", str(m.get("started") or "")[:19].replace("T", " ")),  # to the second, in the run's own clock
         ("duration", format_duration(row.duration_s)),
         ("progress", row.progress),
     ]

@@ -166,7 +166,7 @@ def register(app: Dash, store: RunStore) -> None:
             f": {trial.searcher}, seed {trial.seed}, {trial.status}, epoch {trial.epoch}, "
             f"valid {_pct(trial.valid_acc)}, best {_pct(trial.best)}"
             + (" (on the test set)" if trial.valid_on == "test" else "")
-            + f", grid point {trial.grid}",
+            + (f", grid point {trial.grid}" if trial.grid not in ("", "-") else ""),
         ]
         return text, _ops(trial), cells(trial.genotype, trial.searcher)
 
