@@ -260,7 +260,9 @@ def test_evolve_page_shows_the_runs_best_and_its_cells(page, runs_root, shots) -
     box = page.locator("#evo-population .scatterlayer .trace").nth(1).locator(".point").first.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # Plotly's drag layer takes it
     page.locator("#evo-focus-text", has_text=re.compile(r"^individual \d+ of generation")).wait_for()
-    clicked = int(re.search(r"individual (\d+)", page.locator("#evo-focus-text").inner_text()).group(1))
+    found = re.search(r"individual (\d+)", page.locator("#evo-focus-text").inner_text())
+    assert found is not None
+    clicked = int(found.group(1))
     assert clicked in ids
     page.locator("#evo-population .legendtext", has_text=f"shown below (id {clicked})").wait_for()
     ring = _traces(page, "#evo-population")[f"shown below (id {clicked})"]

@@ -155,11 +155,14 @@ class RunStore:
 
     def row(self, run: Run) -> RunRow:
         """The runs-table line of ``run`` (cached with its manifest and archive). A running run's status and
-        duration are looked at anew each time: its process can end, and its clock runs, without a write."""
+        duration are looked at anew each time: its process can end, and its clock runs, without a write. A search
+        run's progress comes from its trials' own reports (``result.json``), cached with them."""
         row = self.cached("row", str(run.path), [run.path / MANIFEST, run.path / ARCHIVE], lambda: self._row(run))
         if run.command == "search" and not row.problem:  # its trials report to Tune's files, not to the manifest
             files = result_files(run)
-            progress = self.cached("progress", str(run.path), files, lambda: search_progress(run.manifest, files))
+            progress = self.cached(  # the manifest holds the epochs planned
+                "progress", str(run.path), [run.path / MANIFEST, *files], lambda: search_progress(run.manifest, files)
+            )
             headline = progress if row.headline == row.status and progress else row.headline
             row = replace(row, progress=progress, headline=headline)
         if row.status != "running":
