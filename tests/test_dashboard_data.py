@@ -13,7 +13,7 @@ import pytest
 
 from bench.dashboard import synthetic_evolve, synthetic_train
 from evoray.dashboard.cells import OUTPUT, layout_cell
-from evoray.dashboard.figures import ancestry, drawn_family, lineage, pareto_front
+from evoray.dashboard.figures import ancestry, drawn_family, lineage, pareto_front, trial_curves_figure
 from evoray.dashboard.store import OutsideRootsError, RunStore
 from evoray.report import draw_genotype
 from evoray.runs.archive import ARCHIVE
@@ -511,3 +511,23 @@ def test_a_search_whose_tune_storage_lies_elsewhere_is_followed_there(tmp_path) 
         f.write(json.dumps({"epoch": 2, "training_iteration": 2, "valid_acc": 45.0, "done": False}) + "\n")
     assert store.version("0/search/s") != before
     assert {t.name: t for t in search_trials(store, store.open("0/search/s"))}["s"].epoch == 2
+
+
+def test_the_entropy_panel_marks_the_uniform_choice_and_keeps_a_readable_span() -> None:
+    """A search whose alphas barely move (entropy within 1e-5 of ln 5) draws a flat line at the mark of the uniform
+    choice (ln K, K read from the reported op distributions), on an axis at least a tenth of ln K tall; entropies
+    that fall far below it stay in view."""
+    import math
+
+    ops = [[0.2] * 5 for _ in range(6)]
+    flat = [{"epoch": e, "entropy_cell": math.log(5) - 1e-5 * e, "ops_cell": ops} for e in (1, 2, 3)]
+    fig = trial_curves_figure({"gdas": flat})
+    (mark,) = [s for s in fig.layout.shapes if s.y0 == s.y1]
+    assert mark.y0 == pytest.approx(math.log(5))
+    (axis,) = [a for a in (fig.layout[k] for k in fig.layout if k.startswith("yaxis")) if a.range is not None]
+    low, high = axis.range
+    assert high > math.log(5) and high - low >= 0.1 * math.log(5)
+    falling = [{"epoch": e, "entropy_normal": v, "ops_normal": [[0.125] * 8]} for e, v in ((1, 2.07), (2, 0.3))]
+    fig = trial_curves_figure({"xnas": falling})
+    (axis,) = [a for a in (fig.layout[k] for k in fig.layout if k.startswith("yaxis")) if a.range is not None]
+    assert axis.range[0] < 0.3 and axis.range[1] > math.log(8)

@@ -455,10 +455,47 @@ def trial_curves_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
                     row=p // cols + 1, col=p % cols + 1,
                 )  # fmt: skip
                 shown = True
+    entropy = next((p for p, (title, _) in enumerate(panels) if title == "alpha entropy"), None)
+    if entropy is not None:
+        _uniform_entropy(fig, curves, panels[entropy][1], entropy // cols + 1, entropy % cols + 1)
     steps = [r.get("epoch", r.get("training_iteration")) for rows in curves.values() for r in rows]
     fig.update_xaxes(title_text="epoch", **step_ticks(steps))
     fig.update_layout(height=300 * nrows, margin=MARGIN, legend={"orientation": "h", "y": -0.12})
     return fig
+
+
+def _uniform_entropy(
+    fig: go.Figure, curves: dict[str, list[dict[str, Any]]], keys: Sequence[str], row: int, col: int
+) -> None:
+    """Mark the entropy of a uniform choice among an edge's K ops (ln K, the alphas' starting point; K read from the
+    op distributions the trials report) on the entropy panel, and let its axis span at least a tenth of ln K: alphas
+    that barely move then read as a flat line at the mark, not as a climb over ticks five digits long."""
+    counts = sorted(
+        {
+            len(v[0])
+            for rows in curves.values()
+            for r in rows[:1]
+            for k, v in r.items()
+            if k.startswith("ops_") and isinstance(v, list) and v and isinstance(v[0], list) and len(v[0]) > 1
+        }
+    )
+    values = [float(r[k]) for rows in curves.values() for r in rows for k in keys if _number(r.get(k))]
+    if not counts or not values:
+        return
+    for K in counts:
+        fig.add_hline(
+            y=math.log(K), line={"dash": "dash", "color": "#999", "width": 1}, row=row, col=col,
+            annotation={"text": f"uniform (ln {K})", "font": {"size": 10, "color": "#777"}},
+            annotation_position="bottom left",
+        )  # fmt: skip
+    top = max(max(values), math.log(counts[-1]))
+    low = min(min(values), math.log(counts[0]), top - 0.1 * math.log(counts[-1]))
+    pad = 0.06 * (top - low)
+    fig.update_yaxes(range=[low - pad, top + pad], row=row, col=col)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(float(x))
 
 
 def op_distribution_figure(
