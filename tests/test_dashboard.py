@@ -316,6 +316,18 @@ def test_train_and_ensemble_pages_show_their_results(page, runs_root, shots) -> 
     first = report["committees"][0]
     assert f"{first['test']['accuracy']:.3f}" in committees.first.inner_text()
     assert f"{first['test']['oracle_nll']:.3f}" in committees.first.inner_text()
+    # the best member and committee are the run's own (lowest validation NLL), said so, with that NLL shown
+    summary = report["summary"]
+    page.locator("#ens-choice", has_text="lowest validation NLL").wait_for()
+    choice = page.locator("#ens-choice").inner_text()
+    assert (
+        f"best member {summary['best_member']['name']} and best committee {summary['best_committee']['name']}" in choice
+    )
+    assert min(report["members"], key=lambda m: m["valid"]["nll"])["name"] == summary["best_member"]["name"]
+    assert (
+        f"{summary['best_member']['valid']['nll']:.3f}"
+        in members.nth([m["name"] for m in report["members"]].index(summary["best_member"]["name"])).inner_text()
+    )
     page.locator("#ens-reliability .js-plotly-plot").wait_for()
     page.screenshot(path=str(shots / "ensemble.png"), full_page=True)
 

@@ -187,7 +187,7 @@ def run_ensemble(
     log(
         f"best member {bm['name']}: test top1 {bm['test']['accuracy']:.2f}% NLL {bm['test']['nll']:.4f}; "
         f"best committee {bc['name']}: test top1 {bc['test']['accuracy']:.2f}% NLL {bc['test']['nll']:.4f} "
-        f"-> {run.path / 'report.md'}"
+        f"(each the lowest validation NLL) -> {run.path / 'report.md'}"
     )
     summary = summary_line(report, run.path)
     run.finish(

@@ -19,12 +19,12 @@ P = "ens"
 REPORT = "report.json"
 MEMBER_COLUMNS = [
     ("name", "member"), ("kind", "kind"), ("params_m", "params (M)"), ("accuracy", "accuracy (%)"), ("nll", "NLL"),
-    ("ece", "ECE (%)"),
+    ("ece", "ECE (%)"), ("valid_nll", "valid NLL"),
 ]  # fmt: skip
 COMMITTEE_COLUMNS = [
     ("name", "committee"), ("combiner", "combiner"), ("size", "size"), ("accuracy", "accuracy (%)"), ("nll", "NLL"),
     ("ece", "ECE (%)"), ("oracle_nll", "oracle NLL"), ("disagreement", "disagreement (%)"),
-    ("disagreement_committee", "vs committee (%)"), ("members", "members (weight)"),
+    ("disagreement_committee", "vs committee (%)"), ("valid_nll", "valid NLL"), ("members", "members (weight)"),
 ]  # fmt: skip
 
 
@@ -49,6 +49,7 @@ def layout(store: RunStore, run: Run, run_id: str) -> html.Div:
                     ],
                     className="slider",
                 ),
+                html.Div(id=f"{P}-choice", className="note"),
                 html.H4("Members"),
                 html.Div(id=f"{P}-members"),
                 html.H4("Committees"),
@@ -58,6 +59,18 @@ def layout(store: RunStore, run: Run, run_id: str) -> html.Div:
             section("Reliability", graph(f"{P}-reliability")),
             section("Best member's cells", html.Div(id=f"{P}-cells", className="cells")),
         ]
+    )
+
+
+def _choice(rep: dict[str, Any]) -> str:
+    """Which member and committee the run calls best, and by what rule (never the test set)."""
+    summary = rep.get("summary") or {}
+    member, committee = summary.get("best_member") or {}, summary.get("best_committee") or {}
+    if not member or not committee:
+        return ""
+    return (
+        f"best member {member.get('name')} and best committee {committee.get('name')}: those of lowest validation NLL "
+        "(chosen without the test set, so the best on a test column can differ)"
     )
 
 
@@ -89,6 +102,7 @@ def register(app: Dash, store: RunStore) -> None:
         Output(f"{P}-size", "figure"),
         Output(f"{P}-reliability", "figure"),
         Output(f"{P}-cells", "children"),
+        Output(f"{P}-choice", "children"),
         Output(f"{P}-problem", "children"),
         Input(f"{P}-version", "data"),
         State(f"{P}-run", "data"),
@@ -99,7 +113,7 @@ def register(app: Dash, store: RunStore) -> None:
         if rep is None:
             msg = problem_box(f"unreadable: {err}") if err else html.Div("members are still training", className="note")
             none = figures.empty("no report yet")
-            return options, none, none, cells(None), msg
+            return options, none, none, cells(None), None, msg
         keys = sorted({k for m in rep.get("members", []) for k in (m.get("shift") or {})})
         if keys:
             options.append({"label": "mean over every shift", "value": "shift_mean"})
@@ -112,6 +126,7 @@ def register(app: Dash, store: RunStore) -> None:
             figures.committee_size_figure(rep.get("committees", [])),
             figures.reliability_figure(panels),
             cells(best.get("genotype"), str(best.get("name") or "")),
+            _choice(rep),
             None,
         )
 
@@ -127,7 +142,13 @@ def register(app: Dash, store: RunStore) -> None:
         if rep is None:
             return None, None
         members = [
-            {"name": m.get("name"), "kind": m.get("kind"), "params_m": m.get("params_m"), **_metrics(m, where)}
+            {
+                "name": m.get("name"),
+                "kind": m.get("kind"),
+                "params_m": m.get("params_m"),
+                **_metrics(m, where),
+                "valid_nll": (m.get("valid") or {}).get("nll"),
+            }
             for m in rep.get("members", [])
         ]
         committees = [
@@ -136,6 +157,7 @@ def register(app: Dash, store: RunStore) -> None:
                 "combiner": c.get("combiner"),
                 "size": c.get("size"),
                 **_metrics(c, where),
+                "valid_nll": (c.get("valid") or {}).get("nll"),
                 "members": ", ".join(f"{n} ({w:.2f})" for n, w in (c.get("members") or {}).items()),
             }
             for c in rep.get("committees", [])
