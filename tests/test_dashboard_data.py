@@ -531,3 +531,12 @@ def test_the_entropy_panel_marks_the_uniform_choice_and_keeps_a_readable_span() 
     fig = trial_curves_figure({"xnas": falling})
     (axis,) = [a for a in (fig.layout[k] for k in fig.layout if k.startswith("yaxis")) if a.range is not None]
     assert axis.range[0] < 0.3 and axis.range[1] > math.log(8)
+
+
+def test_headlines_keep_three_significant_digits_of_small_parameter_counts() -> None:
+    from evoray.dashboard.store import headline_text
+
+    assert (
+        headline_text("train", {"test_top1": 22.841, "params_m": 0.00177}, {}) == "test top-1 22.84%, 0.00177 M params"
+    )
+    assert headline_text("evolve", {"fitness": 95.828, "params_m": 3.63421}, {}) == "fitness 95.83, 3.634 M params"

@@ -377,6 +377,14 @@ def headline_value(command: str, result: dict[str, Any]) -> float | None:
     return None if key is None else _num(result.get(key))
 
 
+def _millions(x: Any) -> str:
+    """A count in millions to three decimals, or to three significant digits below 0.1 (0.00177, not 0.002)."""
+    v = _num(x)
+    if v is None:
+        return "?"
+    return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.3f}"
+
+
 def _fmt(x: Any, digits: int = 2) -> str:
     v = _num(x)
     return "?" if v is None else f"{v:.{digits}f}"
@@ -389,7 +397,7 @@ def headline_text(command: str, result: dict[str, Any], manifest: dict[str, Any]
     if not result:
         return _progress(manifest) or str(manifest.get("status", ""))
     if command == "evolve":
-        return f"fitness {_fmt(result.get('fitness'))}, {_fmt(result.get('params_m'), 3)} M params"
+        return f"fitness {_fmt(result.get('fitness'))}, {_millions(result.get('params_m'))} M params"
     if command == "search":
         return (
             f"best valid {_fmt(result.get('best_valid_acc'))}% ({result.get('searcher')}), "
@@ -397,8 +405,8 @@ def headline_text(command: str, result: dict[str, Any], manifest: dict[str, Any]
         )
     if command == "train":
         if "test_top1" not in result:
-            return f"profile: {_fmt(result.get('params_m'), 3)} M params, {_fmt(result.get('flops_m'), 1)} M FLOPs"
-        return f"test top-1 {_fmt(result.get('test_top1'))}%, {_fmt(result.get('params_m'), 3)} M params"
+            return f"profile: {_millions(result.get('params_m'))} M params, {_fmt(result.get('flops_m'), 1)} M FLOPs"
+        return f"test top-1 {_fmt(result.get('test_top1'))}%, {_millions(result.get('params_m'))} M params"
     if command == "ensemble":
         return (
             f"{result.get('best_committee')} {_fmt(result.get('best_committee_accuracy'))}% "
