@@ -410,7 +410,7 @@ def headline_text(command: str, result: dict[str, Any], manifest: dict[str, Any]
     if command == "ensemble":
         return (
             f"{result.get('best_committee')} {_fmt(result.get('best_committee_accuracy'))}% "
-            f"({float(result.get('accuracy_gain') or 0):+.2f} vs member {result.get('best_member')}; both of lowest "
-            "validation NLL)"
+            f"({float(result.get('accuracy_gain') or 0):+.2f} vs member {result.get('best_member') or '?'}; both of "
+            "lowest validation NLL)"
         )
     return ""
