@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from typing import Any
 
@@ -13,7 +14,14 @@ import pytest
 
 from bench.dashboard import synthetic_evolve, synthetic_train
 from evoray.dashboard.cells import OUTPUT, layout_cell
-from evoray.dashboard.figures import ancestry, drawn_family, lineage, pareto_front, trial_curves_figure
+from evoray.dashboard.figures import (
+    ancestry,
+    drawn_family,
+    lineage,
+    pareto_front,
+    population_figure,
+    trial_curves_figure,
+)
 from evoray.dashboard.store import OutsideRootsError, RunStore
 from evoray.report import draw_genotype
 from evoray.runs.archive import ARCHIVE
@@ -207,7 +215,7 @@ def test_search_trials_read_status_and_epochs_as_run(tmp_path) -> None:
     assert [r["valid_acc"] for r in restored.rows] == [50.0, 61.0, 70.0]
 
 
-def test_a_search_runs_progress_counts_its_trials_epochs_as_they_report(tmp_path) -> None:
+def test_a_search_runs_progress_counts_its_trials_epochs_as_they_report(tmp_path, monkeypatch) -> None:
     """A search's trials report to Tune's files, not to its manifest: the runs table counts every trial's last
     reported epoch (a restored trial's repeated epochs once, a line being written not at all) against the epochs
     planned at its start, and sees each new report."""
@@ -229,6 +237,46 @@ def test_a_search_runs_progress_counts_its_trials_epochs_as_they_report(tmp_path
     with (run_dir / "tune" / "b" / "result.json").open("a") as f:
         f.write('cc": 50.0}\n{"epoch": 3}\n')
     assert store.listing()[0][0].progress == "trial epochs 5/7"
+    # finished with trials stopped early (ASHA): the count and the plan, not a run that looks unfinished
+    manifest.update(status="done")
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    assert store.listing()[0][0].progress == "trial epochs 5 (7 planned; trials stopped early)"
+    # Tune's files on a remote storage: nothing counted; in a folder that cannot be looked at: none seen, still listed
+    shutil.rmtree(run_dir / "tune")
+    manifest.update(tune="s3://bucket/s")
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    assert store.listing()[0][0].progress == ""
+    locked = tmp_path / "locked" / "tune"
+    locked.mkdir(parents=True)
+    manifest.update(tune=str(locked))
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    real_is_dir = type(locked).is_dir
+
+    def refused(path, *args, **kwargs):  # as a folder without permission answers
+        if "locked" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_dir(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(locked), "is_dir", refused)
+    (row,) = store.listing()[0]
+    assert row.name == "s" and row.progress.startswith("trial epochs 0 ")
+
+
+def test_the_population_rings_the_individual_shown_below_and_keeps_the_readers_zoom(tmp_path) -> None:
+    """The ring marks the individual the page details, by id, in the generation drawn; one without a finite fitness
+    (failed) gets no ring; a redraw keeps the reader's zoom (``uirevision``)."""
+    rows = [
+        {"generation": 0, "id": 0, "origin": "random", "params_m": 1.0, "fitness": 50.0},
+        {"generation": 1, "id": 0, "origin": "elite", "params_m": 1.0, "fitness": 50.0},
+        {"generation": 1, "id": 1, "origin": "crossover", "params_m": 2.0, "fitness": 60.0},
+        {"generation": 1, "id": 2, "origin": "mutation", "params_m": 3.0, "fitness": float("nan")},
+    ]
+    fig = population_figure(rows, 1, shown=0)  # kept from generation 0 as an elite: ringed in generation 1
+    (ring,) = [t for t in fig.data if (t.name or "").startswith("shown below")]
+    assert (ring.name, list(ring.x), list(ring.y)) == ("shown below (id 0)", [1.0], [50.0])
+    assert fig.layout.uirevision == "population"
+    assert not [t for t in population_figure(rows, 1, shown=2).data if (t.name or "").startswith("shown below")]
+    assert not [t for t in population_figure(rows, 1, shown=7).data if (t.name or "").startswith("shown below")]
 
 
 def test_a_trials_grid_point_is_what_the_grid_varies_not_the_searchers_own_settings(tmp_path) -> None:

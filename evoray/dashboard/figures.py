@@ -175,7 +175,7 @@ def population_figure(
                 marker={"symbol": "diamond-open", "size": 14, "color": "#d62728", "line": {"width": 2}},
             )
         )  # fmt: skip
-    ring = [i for i in idx if shown is not None and int(rows[i]["id"]) == shown]
+    ring = [i for i in idx if shown is not None and int(rows[i]["id"]) == shown and np.isfinite([xs[i], ys[i]]).all()]
     if ring:
         fig.add_trace(
             go.Scatter(
@@ -193,6 +193,7 @@ def population_figure(
         )  # fmt: skip
     fig.update_layout(
         title=f"generation {generation}: {len(idx)} individuals, {len(front)} on the Pareto front",
+        uirevision="population",  # a click (which redraws the ring) keeps the reader's zoom and hidden traces
         xaxis_title="params (M)" if x_key == "params_m" else x_key,
         yaxis_title="fitness",
         height=360,

@@ -122,13 +122,18 @@ class Run:
 
     def tune_path(self) -> Path | None:
         """A search run's Tune experiment on this machine: ``<run>/tune``, else where ``run.json`` records it (the
-        experiment config's ``storage``); None when neither is here (e.g. storage at an ``s3://`` URI)."""
-        own = self.path / TUNE
-        if own.is_dir():
-            return own
+        experiment config's ``storage``); None when neither is here (e.g. storage at an ``s3://`` URI) or can be looked
+        at (a folder without permission, a storage that fails to answer)."""
         recorded = self.manifest.get("tune")
-        if isinstance(recorded, str) and recorded and "://" not in recorded and Path(recorded).is_dir():
-            return Path(recorded)
+        places = [self.path / TUNE]
+        if isinstance(recorded, str) and recorded and "://" not in recorded:
+            places.append(Path(recorded))
+        for place in places:
+            try:
+                if place.is_dir():
+                    return place
+            except OSError:
+                continue
         return None
 
     def supernet(self) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,6 +4,7 @@ from a genotype, and tables."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
@@ -76,7 +77,7 @@ def header_body(store: RunStore, run: Run) -> list[Any]:
         ("space", m.get("space") or ""),
         ("method", m.get("method") or ""),
         ("seed", "" if run.seed is None else str(run.seed)),
-        ("started", str(m.get("started") or "")[:19].replace("T", " ")),  # to the second, in the run's own clock
+        ("started", _started(str(m.get("started") or ""))),
         ("duration", format_duration(row.duration_s)),
         ("progress", row.progress),
     ]
@@ -87,6 +88,22 @@ def header_body(store: RunStore, run: Run) -> list[Any]:
         html.Div(row.headline, className="headline", id="run-headline"),
         html.Div(f"error: {m.get('error')}", className="problem") if m.get("error") else None,
     ]
+
+
+def _started(iso: str) -> str:
+    """An ISO start time to the second with its offset ("2026-12-05 01:52:01 UTC": runs write UTC)."""
+    try:
+        t = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    text = t.strftime("%Y-%m-%d %H:%M:%S")
+    offset = t.utcoffset()
+    if offset is None:
+        return text
+    if not offset:
+        return f"{text} UTC"
+    z = t.strftime("%z")
+    return f"{text} {z[:3]}:{z[3:5]}"
 
 
 def cell_title(cell_type: str) -> str:

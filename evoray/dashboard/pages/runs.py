@@ -51,6 +51,7 @@ COLUMNS: list[dict[str, Any]] = [
         "filter": "agNumberColumnFilter",
         "type": "rightAligned",
         "valueFormatter": {"function": "params.value == null ? '' : d3.format('.2f')(params.value)"},
+        "getQuickFilterText": {"function": "params.value == null ? '' : d3.format('.2f')(params.value)"},
     },
     {  # sorted by the ISO time, shown to the minute (its tooltip the full time)
         "field": "started",
