@@ -2,7 +2,7 @@
 against AutoDL-Projects' GDAS code, on NAS-Bench-201 and on the DARTS space, at the same size and thread count,
 interleaved round by round.
 
-    python bench/gdas.py --original /path/to/AutoDL-Projects [--threads 2] [--rounds 5] [--steps 20]
+    python bench/gdas.py --original /path/to/AutoDL-Projects [--threads 2] [--rounds 5] [--steps 20] [--floor]
 
 evoray: the ``gdas`` searcher built as an ``evoray search`` trial is (``trial_config``: the searcher's paper settings
 for the space, then the size below; the default ``RuntimeConfig()``, its ``channels_last`` included, which
@@ -22,6 +22,10 @@ Departures from the original, none of which changes its arithmetic: its ``obtain
 computation with ``reshape`` (its ``view`` fails on PyTorch >= 1.7); on the DARTS space its candidate ops are listed in
 evoray's order. Each round of either code starts from the same torch seed, and both draw the Gumbel noise alike, so
 they time the same sampled paths.
+
+``--floor`` also times both codes' step at batch 2, 8x8, where the arithmetic all but vanishes, and splits each
+code's step into that fixed cost (dispatch, autograd, module calls, kernel launches) and the rest, with evoray's
+speed-up on each part.
 
 Prints images/s (two batches per step), the ratio, and the achieved GFLOP/s: the multiply-adds of one forward of the
 sampled single path (thop, averaged over the same sampled paths for both), x2 FLOPs each, x3 for each of the two
@@ -221,8 +225,8 @@ def original_job(
     return {"run": run}, macs
 
 
-def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
-    """Measure one space; returns evoray's speed-up."""
+def bench_space(space: str, args: argparse.Namespace, peak: float) -> dict[str, float]:
+    """Measure one space; returns each code's median milliseconds a step."""
     with tempfile.TemporaryDirectory() as tmp:
         searcher = evoray_searcher(space, args, Path(tmp))
     assert searcher.data.arch is not None
@@ -264,7 +268,22 @@ def bench_space(space: str, args: argparse.Namespace, peak: float) -> float:
     ratio = medians["original"] / medians["evoray"]
     per_round = [o / e for e, o in zip(times["evoray"], times["original"], strict=True)]
     print(f"evoray / original (images/s): {ratio:.2f}x median; per round " + ", ".join(f"{r:.2f}x" for r in per_round))
-    return ratio
+    return {name: 1000 * sec / args.steps for name, sec in medians.items()}
+
+
+def print_floor(space: str, full: dict[str, float], floor: dict[str, float]) -> None:
+    """Split each code's step into its fixed cost (the same step at batch 2, 8x8: dispatch, autograd, module calls,
+    kernel launches, all that does not grow with the batch) and the rest (the arithmetic and memory traffic)."""
+    print(f"\n{space}: where a step's time goes (ms; fixed = the step at batch 2, 8x8; the rest = the difference)")
+    print(f"{'':10s} {'step':>8s} {'fixed':>8s} {'rest':>8s}")
+    for name in full:
+        print(f"{name:10s} {full[name]:8.1f} {floor[name]:8.1f} {full[name] - floor[name]:8.1f}")
+    for what, a, b in (
+        ("step", full["original"], full["evoray"]),
+        ("fixed", floor["original"], floor["evoray"]),
+        ("rest", full["original"] - floor["original"], full["evoray"] - floor["evoray"]),
+    ):
+        print(f"evoray's speed-up, {what}: {a / b:.2f}x" if b > 0 else f"evoray's speed-up, {what}: -")
 
 
 def main() -> None:
@@ -290,6 +309,12 @@ def main() -> None:
     parser.add_argument("--no-channels-last", action="store_true", help="evoray in NCHW whatever RuntimeConfig says")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: both codes run there")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="evoray's autocast")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the step at batch 2, 8x8 (the fixed cost of a step) and split each code's time into that and "
+        "the rest",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peak, peak_words = peak_line(args.device, args.precision)
@@ -299,7 +324,10 @@ def main() -> None:
     )
     print("a step: weight step on a training batch + architecture step on a validation batch (2 batches, 2 x fwd+bwd)")
     for space in [s for s in args.spaces.split(",") if s]:
-        bench_space(space, args, peak)
+        full = bench_space(space, args, peak)
+        if args.floor:
+            floor = bench_space(space, argparse.Namespace(**{**vars(args), "batch": 2, "side": 8}), peak)
+            print_floor(space, full, floor)
 
 
 if __name__ == "__main__":
