@@ -159,15 +159,12 @@ class RunStore:
         run's progress comes from its trials' own reports (``result.json``), cached with them."""
         row = self.cached("row", str(run.path), [run.path / MANIFEST, run.path / ARCHIVE], lambda: self._row(run))
         if run.command == "search" and not row.problem:  # its trials report to Tune's files, not to the manifest
-            tune = run.manifest.get("tune")
-            here = run.tune_path() is not None or not (isinstance(tune, str) and "://" in tune)  # else: not counted
-            files = result_files(run) if here else []
+            files = result_files(run)
+            remote = not files and "://" in str(run.manifest.get("tune") or "")  # nothing here to count
             progress = self.cached(  # the manifest holds the epochs planned
-                "progress",
-                str(run.path),
-                [run.path / MANIFEST, *files],
-                lambda: search_progress(run.manifest, files if here else None),
+                "progress", str(run.path), [run.path / MANIFEST, *files], lambda: search_progress(run.manifest, files)
             )
+            progress = "" if remote else progress
             headline = progress if row.headline == row.status and progress else row.headline
             row = replace(row, progress=progress, headline=headline)
         if row.status != "running":
@@ -341,13 +338,10 @@ def last_epoch(path: Path, tail: int = 1 << 16) -> int:
     return 0
 
 
-def search_progress(m: dict[str, Any], results: Sequence[Path] | None) -> str:
+def search_progress(m: dict[str, Any], results: Sequence[Path]) -> str:
     """A search run's progress: its trials' epochs done (each trial's last report) out of every trial's planned
     epochs (``run.json``'s ``epochs``, written at the start; a run of an older evoray gives the count alone). A
-    finished search whose trials stopped early (ASHA) gives the count and the plan; ``results`` None (its Tune files
-    are on a remote storage): nothing to count."""
-    if results is None:
-        return ""
+    finished search whose trials stopped early (ASHA) gives the count and the plan."""
     done = sum(last_epoch(p) for p in results)
     total = m.get("epochs")
     if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
