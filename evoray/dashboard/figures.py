@@ -36,9 +36,14 @@ def empty(text: str, height: int = 220) -> go.Figure:
 def step_ticks(values: Sequence[Any]) -> dict[str, Any]:
     """Axis ticks for whole steps (generations, epochs, committee sizes): on integers only, about ten of them, never
     at a half generation."""
-    xs = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    xs = [float(v) for v in values if _number(v)]
     span = max(xs) - min(xs) if xs else 0.0
     return {"tick0": 0, "dtick": max(1, math.ceil(span / 10))}
+
+
+def _number(x: Any) -> bool:
+    """A finite int or float."""
+    return isinstance(x, (int, float)) and math.isfinite(float(x))
 
 
 def _finite(values: Sequence[Any]) -> np.ndarray:
@@ -493,10 +498,6 @@ def _uniform_entropy(
     low = min(min(values), math.log(counts[0]), top - 0.1 * math.log(counts[-1]))
     pad = 0.06 * (top - low)
     fig.update_yaxes(range=[low - pad, top + pad], row=row, col=col)
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(float(x))
 
 
 def op_distribution_figure(

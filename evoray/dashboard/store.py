@@ -382,12 +382,14 @@ def headline_value(command: str, result: dict[str, Any]) -> float | None:
     return None if key is None else _num(result.get(key))
 
 
-def _millions(x: Any) -> str:
-    """A count in millions to three decimals, or to three significant digits below 0.1 (0.00177, not 0.002)."""
-    v = _num(x)
-    if v is None:
-        return "?"
+def format_number(v: float) -> str:
+    """Three decimals, or three significant digits below 0.1 (a parameter count of 0.00177 M, not 0.002)."""
     return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.3f}"
+
+
+def _millions(x: Any) -> str:
+    v = _num(x)
+    return "?" if v is None else format_number(v)
 
 
 def _fmt(x: Any, digits: int = 2) -> str:

@@ -13,7 +13,7 @@ from dash import Dash, Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from evoray.dashboard import figures
-from evoray.dashboard.store import OutsideRootsError, RunStore, format_duration
+from evoray.dashboard.store import OutsideRootsError, RunStore, format_duration, format_number
 from evoray.errors import ConfigError
 from evoray.runs import Run
 from evoray.spaces import parse_genotype
@@ -158,7 +158,7 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], id: str | 
 
     def cell(v: Any) -> str:
         if isinstance(v, float):  # three decimals; a small value (params in millions) three significant digits
-            return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.3f}"
+            return format_number(v)
         return "" if v is None else str(v)
 
     head = html.Thead(html.Tr([html.Th(h) for _, h in columns]))
