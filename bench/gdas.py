@@ -14,7 +14,9 @@ decay 1e-3), tau 10 (the first epoch's), and the body of ``search_func`` of exps
 over every parameter), on the same batches, on the CPU (``.cuda()`` made a no-op; no DataParallel), in a process of
 its own, so that evoray's process-wide runtime settings (``runtime.reuse_memory``) do not reach it. The CPU size: C=8,
 N cells per stage (NAS-Bench-201: 3N cells and two residual blocks; DARTS space: 3N cells, as AutoDL counts N),
-16x16 images, batch 64 for both codes (the GDAS-NASNet config says 256). ``--device cuda`` runs both codes on the GPU
+16x16 images, and by default the batch a default ``evoray search`` of GDAS runs on the space (the searcher's paper
+settings: 64 on NAS-Bench-201, GDAS-NASNet-CIFAR's 256 on the DARTS space; ``--batch`` sets one for both), the same
+for both codes. ``--device cuda`` runs both codes on the GPU
 (the original's ``.cuda()`` calls then run as written; its batches are placed there once), ``--precision bf16`` runs
 evoray under bf16 autocast (``runtime.precision``; the original has no such option and runs in fp32).
 
@@ -75,6 +77,12 @@ AUTODL_OP = {  # evoray's DARTS op names -> AutoDL-Projects'
     "dil_conv_5x5": "dil_sepc_5x5",
 }
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def paper_batch(space: str) -> int:
+    """The training batch of an ``evoray search`` trial of GDAS on ``space`` that sets none (the paper settings)."""
+    exp = ExperimentConfig(searchers=["gdas"], base={"supernet": {"space": space}})
+    return int(trial_config(exp, "gdas", 0, {}).data.batch_size)
 
 
 def evoray_searcher(space: str, args: argparse.Namespace, folder: Path) -> Searcher:
@@ -227,6 +235,8 @@ def original_job(
 
 def bench_space(space: str, args: argparse.Namespace, peak: float) -> dict[str, float]:
     """Measure one space; returns each code's median milliseconds a step."""
+    if args.batch is None:
+        args = argparse.Namespace(**{**vars(args), "batch": paper_batch(space)})
     with tempfile.TemporaryDirectory() as tmp:
         searcher = evoray_searcher(space, args, Path(tmp))
     assert searcher.data.arch is not None
@@ -297,7 +307,9 @@ def main() -> None:
     parser.add_argument("--C", type=int, default=8)
     parser.add_argument("--N", type=int, default=2, help="cells per stage (AutoDL's N; evoray's DARTS layers = 3N)")
     parser.add_argument("--side", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="both codes' batch (default: GDAS' paper setting for the space)"
+    )
     parser.add_argument("--draws", type=int, default=64, help="sampled paths averaged in the thop count")
     parser.add_argument(
         "--track-running-stats",
