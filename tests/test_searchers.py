@@ -13,12 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evoray.config import config_from_dict
+from evoray.cli import default_config_path
+from evoray.commands.search import shadow_notes
+from evoray.config import config_from_dict, load_config
 from evoray.errors import ConfigError
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell, Supernet
 from evoray.searchers import SEARCHERS, SearchConfig, SearchSettings
 from evoray.searchers.base import lr_now
-from evoray.searchers.experiment import ExperimentConfig, expand
+from evoray.searchers.experiment import ExperimentConfig, expand, shadowed_base_key
 from evoray.searchers.methods.darts import unrolled_arch_grad
 from evoray.searchers.methods.snas import SNAS
 from evoray.searchers.methods.snas_resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
@@ -579,6 +581,31 @@ def test_trial_configs_layer_paper_defaults_under_the_user() -> None:
         for t in snas
     )
     assert sorted({(t.seed, t.arch.lr) for t in snas}) == [(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]
+
+
+def test_a_base_key_that_a_later_layer_overrides_is_named() -> None:
+    """`--set base.epochs=3` on the default search config leaves GDAS at its per_searcher epochs (the documented
+    layering): the command says so in one note per shadowing layer, and says nothing where base reaches every trial."""
+    exp = load_config(
+        ExperimentConfig,
+        default_config_path("search-default.yaml"),
+        ["base.epochs=3", "per_searcher.snas.epochs=3", "grid.optim.lr=[0.1, 0.2]"],
+    )
+    assert shadowed_base_key(exp, "epochs") == ["per_searcher.gdas.epochs = 32"]  # snas' 3 equals base's: no shadow
+    assert shadowed_base_key(exp, "gdas.tau_min") == ["per_searcher.gdas.gdas.tau_min = 0.1"]
+    assert shadowed_base_key(exp, "optim.lr") == ["grid.optim.lr"]
+    assert shadowed_base_key(exp, "optim") == ["grid.optim.lr"]
+    assert shadowed_base_key(exp, "supernet.layers") == []
+    exp.searchers = ["darts", "xnas"]  # no searcher of the run has per_searcher epochs
+    assert shadowed_base_key(exp, "epochs") == []
+    exp.searchers = ["gdas"]
+    notes = shadow_notes(exp, ["base.epochs=3", "epochs=3", "base.supernet.layers=4", "base.optim.lr=0.3"])
+    assert notes == [
+        "note: --set base.epochs does not reach every trial: per_searcher.gdas.epochs = 32 comes after base and "
+        "wins there",
+        "note: --set base.optim.lr does not reach every trial: grid.optim.lr comes after base and wins there",
+    ]
+    assert [t.epochs for t in expand(exp)] == [32, 32]  # what the note says
 
 
 def test_xnas_child_takes_no_wiped_op() -> None:

@@ -15,7 +15,7 @@ from evoray import limits
 from evoray.cli import command_config, default_config_path, emit_json, log_to, make_parser, run_command
 from evoray.data import describe, require_files
 from evoray.runs import RunDir
-from evoray.searchers.experiment import ExperimentConfig, expand
+from evoray.searchers.experiment import ExperimentConfig, expand, shadowed_base_key
 
 DEFAULT = "search-default.yaml"
 
@@ -44,6 +44,18 @@ def search(
         return run_search(exp, run, log, quiet_stdout)
 
 
+def shadow_notes(exp: ExperimentConfig, overrides: Sequence[str]) -> list[str]:
+    """A note for each ``--set base.KEY=...`` that a later layer of ``exp`` (a searcher's ``per_searcher`` section, a
+    grid key) overrides for some trials: the layering is documented, the surprise is not."""
+    notes = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.startswith("base."):
+            for layer in shadowed_base_key(exp, key.removeprefix("base.")):
+                notes.append(f"note: --set {key} does not reach every trial: {layer} comes after base and wins there")
+    return notes
+
+
 def _main(argv: Sequence[str] | None) -> int:
     default = default_config_path(DEFAULT)
     parser = make_parser("python -m evoray.search", __doc__, default)
@@ -51,6 +63,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     log = log_to(args.json)
     exp, out, resume = command_config(ExperimentConfig, args, "search", default)
+    for line in shadow_notes(exp, args.overrides or ()):
+        log(line)
     if args.address:
         exp.resources.address = args.address
     result = search(exp, out, resume=resume, overwrite=args.overwrite, log=log, quiet_stdout=args.json)

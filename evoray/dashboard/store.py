@@ -387,6 +387,11 @@ def format_number(v: float) -> str:
     return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.3f}"
 
 
+def counted(n: Any, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is one: "1 trial", "3 trials"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _millions(x: Any) -> str:
     v = _num(x)
     return "?" if v is None else format_number(v)
@@ -408,7 +413,7 @@ def headline_text(command: str, result: dict[str, Any], manifest: dict[str, Any]
     if command == "search":
         return (
             f"best valid {_fmt(result.get('best_valid_acc'))}% ({result.get('searcher')}), "
-            f"{result.get('trials')} trials, {result.get('failed', 0)} failed"
+            f"{counted(result.get('trials'), 'trial')}, {result.get('failed', 0)} failed"
         )
     if command == "train":
         if "test_top1" not in result:

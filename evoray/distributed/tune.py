@@ -152,7 +152,7 @@ def run_trials(
         ),
         run_config=_run_config(exp, storage, name, quiet_stdout),
     )
-    log(f"search: {len(trials)} trials ({', '.join(trial_label(t) for t in trials)})")
+    log(f"search: {len(trials)} trial{'' if len(trials) == 1 else 's'} ({', '.join(trial_label(t) for t in trials)})")
     return fit(tuner)
 
 

@@ -144,6 +144,35 @@ def expand(exp: ExperimentConfig) -> list[SearchSettings]:
     return trials
 
 
+def _lookup(layer: Mapping[str, Any], parts: list[str]) -> tuple[bool, Any]:
+    """(found, value) of the dotted path ``parts`` in a nested mapping."""
+    node: Any = layer
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def shadowed_base_key(exp: ExperimentConfig, key: str) -> list[str]:
+    """Where the base key ``key`` (dotted, without ``base.``) does not reach every trial: the later layers that set the
+    same key (or a value above it) to something else for a searcher of this run, as ``layer = value``, and the grid
+    keys over it or under it."""
+    parts = key.split(".")
+    out = []
+    for name in exp.searchers:
+        for depth in range(1, len(parts) + 1):
+            found, value = _lookup(exp.per_searcher.get(name, {}), parts[:depth])
+            if found and (depth == len(parts) or not isinstance(value, Mapping)):
+                if value != _lookup(exp.base, parts[:depth])[1]:  # the same value set twice shadows nothing
+                    out.append(f"per_searcher.{name}.{'.'.join(parts[:depth])} = {value!r}")
+                break
+    for grid_key in exp.grid:
+        if grid_key == key or key.startswith(grid_key + ".") or grid_key.startswith(key + "."):
+            out.append(f"grid.{grid_key}")
+    return out
+
+
 def trial_label(cfg: SearchSettings, point: Mapping[str, Any] | None = None) -> str:
     extra = "".join(f"-{k.rsplit('.', 1)[-1]}={v}" for k, v in (point or {}).items())
     return f"{cfg.searcher}-{cfg.supernet.space}-s{cfg.seed}{extra}"

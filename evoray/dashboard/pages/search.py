@@ -12,7 +12,7 @@ from dash.exceptions import PreventUpdate
 from evoray.dashboard import figures
 from evoray.dashboard.alphas import edge_names, epoch_distributions, op_names, space_of
 from evoray.dashboard.pages.common import cell_title, cells, graph, grid, header, live, register_live, section
-from evoray.dashboard.store import RunStore
+from evoray.dashboard.store import RunStore, counted
 from evoray.dashboard.trials import Trial, best_trial, search_trials
 from evoray.errors import ConfigError
 from evoray.runs import Run
@@ -55,7 +55,7 @@ def layout(store: RunStore, run: Run, run_id: str) -> html.Div:
             section(
                 "Trials",
                 html.Div(
-                    f"{len(trials)} trials; tick trials to compare their curves, click a row to see its cells",
+                    _count_note(trials),
                     className="note",
                     id=f"{P}-count",
                 ),
@@ -91,6 +91,10 @@ def _grid(trials: list[Trial], picked: list[dict[str, Any]]) -> Any:
     return g
 
 
+def _count_note(trials: list[Trial]) -> str:
+    return f"{counted(len(trials), 'trial')}; tick trials to compare their curves, click a row to see its cells"
+
+
 def _label(t: Trial) -> str:
     return f"{t.name} ({t.searcher}, seed {t.seed}, {t.status})"
 
@@ -122,7 +126,7 @@ def register(app: Dash, store: RunStore) -> None:
         _, trials = load(run_id)
         return (
             [t.table_row() for t in trials],
-            f"{len(trials)} trials; tick trials to compare their curves, click a row to see its cells",
+            _count_note(trials),
             [{"label": _label(t), "value": t.name} for t in trials],
         )
 
