@@ -7,3 +7,8 @@ traceback and exit with status 2.
 
 class ConfigError(ValueError):
     """Bad user input: an unknown name, a malformed string, a missing path, an out-of-range value."""
+
+
+class DivergedError(ConfigError, FloatingPointError):
+    """A loss or weights that became NaN or infinite: the settings (a learning rate too high, no gradient clipping)
+    let the run diverge. A ``ConfigError``, so the commands report it in one line; a ``FloatingPointError`` as well."""

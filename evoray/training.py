@@ -19,7 +19,7 @@ from torch import nn
 
 from evoray.config import SEED_RANGE, config_to_dict
 from evoray.data import BatchSource, DataConfig, build_data, describe
-from evoray.errors import ConfigError
+from evoray.errors import ConfigError, DivergedError
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
 from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients, step_schedule_first
@@ -260,7 +260,11 @@ def fit_model(
             scaler.step(optimizer)
             scaler.update()
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch} step {step}")
+                raise DivergedError(
+                    f"training diverged: the loss became {loss.item()} at epoch {epoch} step {step}; lower "
+                    f"optim.lr (now {optimizer.param_groups[0]['lr']:.4g})"
+                    + ("" if o.grad_clip > 0 else " or set optim.grad_clip (now 0: no clipping)")
+                )
             n = y.shape[0]
             loss_m.update(loss.item(), n)
             top1_m.update(accuracy(logits.detach().float(), y)[0], n)

@@ -26,7 +26,8 @@ from evoray.ensemble.measures import (
     softmax,
 )
 from evoray.ensemble.members import LOGITS_FILE, load_member, save_member
-from evoray.ensemble.predict import MemberLogits
+from evoray.ensemble.predict import MemberLogits, check_finite
+from evoray.ensemble.runner import lowest_valid_nll
 from evoray.ensemble.shift import contrast, corrupt, gaussian_blur, gaussian_noise
 from evoray.ensemble.sources import DataInfo, MemberSpec, archive_genotypes, genotype_key, resolve_pool
 from evoray.errors import ConfigError
@@ -102,6 +103,29 @@ def test_a_committee_of_identical_members_equals_the_member(name: str) -> None:
     committee = committee_metrics(p, same, labels)
     assert committee["accuracy"] == member["accuracy"]
     assert committee["disagreement"] == 0.0 and committee["disagreement_committee"] == 0.0
+
+
+@pytest.mark.parametrize("name", COMBINERS.names())
+def test_a_member_left_out_takes_no_part_in_the_committee(name: str) -> None:
+    """A member with count 0 is not in the arithmetic at all: its NaN logits (0 x NaN is NaN) change nothing."""
+    comb = make_combiner(name)
+    broken = np.stack([A, B, np.full_like(A, np.nan)])
+    assert comb.combine(broken, np.array([1, 1, 0])) == pytest.approx(comb.combine(AB, ONES))
+
+
+def test_a_member_with_non_finite_logits_is_a_one_line_error() -> None:
+    check_finite("GDAS_V1", "test", A)
+    bad = A.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(ConfigError, match=r"member GDAS_V1 gives non-finite logits on 1 of 2 test examples") as err:
+        check_finite("GDAS_V1", "test", bad)
+    assert "\n" not in str(err.value)
+
+
+def test_the_best_is_the_lowest_finite_validation_nll() -> None:
+    rows = [{"name": n, "valid": {"nll": v}} for n, v in (("nan", math.nan), ("none", None), ("b", 0.7), ("a", 0.5))]
+    assert min(rows, key=lowest_valid_nll)["name"] == "a"
+    assert min(rows[:2], key=lowest_valid_nll)["name"] == "nan"  # none finite: the first, as min keeps ties
 
 
 def _library() -> tuple[np.ndarray, np.ndarray]:
@@ -216,6 +240,11 @@ def test_committee_checks_are_one_line_errors() -> None:
         check_committee(CommitteeConfig(combiner="prob_mean", size=5), names, "committees[0]")
     assert "\n" not in str(err.value)
     check_committee(CommitteeConfig(combiner="caruana", size=5), names, "committees[0]")  # with replacement
+    with pytest.raises(ConfigError, match="init_best = 4 exceeds the member pool of 3; start from at most 3"):
+        check_committee(CommitteeConfig(combiner="caruana", size=10, init_best=4), names, "committees[0]")
+    with pytest.raises(ConfigError, match="init_best = 4 exceeds the member pool of 3"):
+        check_committee(CommitteeConfig(combiner="caruana", init_best=4), names, "committees[0]")  # size 0: the pool
+    check_committee(CommitteeConfig(combiner="caruana", init_best=3), names, "committees[0]")
     with pytest.raises(ConfigError, match="unknown member 'z'"):
         check_committee(CommitteeConfig(members=["a", "z"]), names, "committees[0]")
     with pytest.raises(ConfigError, match="unknown combiner 'median'; valid: caruana, forward_select"):

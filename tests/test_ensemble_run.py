@@ -207,6 +207,13 @@ def test_bad_input_is_one_line(capsys, tmp_path) -> None:
     assert not (tmp_path / "x").exists()  # nothing is written before the input is known to be good
 
 
+def test_a_member_whose_training_diverges_is_named_in_one_line(capsys, tmp_path) -> None:
+    sets = ("members.published=[DARTS_V2]", "train.optim.lr=1e9", "train.optim.grad_clip=0", "shift.corruptions=[]")
+    err = _error(capsys, "--out", str(tmp_path / "x"), *_sets(*sets, "committees=[{combiner: prob_mean}]"))
+    assert err.startswith("error: member DARTS_V2: training diverged: the loss became nan"), err
+    assert err.endswith("(train.optim in the committee config)"), err
+
+
 def test_members_with_another_class_count_are_rejected(capsys, tiny_run, tmp_path) -> None:
     out, _ = tiny_run
     err = _error(

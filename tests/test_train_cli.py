@@ -197,3 +197,18 @@ def test_checkpoint_that_does_not_fit_is_one_line_and_changes_nothing(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "does not fit this run" in err, err
     assert digest(out) == before
+
+
+def test_a_diverged_training_is_one_line_and_the_run_is_failed(tmp_path, capsys) -> None:
+    """A loss that becomes NaN (a learning rate of 1e9, no clipping) stops the run with one line that names the cause
+    and the settings to change, exit 2, and the run directory says failed."""
+    from tests.test_runs import TRAIN_TINY
+
+    out = tmp_path / "run"
+    sets = [f"--set={s}" for s in (*TRAIN_TINY, "optim.epochs=1", "optim.lr=1e9", "optim.grad_clip=0")]
+    assert main([*sets, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: training diverged: the loss became nan at epoch 0 step ") and "\n" not in err, err
+    assert "lower optim.lr (now 1e+09) or set optim.grad_clip (now 0: no clipping)" in err
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "failed" and "training diverged" in manifest["error"]

@@ -76,6 +76,10 @@ class Combiner(ABC):
             raise ConfigError(
                 f"committee size {size} exceeds the member pool of {library}; use a size of at most {library}"
             )
+        if self.init_best > library:
+            raise ConfigError(
+                f"init_best = {self.init_best} exceeds the member pool of {library}; start from at most {library}"
+            )
 
     def select(self, valid_logits: np.ndarray, valid_labels: np.ndarray, size: int) -> list[int]:
         """The picks, in order, made from validation logits (M, N, K) and labels (N,) alone."""
@@ -97,6 +101,14 @@ def _weights(counts: np.ndarray) -> np.ndarray:
     return c / c.sum()
 
 
+def _members(logits: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The logits (M', N, K) and weights (M',) of the members with a positive count: a member left out of the
+    committee takes no part in its arithmetic (not even as 0 x its logits)."""
+    w = _weights(counts)
+    used = w > 0
+    return np.asarray(logits)[used], w[used]
+
+
 @COMBINERS.register("logit_sum")
 class LogitSum(Combiner):
     """CoNAS (a committee of architectures searched in different spaces): the prediction is the argmax of the
@@ -105,7 +117,8 @@ class LogitSum(Combiner):
     """
 
     def combine(self, logits: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return softmax(np.tensordot(_weights(counts), np.asarray(logits, dtype=np.float64), axes=1))  # (N, K)
+        members, w = _members(logits, counts)
+        return softmax(np.tensordot(w, members.astype(np.float64), axes=1))  # (N, K)
 
 
 @COMBINERS.register("prob_mean")
@@ -114,7 +127,8 @@ class ProbMean(Combiner):
     of the members' softmax probabilities."""
 
     def combine(self, logits: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return np.tensordot(_weights(counts), softmax(logits), axes=1)  # (N, K)
+        members, w = _members(logits, counts)
+        return np.tensordot(w, softmax(members), axes=1)  # (N, K)
 
 
 @COMBINERS.register("vote")
@@ -123,8 +137,8 @@ class MajorityVote(ProbMean):
     broken by the mean probability (a weight of 1e-6, so a share is off by at most that)."""
 
     def combine(self, logits: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        w = _weights(counts)
-        preds = np.asarray(logits).argmax(axis=-1)  # (M, N)
+        members, w = _members(logits, counts)
+        preds = members.argmax(axis=-1)  # (M', N)
         shares = np.tensordot(w, np.eye(logits.shape[-1])[preds], axes=1)  # (N, K)
         return (shares + VOTE_TIE_WEIGHT * super().combine(logits, counts)) / (1.0 + VOTE_TIE_WEIGHT)
 

@@ -22,6 +22,7 @@ from evoray.data.datasets import TRAIN_STREAM
 from evoray.ensemble.config import EnsembleConfig
 from evoray.ensemble.shift import corrupted, shift_key
 from evoray.ensemble.sources import MemberSpec, member_train_config
+from evoray.errors import ConfigError, DivergedError
 from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights
 from evoray.profiling import count_parameters
@@ -140,7 +141,10 @@ def _genotype_model(
     model = model.to(device)
     log(f"{member.name}: training {train_cfg.optim.epochs} epochs on {splits.train.num_examples} images, {device}")
     start = time.perf_counter()
-    history = fit_model(train_cfg, model, splits.train, device, log)
+    try:
+        history = fit_model(train_cfg, model, splits.train, device, log)
+    except DivergedError as err:
+        raise DivergedError(f"member {member.name}: {err} (train.optim in the committee config)") from None
     return model, {"history": history, "train_time_s": time.perf_counter() - start}
 
 
@@ -168,6 +172,17 @@ def _supernet_model(
         n = recalibrate_bn(model, splits.train, device, cfg.supernet.bn_batches)
         log(f"{member.name}: BatchNorm statistics re-estimated on {n} training batches")
     return model.eval()
+
+
+def check_finite(name: str, split: str, logits: np.ndarray) -> None:
+    """A one-line error for a member whose logits on ``split`` hold NaN or infinities (a diverged or corrupt model):
+    one such row would turn every committee's mean, and the choice of the best, into NaN."""
+    bad = int((~np.isfinite(logits)).any(axis=-1).sum())
+    if bad:
+        raise ConfigError(
+            f"member {name} gives non-finite logits on {bad} of {len(logits)} {split} examples (a diverged or corrupt "
+            "model); leave it out of the members"
+        )
 
 
 def member_logits(cfg: EnsembleConfig, member: MemberSpec, device: torch.device, log: Log = print) -> MemberLogits:
@@ -201,6 +216,8 @@ def member_logits(cfg: EnsembleConfig, member: MemberSpec, device: torch.device,
             batches = corrupted(test_source, name, severity, splits.mean, splits.std, cfg.seed)
             shifted[shift_key(name, severity)], y = predict(model, batches, device, precision, bn_batch)
             assert np.array_equal(y, test_y), "a shifted test set must keep the test labels in order"
+    for split, logits in {"validation": valid, "test": test, **{f"shifted {k}": v for k, v in shifted.items()}}.items():
+        check_finite(member.name, split, logits)
     log(
         f"{member.name}: validation top1 {100 * (valid.argmax(1) == valid_y).mean():.2f}%, "
         f"test top1 {100 * (test.argmax(1) == test_y).mean():.2f}%"

@@ -10,6 +10,7 @@ earlier attempt finished.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,8 +97,8 @@ def build_report(
             reliability=c["reliability"],
         )
         committees.append(row)
-    best_member = min(members, key=lambda m: m["valid"]["nll"])
-    best_committee = min(committees, key=lambda c: c["valid"]["nll"])
+    best_member = min(members, key=lowest_valid_nll)
+    best_committee = min(committees, key=lowest_valid_nll)
     on_test = max(members, key=lambda m: (m["test"]["accuracy"], -m["test"]["nll"]))
     summary = {
         "best_member": best_member,
@@ -218,6 +219,12 @@ def recorded_latest(run_path: Path, cfg: EnsembleConfig, log: Log = print) -> La
             "run directory or null}); restore it, or start the committee run afresh"
         )
     return data
+
+
+def lowest_valid_nll(entry: dict[str, Any]) -> tuple[bool, float]:
+    """Sort key of the best member or committee: the lowest validation NLL, a non-finite one last."""
+    nll = entry["valid"]["nll"]
+    return (nll is None or not math.isfinite(nll), nll if nll is not None else math.inf)
 
 
 def _space_of(pool: list[MemberSpec]) -> str:

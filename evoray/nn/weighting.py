@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from evoray.errors import DivergedError
 from evoray.registry import Registry
 from evoray.spaces.derive import decoding_strengths, default_method, derive_cell, one_hot_cell
 from evoray.spaces.genotype import CellGenotype
@@ -88,7 +89,7 @@ def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
         if torch.isfinite(probs).all():
             break
     else:
-        raise FloatingPointError(f"hard Gumbel weights stay non-finite (tau {ctx.tau}); the alphas may have diverged")
+        raise DivergedError(f"hard Gumbel weights stay non-finite (tau {ctx.tau}); the alphas may have diverged")
     index = probs.argmax(dim=-1, keepdim=True)  # (E, 1)
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0)
     weights = hard - probs.detach() + probs
