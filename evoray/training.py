@@ -319,6 +319,8 @@ def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print
         if checkpoint is not None:
             resume = checkpoint[1]
             check_resume(resume, where)
+        else:
+            run.refuse_lost_checkpoint()
     if run is not None and run.resumed:
         recorded = run.manifest.get("genotype")
         if checkpoint is not None and isinstance(checkpoint[0], dict) and checkpoint[0].get("genotype") is not None:
@@ -346,12 +348,14 @@ def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print
     def on_epoch(epoch: int, history: list[dict[str, Any]], state: Callable[[], dict[str, Any]]) -> None:
         if run is None:
             return
+        write_curves(run.path / CURVES, history)  # before the checkpoint: a resume never skips an epoch's curve
         run.save_checkpoint({"epoch": epoch, "genotype": str(genotype)}, state())
-        write_curves(run.path / CURVES, history)
         run.update(progress={"epoch": epoch + 1, "of": o.epochs})
 
     start = time.perf_counter()
     history = fit_model(cfg, model, data.train, device, log, resume, on_epoch, where=where, on_start=on_start)
+    if run is not None:  # whole, also where a resume found every epoch done and ran none
+        write_curves(run.path / CURVES, history)
     train_time = time.perf_counter() - start
     test = evaluate(model, data.test, device, cfg.runtime.precision, cfg.runtime.channels_last)
     log(f"test top1 {test['top1']:.2f}% top5 {test['top5']:.2f}% loss {test['loss']:.4f} ({train_time:.0f} s)")

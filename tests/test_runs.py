@@ -277,6 +277,65 @@ def test_bad_resume_is_one_line_and_changes_nothing(command: str, evolve_run: Pa
         assert digest(copy) == before, broken
 
 
+def _resume_refused(main: Any, run: Path, capsys: Any, message: str) -> None:
+    """``--resume run`` is one line holding ``message``, exit 2, and nothing in the run changes."""
+    before = digest(run)
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert digest(run) == before
+
+
+def _copy(run: Path, to: Path) -> Path:
+    subprocess.run(["cp", "-r", str(run), str(to)], check=True)
+    return to
+
+
+def test_a_run_that_lost_its_checkpoint_or_archive_is_not_started_over(evolve_run, train_run, tmp_path, capsys):
+    """A resume that finds no checkpoint starts over (a run killed before its first); one whose manifest says it got
+    further (finished, or progress counted) is refused instead, with every result kept. An evolve checkpoint whose
+    archive is gone or lacks generations it has done is refused too: the run would go on without them."""
+    from evoray.runs.archive import read_archive, write_archive
+
+    for command, run, main in (("evolve", evolve_run, evolve_main), ("train", train_run, train_main)):
+        copy = _copy(run, tmp_path / f"{command}-no-checkpoint")
+        subprocess.run(["rm", "-r", str(copy / "checkpoints")], check=True)
+        _resume_refused(main, copy, capsys, "checkpoints/last.pt is gone but it finished; nothing to continue from")
+        manifest = json.loads((copy / "run.json").read_text())
+        manifest.update(status="running")  # killed mid-run: its progress says how far it got
+        (copy / "run.json").write_text(json.dumps(manifest))
+        _resume_refused(main, copy, capsys, "checkpoints/last.pt is gone but its progress is {")
+    copy = _copy(evolve_run, tmp_path / "no-archive")
+    (copy / "archive.parquet").unlink()
+    _resume_refused(evolve_main, copy, capsys, "its checkpoint has done 2 generations but archive.parquet is gone")
+    copy = _copy(evolve_run, tmp_path / "half-archive")
+    write_archive(copy / "archive.parquet", [r for r in read_archive(copy) if r["generation"] != 0])
+    _resume_refused(evolve_main, copy, capsys, "archive.parquet lacks generations 0; restore the archive")
+
+
+def test_a_resume_refuses_a_manifest_this_evoray_cannot_read(train_run, tmp_path, capsys) -> None:
+    copy = _copy(train_run, tmp_path / "bare")
+    (copy / "run.json").write_text(json.dumps({"command": "train"}))
+    _resume_refused(train_main, copy, capsys, "run.json has no run format (format None; this evoray writes 1)")
+    (copy / "run.json").write_text(json.dumps({"command": "train", "format": 1, "seed": "x"}))
+    _resume_refused(train_main, copy, capsys, "seed 'x' in run.json is not a whole number")
+
+
+def test_train_resumed_after_its_last_checkpoint_writes_its_whole_curves(train_run, tmp_path, capsys) -> None:
+    """Killed after its last epoch's checkpoint: the resume runs no epoch, and still leaves every epoch's curve."""
+    from evoray.runs.curves import read_curves, write_curves
+
+    copy = _copy(train_run, tmp_path / "killed")
+    whole = read_curves(copy / "curves.parquet")
+    write_curves(copy / "curves.parquet", whole[:-1])
+    manifest = json.loads((copy / "run.json").read_text())
+    manifest.update(status="running")
+    (copy / "run.json").write_text(json.dumps(manifest))
+    assert train_main(["--resume", str(copy)]) == 0
+    assert read_curves(copy / "curves.parquet") == whole
+    assert json.loads((copy / "run.json").read_text())["status"] == "done"
+
+
 def test_overwrite_refuses_the_current_directory_and_resolves_relative_paths(tmp_path, monkeypatch, capsys) -> None:
     with RunDir.open("train", tmp_path / "r", "x") as run:
         run.start({"a": 1}, 0)

@@ -131,10 +131,10 @@ def run_evolve(
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
             raise ConfigError(f"checkpoint of {str(run.path)!r} does not fit this run ({reason})") from None
-        if (run.path / ARCHIVE).is_file():
-            rows = [r for r in read_archive(run.path) if r["generation"] < strategy.generation]
+        rows = _archived_rows(run.path, strategy.generation)
         log(f"resuming {run.path} at generation {strategy.generation}")
     elif run.resumed:  # killed before its first checkpoint: start over cleanly
+        run.refuse_lost_checkpoint()
         clear_outputs(run.path)
     run.start(
         config_to_dict(cfg),
@@ -235,6 +235,34 @@ def _best(rows: list[dict[str, Any]], answer: Individual | None, supernet: bool)
 def _rank(fitness: float | None) -> float:
     """A fitness to take the best by: unscored (None) and missing (NaN, a table's gap) below every score."""
     return -math.inf if fitness is None or not math.isfinite(fitness) else float(fitness)
+
+
+def _archived_rows(path: Path, generations: int) -> list[dict[str, Any]]:
+    """The archive's individuals of the ``generations`` a checkpoint has done (the archive is written before each
+    checkpoint, so it holds them all); an archive that lacks any is refused: the run would go on without them."""
+    rows = [r for r in read_archive(path) if r["generation"] < generations] if (path / ARCHIVE).is_file() else []
+    missing = sorted(set(range(generations)) - {int(r["generation"]) for r in rows})
+    if missing:
+        what = "is gone" if not (path / ARCHIVE).is_file() else f"lacks generations {_spans(missing)}"
+        raise ConfigError(
+            f"--resume {str(path)!r}: its checkpoint has done {generations} generations but {ARCHIVE} {what}; "
+            "restore the archive, or start afresh with --overwrite"
+        )
+    return rows
+
+
+def _spans(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    out: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(out)
 
 
 def clear_outputs(path: Path) -> None:

@@ -51,6 +51,11 @@ def write_table(table: pa.Table, path: Path) -> None:
     """``table`` as Parquet at ``path``, atomically, with a checksum on every page."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp, **({"write_page_checksum": True} if _CHECKSUMS else {}))
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # on the disk before the rename, as atomic_write does
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

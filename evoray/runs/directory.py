@@ -99,6 +99,37 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def manifest_seed(value: Any) -> int | None:
+    """``run.json``'s seed as an int; a ``ValueError`` when it is not a whole number."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(value)
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What makes a ``run.json`` unreadable to this evoray (no format, a newer one, an unknown command, times that
+    are not text, a seed that is not a whole number), or None."""
+    fmt = manifest.get("format")
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        return f"{MANIFEST} has no run format (format {fmt!r}; this evoray writes {FORMAT})"
+    if fmt > FORMAT:
+        return f"run format {fmt} is newer than this evoray reads ({FORMAT})"
+    if manifest.get("command") not in COMMANDS:
+        return f"unknown command {manifest.get('command')!r} in {MANIFEST}"
+    for key in ("started", "ended"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            return f"{key} {manifest[key]!r} in {MANIFEST} is not a time (ISO 8601 text)"
+    try:
+        manifest_seed(manifest.get("seed"))
+    except ValueError:
+        return f"seed {manifest.get('seed')!r} in {MANIFEST} is not a whole number"
+    return None
+
+
 def is_run(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
@@ -167,11 +198,14 @@ class RunDir:
             try:
                 run.manifest = read_json(path / MANIFEST, "run manifest")
                 other = run.manifest.get("command")
-                if other != command:
+                if other != command and other in COMMANDS:
                     raise ConfigError(
                         f"--resume {str(path)!r} holds a {other!r} run, not {_article(command)} run; "
                         f"continue it with python -m evoray.{other} --resume"
                     )
+                problem = manifest_problem(run.manifest)
+                if problem is not None:
+                    raise ConfigError(f"--resume {str(path)!r}: {problem}; restore it, or start afresh (--overwrite)")
             except BaseException:
                 run.release()
                 raise
@@ -181,8 +215,11 @@ class RunDir:
                 f"output {str(path)!r} already holds a run; continue it with --resume {path}, or pass --overwrite to "
                 "move it aside and start afresh"
             )
-        created = not path.exists()
-        path.mkdir(parents=True, exist_ok=True)
+        try:  # created here, or there already (perhaps made a moment ago by another run: not ours to remove)
+            path.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            created = False
         try:
             fd = cls._lock(path)
         except ConfigError:
@@ -276,6 +313,22 @@ class RunDir:
         self.manifest["pid"] = os.getpid()
         self._write_manifest()
         self.started = True
+
+    def refuse_lost_checkpoint(self) -> None:
+        """A resumed run without a checkpoint starts over; refused where the run got past its first checkpoint (it
+        finished, or its manifest counts progress): a deleted or lost checkpoint never wipes the results written."""
+        if not self.resumed:
+            return
+        progress = self.manifest.get("progress")
+        counted = isinstance(progress, dict) and any(
+            isinstance(v, int) and v > 0 for k, v in progress.items() if k != "of"
+        )
+        if self.manifest.get("status") == "done" or counted:
+            where = "it finished" if self.manifest.get("status") == "done" else f"its progress is {progress}"
+            raise ConfigError(
+                f"--resume {str(self.path)!r}: {CHECKPOINTS}/last.pt is gone but {where}; nothing to continue from "
+                "(restore the checkpoint, or start afresh with --overwrite)"
+            )
 
     def update(self, **fields: Any) -> None:
         """Record progress in the manifest (e.g. ``progress={"generation": 3, "of": 50}``)."""

@@ -21,7 +21,7 @@ from typing import Any
 from evoray.errors import ConfigError
 from evoray.runs.archive import ARCHIVE, read_archive
 from evoray.runs.curves import read_curves
-from evoray.runs.directory import FORMAT, MANIFEST, load_tensors, read_config, read_json
+from evoray.runs.directory import MANIFEST, load_tensors, manifest_problem, manifest_seed, read_config, read_json
 
 CURVES = "curves.parquet"
 SUPERNET = "supernet.pt"
@@ -56,7 +56,7 @@ class Run:
     @property
     def seed(self) -> int | None:
         try:
-            return _seed(self.manifest.get("seed"))
+            return manifest_seed(self.manifest.get("seed"))
         except ValueError:
             return None  # such a run carries its problem
 
@@ -146,17 +146,6 @@ class Run:
         return read_json(self.path / name, name)
 
 
-def _seed(value: Any) -> int | None:
-    """``run.json``'s seed as an int; a ``ValueError`` when it is not a whole number."""
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        return int(value)
-    raise ValueError(value)
-
-
 def _fitness_key(f: Any) -> float:
     """Sort key, fittest first; missing and NaN fitness last."""
     return math.inf if f is None or not math.isfinite(float(f)) else -float(f)
@@ -184,17 +173,9 @@ def _load(path: Path) -> Run:
         manifest = read_json(path / MANIFEST, "run manifest")
     except ConfigError as err:
         return Run(path, {}, str(err))
-    if not isinstance(manifest.get("format"), int) or manifest["format"] > FORMAT:
-        return Run(path, manifest, f"run format {manifest.get('format')!r} is newer than this evoray reads ({FORMAT})")
-    if manifest.get("command") not in ("evolve", "search", "train", "ensemble"):
-        return Run(path, manifest, f"unknown command {manifest.get('command')!r} in {MANIFEST}")
-    for key in ("started", "ended"):
-        if manifest.get(key) is not None and not isinstance(manifest[key], str):
-            return Run(path, manifest, f"{key} {manifest[key]!r} in {MANIFEST} is not a time (ISO 8601 text)")
-    try:
-        _seed(manifest.get("seed"))
-    except ValueError:
-        return Run(path, manifest, f"seed {manifest.get('seed')!r} in {MANIFEST} is not a whole number")
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        return Run(path, manifest, problem)
     return Run(path, manifest)
 
 
