@@ -103,6 +103,37 @@ def check_model(
     refuse_unless_fits(f"{what} on training batches of {batch} {side}x{side} images", weights + activations, device)
 
 
+def _shape_problem(model: nn.Module, in_channels: int, side: int, batch: int) -> str | None:
+    """What goes wrong in a training forward pass of ``model`` (on the meta device: shapes only) on a batch of
+    ``batch`` images of ``side`` pixels, or None."""
+    try:
+        with torch.no_grad():
+            model(torch.empty(batch, in_channels, side, side, device="meta"))
+    except (RuntimeError, ValueError, IndexError) as err:
+        return str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+    return None
+
+
+def check_shapes(what: str, build: Callable[[], nn.Module], in_channels: int, side: int, batch: int) -> None:
+    """A model whose reductions (or BatchNorms) cannot take ``side``-pixel images in training batches of ``batch``:
+    one line naming the setting to change, found by tracing a training step's forward pass on the meta device (shapes
+    alone, no memory) before the run starts rather than by a worker's traceback after."""
+    with torch.device("meta"):
+        model = build().train()
+    problem = _shape_problem(model, in_channels, side, batch)
+    if problem is None:
+        return
+    if batch < 2 and _shape_problem(model, in_channels, side, 2) is None:
+        raise ConfigError(
+            f"training batches of {batch} image do not fit {what} ({problem}); use data.batch_size >= 2 and at least "
+            "2 training images"
+        )
+    larger = range(side + 1, 2 * side + 17)
+    fits = next((s for s in larger if _shape_problem(model, in_channels, s, batch) is None), None)
+    hint = f"; the nearest larger side that fits is {fits}" if fits is not None else ""
+    raise ConfigError(f"{side}x{side} images (data.image_size) do not fit {what} ({problem}){hint}")
+
+
 def check_supernet(cfg: SupernetConfig, num_classes: int, in_channels: int, side: int, batch: int, device: str) -> None:
     """A search's supernet (``supernet.init_channels``, ``supernet.layers``) and its batch."""
 
@@ -112,6 +143,7 @@ def check_supernet(cfg: SupernetConfig, num_classes: int, in_channels: int, side
     cells = cfg.layers * (1 if get_space(cfg.space).family.num_inputs == 2 else 3)  # nb201: N cells per stage
     what = f"the supernet with supernet.init_channels = {cfg.init_channels}, supernet.layers = {cfg.layers}"
     check_model(what, build, cfg.layers, cells, cfg.init_channels, side, batch, device)
+    check_shapes(what, lambda: build(cfg.layers), in_channels, side, batch)
 
 
 def check_network(
@@ -138,3 +170,4 @@ def check_network(
     cell_side = side // 8 if network == "imagenet" else side  # the ImageNet stems reduce by 8 before the cells
     what = f"the network with model.init_channels = {channels}, model.layers = {layers}"
     check_model(what, build, layers, cells, channels, cell_side, batch, device)
+    check_shapes(f"{what}, model.network = {network}", lambda: build(layers), in_channels, side, batch)

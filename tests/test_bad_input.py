@@ -170,6 +170,30 @@ ROWS = [
     ("train", ["--out", "{new}", "--set", "seed=-1"], "new", "'seed' = -1 is out of range [0, 4294967295]"),
     ("ensemble", ["--out", "{new}", *sets("seed=4294967295", "members.seeds=2")], "new", "member seeds past"),
     ("ensemble", ["--out", "{new}", "--config", "nosuch"], "new", "committee spec not found: nosuch; valid: a YAML"),
+    # data the workers would refuse, refused by the command before a run directory or Ray
+    ("evolve", ["--out", "{new}", *sets(*TINY, "data.cutout=9")], "new", "data.cutout = 9 exceeds the image side 8"),
+    ("evolve", ["--out", "{new}", *sets(*TINY, "data.train_portion=0.0001")], "new", "leaves one side empty"),
+    ("search", ["--out", "{new}", *sets("searchers=[darts]", "base.data.cutout=9")], "new", "exceeds the image side"),
+    # image sides and batches the networks cannot take (traced on the meta device)
+    (
+        "train",  # DARTS_V2 at 5 cells: a normal cell after each reduction halves its first input (FactorizedReduce)
+        ["--out", "{new}", *sets(*TRAIN_TINY, "model.layers=5", "data.image_size=6")],
+        "new",
+        "6x6 images (data.image_size) do not fit the network with model.init_channels = 4, model.layers = 5",
+    ),
+    (
+        "train",
+        ["--out", "{new}", *sets(*TRAIN_TINY, "model.layers=5", "data.image_size=10")],
+        "new",
+        "the nearest larger side that fits is 12",
+    ),
+    ("evolve", ["--out", "{new}", *sets(*TINY, "data.image_size=6")], "new", "do not fit the supernet with"),
+    (
+        "train",
+        ["--out", "{new}", *sets(*TRAIN_TINY, "data.limit_train=1")],
+        "new",
+        "training batches of 1 image do not fit the network",
+    ),
 ]
 
 
@@ -184,6 +208,19 @@ def test_bad_input_is_one_line_and_touches_nothing(command, args, target, messag
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert digest(runs[target]) == before
     assert not runs["new"].exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "/tmp/x"])
+def test_a_run_name_is_a_plain_folder_name(name: str, tmp_path, monkeypatch, capsys) -> None:
+    """``name`` places a run under runs/<command>/ when no --out is given: a path in it would escape there."""
+    monkeypatch.chdir(tmp_path / ".")
+    (tmp_path / "w").mkdir()
+    monkeypatch.chdir(tmp_path / "w")
+    assert train_cmd.main(sets(*TRAIN_TINY, f"name={name}")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: run name {name!r} must be a plain folder name (no '/' or '..'); give --out DIR to write " \
+        "elsewhere", err  # fmt: skip
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["w"]
 
 
 def test_json_last_line_is_strict_json(capsys) -> None:

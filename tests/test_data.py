@@ -322,6 +322,32 @@ def test_npz_errors_name_the_path_and_key(tmp_path) -> None:
         build_data(DataConfig(dataset="npz"), seed=0)
 
 
+def test_npz_images_that_are_not_finite_are_refused(tmp_path) -> None:
+    images = np.random.default_rng(0).random((6, 8, 8, 3)).astype(np.float32)
+    images[2, 3, 4, 1] = np.nan
+    images[5, 0, 0, 0] = np.inf
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, images=images, labels=np.arange(6) % 2)
+    with pytest.raises(ConfigError, match=rf"npz file '{bad}': images hold 2 NaN or infinite values"):
+        build_data(DataConfig(dataset="npz", root=str(bad)), seed=0)
+
+
+def test_a_constant_channel_is_centred_not_scaled(tmp_path) -> None:
+    """An RGBA file whose alpha is 255 everywhere: that channel's std is 0; dividing by a clamped ~0 sent a crop's
+    zero padding to -1e6. It is centred and left unscaled: every value of it, padding included, stays in [-1, 1]."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 4), dtype=np.uint8)
+    images[..., 3] = 255
+    path = tmp_path / "rgba.npz"
+    np.savez(path, images=images, labels=np.arange(40) % 4)
+    splits = build_data(DataConfig(dataset="npz", root=str(path), batch_size=40), seed=0)
+    assert splits.std[3] == 1.0 and splits.mean[3] == pytest.approx(1.0)
+    assert all(0.2 < s < 0.4 for s in splits.std[:3])  # the random channels keep their own std
+    splits.train.set_epoch(0)
+    x, _ = next(iter(splits.train))  # augmented: random crops pad with zeros
+    assert x[:, 3].abs().max() <= 1.0 + 1e-6
+
+
 def test_unknown_dataset_lists_valid_names() -> None:
     with pytest.raises(ConfigError, match="unknown dataset 'mnist'; valid: digits, cifar10, cifar100, imagenet, npz"):
         build_data(DataConfig(dataset="mnist"), seed=0)

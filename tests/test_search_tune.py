@@ -18,6 +18,7 @@ import torch
 
 from evoray.commands.search import main, search
 from evoray.config import config_from_dict
+from evoray.errors import ConfigError
 from evoray.evolution.run import initial_alphas
 from evoray.nn.supernet import DartsSupernet
 from evoray.runs import open_run
@@ -282,3 +283,19 @@ def test_a_trial_error_without_a_message_is_named_by_its_type(tmp_path) -> None:
         for err in (RuntimeError(""), RuntimeError("\n"), ValueError("bad value\ntraceback"))
     ]
     assert [o["error"] for o in trial_outcomes(grid)] == ["RuntimeError", "RuntimeError", "bad value"]
+
+
+def test_a_trial_that_failed_before_reporting_is_read_from_its_params(tmp_path) -> None:
+    """Tune gives no config for a trial that raised before its first report: its settings come from the
+    params.json Tune wrote when the trial started, and a folder without a readable one is a one-line error."""
+    from types import SimpleNamespace
+
+    from evoray.distributed.tune import _trial_params
+
+    params = {"search": {"searcher": "darts", "seed": 3}}
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    assert _trial_params(SimpleNamespace(config=None, path=str(tmp_path))) == params
+    assert _trial_params(SimpleNamespace(config={"search": {"seed": 1}}, path="/nowhere")) == {"search": {"seed": 1}}
+    (tmp_path / "params.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"reported nothing and its params\.json is unreadable"):
+        _trial_params(SimpleNamespace(config=None, path=str(tmp_path)))

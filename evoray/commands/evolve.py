@@ -53,7 +53,7 @@ def check_sizes(cfg: EvolveConfig) -> None:
     limits.check_population(cfg.evolution.population, cfg.evolution.generations, numel)
     if cfg.fitness.backend == "supernet":
         require_files(cfg.data)
-        shape = describe(cfg.data)
+        shape = describe(cfg.data, "search")
         batch = min(cfg.data.batch_size, shape.num_train)  # fitness batches run without a backward pass
         device = cfg.runtime.device
         limits.check_supernet(cfg.supernet, shape.num_classes, shape.in_channels, shape.side, batch, device)

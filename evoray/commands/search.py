@@ -13,7 +13,7 @@ from typing import Any
 
 from evoray import limits
 from evoray.cli import command_config, default_config_path, emit_json, log_to, make_parser, run_command
-from evoray.data import describe, require_files
+from evoray.data import DataShape, describe, require_files
 from evoray.runs import RunDir
 from evoray.searchers.experiment import ExperimentConfig, expand, shadowed_base_key
 
@@ -31,11 +31,16 @@ def search(
 ) -> dict[str, Any]:
     """Run the experiment ``exp`` as Ray Tune trials into its run directory (``out``, or ``runs/search/<name>``),
     or with ``resume`` continue the run in ``out``: every trial from its last checkpoint."""
+    shapes: dict[str, DataShape] = {}  # the trials mostly share their data and supernet: each checked once
+    checked: set[str] = set()
     for trial in expand(exp):  # every trial validated before the run directory or Ray is touched
         require_files(trial.data)
-        shape = describe(trial.data)
+        key = repr(trial.data)
+        shape = shapes[key] = shapes.get(key) or describe(trial.data, "search")
         batch = min(trial.data.batch_size, shape.num_train)
-        limits.check_supernet(trial.supernet, shape.num_classes, shape.in_channels, shape.side, batch, "auto")
+        if repr((trial.supernet, shape, batch)) not in checked:
+            limits.check_supernet(trial.supernet, shape.num_classes, shape.in_channels, shape.side, batch, "auto")
+            checked.add(repr((trial.supernet, shape, batch)))
     with RunDir.open("search", out, exp.name or exp.default_name(), resume=resume, overwrite=overwrite) as run:
         from evoray.distributed.cluster import ensure_ray
         from evoray.distributed.search import run_search

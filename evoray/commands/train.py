@@ -64,14 +64,14 @@ def train(
         return result
 
 
-def check_sizes(cfg: TrainConfig, genotype: Genotype | None = None) -> None:
+def check_sizes(cfg: TrainConfig, genotype: Genotype | None = None, data: bool = True) -> None:
     """The genotype (default: ``model.genotype``), whole, and a network or batch the machine cannot hold, refused
-    before anything runs."""
+    before anything runs; ``data``: the data is built and checked too (a profile reads none)."""
     if genotype is None:
         genotype = resolve_genotype(cfg.model.genotype)
     check_network(cfg, genotype)
     check_genotype(genotype)
-    shape, m = describe(cfg.data), cfg.model
+    shape, m = describe(cfg.data, check=data), cfg.model
     aux = m.auxiliary and m.network != "nb201"
     batch = min(cfg.data.batch_size, shape.num_train)
     limits.check_network(
@@ -82,7 +82,7 @@ def check_sizes(cfg: TrainConfig, genotype: Genotype | None = None) -> None:
 
 def profile(cfg: TrainConfig, out: Path | None, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Params, FLOPs and latency of the genotype; with ``out``, a run directory holding them (``profile.json``)."""
-    check_sizes(cfg)
+    check_sizes(cfg, data=False)
     result = profile_genotype(cfg, log)
     if out is not None:
         with RunDir.open("train", out, run_name(cfg), overwrite=overwrite) as run:

@@ -47,13 +47,18 @@ class DataShape:
     num_train: int
 
 
-def describe(cfg: DataConfig) -> DataShape:
-    """The shape of the configured dataset: known for the named datasets, read (loaded) for an .npz file."""
-    if cfg.dataset == "npz":
-        splits = build_data(cfg, seed=0, split="train")
-        return DataShape(splits.num_classes, splits.in_channels, splits.image_size, splits.train.num_examples)
-    classes, channels, side, n = KNOWN_SHAPES[cfg.dataset]
-    return DataShape(classes, channels, cfg.image_size or side, min(n, cfg.limit_train or n))
+def describe(cfg: DataConfig, split: str = "train", check: bool = True) -> DataShape:
+    """The shape of the configured dataset's ``split``. ``check``: the data is built here once, in the command's own
+    process before a run starts, so that a setting it cannot take (a cutout larger than the images, a split that leaves
+    a side empty, a malformed file) is one line now rather than a worker's traceback later; an ImageNet folder, too
+    large to index twice, is checked as it is built. Without ``check`` (what needs the shape alone, as a profile), the
+    named datasets' known shape, nothing loaded. ``num_train``: the images that step the weights (the training half
+    of a search split)."""
+    if cfg.dataset != "npz" and (cfg.dataset == "imagenet" or not check):
+        classes, channels, side, n = KNOWN_SHAPES[cfg.dataset]
+        return DataShape(classes, channels, cfg.image_size or side, min(n, cfg.limit_train or n))
+    splits = build_data(cfg, seed=0, split=split)
+    return DataShape(splits.num_classes, splits.in_channels, splits.image_size, splits.train.num_examples)
 
 
 @dataclass
@@ -287,6 +292,9 @@ def read_npz(path: str) -> tuple[Tensor, Tensor, int | None]:
         raise ConfigError(f"npz file {path!r}: labels must be {images.shape[0]} non-negative ints, got {labels.shape}")
     if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
         raise ConfigError(f"npz file {path!r}: images are {images.dtype}; expected uint8 (0..255) or float (0..1)")
+    if images.dtype != np.uint8 and not np.isfinite(images).all():
+        bad = int((~np.isfinite(images)).sum())
+        raise ConfigError(f"npz file {path!r}: images hold {bad} NaN or infinite values; every pixel must be finite")
     order = np.random.default_rng(0).permutation(len(labels))  # rows may be grouped by class
     x = torch.from_numpy(np.ascontiguousarray(images[order].transpose(0, 3, 1, 2)))
     if x.dtype != torch.uint8:

@@ -64,6 +64,9 @@ def resize(images: Tensor, size: int, chunk: int = 1024) -> Tensor:
     return out
 
 
+CONSTANT_STD = 1e-3  # a channel whose std (of values in 0..1) is below this is constant: it is left unscaled
+
+
 def channel_stats(images: Tensor, scale: float, chunk: int = 4096) -> tuple[Stats, Stats]:
     """Per-channel mean and std of ``images / scale`` over all pixels, accumulated in float64 chunk by chunk."""
     C = images.shape[1]
@@ -75,5 +78,8 @@ def channel_stats(images: Tensor, scale: float, chunk: int = 4096) -> tuple[Stat
         squares += part.square().sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
-    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    std = (squares / count - mean.square()).clamp_min(0.0).sqrt()
+    # a channel (all but) constant, as an alpha channel of 255 everywhere: centred, not scaled (dividing by its ~0 std
+    # would send a crop's zero padding or any other value to millions)
+    std = torch.where(std < CONSTANT_STD, torch.ones_like(std), std)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -67,6 +67,7 @@ def _get(ref: Any, member: MemberSpec) -> MemberLogits:
     except ray.exceptions.RayTaskError as err:
         cause = getattr(err, "cause", None)
         if isinstance(cause, ConfigError):
-            raise ConfigError(f"member {member.name}: {cause}") from None
+            named = str(cause).startswith(f"member {member.name}")  # already says which member
+            raise ConfigError(str(cause) if named else f"member {member.name}: {cause}") from None
         raise
     return result

@@ -320,11 +320,26 @@ def restore_trials(exp: ExperimentConfig, path: str, log: Log) -> Any:
     return fit(tuner)
 
 
+def _trial_params(result: Any) -> dict[str, Any]:
+    """A trial's parameters: its result's config, or, for a trial that failed before it reported anything (Tune then
+    gives no config), the ``params.json`` Tune wrote into its folder when it started."""
+    if result.config:
+        return dict(result.config)
+    try:
+        with Path(str(result.path), "params.json").open(encoding="utf-8") as f:
+            params = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"trial {result.path!r} reported nothing and its params.json is unreadable ({err})") from None
+    if not isinstance(params, dict) or "search" not in params:
+        raise ConfigError(f"trial {result.path!r} reported nothing and its params.json names no search settings")
+    return params
+
+
 def trial_outcomes(grid: Any) -> list[dict[str, Any]]:
     """Per trial: its config, last metrics, metric history, final alphas (from its last checkpoint) and error."""
     out = []
     for result in grid:
-        cfg = config_from_dict(SearchConfig, result.config["search"])
+        cfg = config_from_dict(SearchConfig, _trial_params(result)["search"])
         alphas: dict[str, np.ndarray] | None = None
         if result.checkpoint is not None:
             with result.checkpoint.as_directory() as d, np.load(Path(d) / "alphas.npz") as f:

@@ -181,6 +181,10 @@ class RunDir:
         ``resume``, for continuing the run it holds. Nothing is written here but the directory itself."""
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}")
+        if out is None and (Path(name).name != name or name in ("", ".", "..")):
+            raise ConfigError(
+                f"run name {name!r} must be a plain folder name (no '/' or '..'); give --out DIR to write elsewhere"
+            )
         path = Path(out) if out is not None else root / command / name
         if out is None and not resume:  # a default name that is taken: the next free one (name-2, name-3, ...)
             k = 2
