@@ -44,6 +44,26 @@ def test_actors_match_in_process(tmp_path, ray_session, monkeypatch) -> None:
     np.testing.assert_allclose(a.fitness, c.fitness, atol=1e-6)  # two actors: the same run, gradients all-reduced
 
 
+def test_two_actors_merge_the_running_statistics_of_every_shard(tmp_path, ray_session) -> None:
+    """Fitness on BatchNorm running statistics (bn_mode eval, EvNAS' NAS-Bench-201 setting): each actor runs its own
+    shards, and the statistics every shard moves are merged in shard order on every actor, so two actors score and
+    end as the in-process run of the same shards (they each kept their own shards' statistics: fitness 10.01 for all
+    four individuals against 11.4-29.2 in process)."""
+    from evoray.runs.directory import load_tensors
+
+    local, two = tmp_path / "local", tmp_path / "two"
+    shards = ("distributed.batch_shards=2", "fitness.bn_mode=eval", "evolution.generations=2")
+    evolve(tiny(*shards), local, log=lambda _: None)
+    evolve(tiny("distributed.num_actors=2", *shards), two, log=lambda _: None)
+    a, c = (pd.read_parquet(p / "archive.parquet") for p in (local, two))
+    assert (a.genotype == c.genotype).all()
+    np.testing.assert_allclose(a.fitness, c.fitness, atol=1e-6)
+    assert a.fitness.nunique() > 1  # the statistics tell the individuals apart
+    na, nc = (load_tensors(p / "supernet.pt", "supernet") for p in (local, two))
+    stats = [k for k in na if "running_" in k or "num_batches" in k]
+    assert stats and all(torch.allclose(na[k].float(), nc[k].float(), atol=1e-6) for k in stats)
+
+
 def test_actors_that_do_not_fit_the_cpus_are_refused(tmp_path, ray_session) -> None:
     """Two actors of 2 CPUs on a 2-CPU Ray: one line, instead of an actor that waits forever for its CPUs."""
     cfg = tiny("distributed.num_actors=2", "resources.cpus=2", "distributed.batch_shards=2")

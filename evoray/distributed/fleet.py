@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import ray
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from evoray.distributed.cluster import placement, require_cpus, threads_of, worker_device
 from evoray.evolution.config import EvolveConfig
@@ -79,6 +79,7 @@ class SupernetActor:
             timeout=datetime.timedelta(seconds=timeout_s),
         )
         self.trainer.grad_reducer = _all_reduce_grads
+        self.trainer.gatherer = _all_gather
 
     def train_generation(self, population: Sequence[Alphas], generation: int) -> dict[str, float]:
         return self.trainer.train_generation(population, generation)
@@ -103,6 +104,13 @@ def _all_reduce_grads(params: list[nn.Parameter]) -> None:
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(g)
         offset += n
+
+
+def _all_gather(t: Tensor) -> Tensor:
+    """Every replica's ``t`` (all of one shape), stacked in rank order."""
+    out = [torch.empty_like(t) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(out, t.contiguous())
+    return torch.stack(out)
 
 
 # What a lost actor or node raises: the actor's death, a result lost with its node before the driver held it, or a

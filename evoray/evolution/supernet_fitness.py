@@ -92,6 +92,9 @@ class SupernetTrainer:
         self.generation = 0
         # Sums gradients over the replicas (set by the distributed layer); None for a single replica.
         self.grad_reducer: Callable[[list[nn.Parameter]], None] | None = None
+        # Stacks a (my shards, n) tensor of every replica, rank by rank (set by the distributed layer); None: one.
+        self.gatherer: Callable[[Tensor], Tensor] | None = None
+        self.bn = _RunningStats(self.net) if shards > 1 else None
 
     # -- decoding ---------------------------------------------------------------------------------------------
     def decode(self, alphas: Alphas) -> dict[str, EdgeWeights]:
@@ -119,7 +122,11 @@ class SupernetTrainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=not self.optim_cfg.keep_zero_grads)
         total = 0.0
+        if self.bn is not None:
+            self.bn.begin()
         for s in self.my_shards:
+            if self.bn is not None:
+                self.bn.begin_shard()
             self.seed_draws(0, *key, s)
             xs = x[s :: self.shards].to(self.device, non_blocking=True).to(memory_format=self.fmt)
             ys = y[s :: self.shards].to(self.device, non_blocking=True)
@@ -128,7 +135,19 @@ class SupernetTrainer:
             loss_sum = F.cross_entropy(logits.float(), ys, reduction="sum")
             (loss_sum / y.shape[0]).backward()
             total += float(loss_sum.item())
+            if self.bn is not None:
+                self.bn.end_shard()
         return total
+
+    def merge_running_stats(self) -> None:
+        """With several shards: the BatchNorm running statistics every shard's batch moves, applied in shard order on
+        every replica (each replica ran only its own shards), as one replica running them all does."""
+        if self.bn is None:
+            return
+        mine = self.bn.terms()  # (my shards, n)
+        every = self.gatherer(mine) if self.gatherer is not None else mine[None]  # (world, my shards, n)
+        by_shard = every.transpose(0, 1).reshape(self.shards, -1)  # shard s = rank + j * world: row j * world + rank
+        self.bn.apply(by_shard)
 
     def apply_grads(self) -> None:
         clip_gradients(self.params, self.optim_cfg.grad_clip)
@@ -147,6 +166,7 @@ class SupernetTrainer:
             loss_sum += self.compute_grads(x, y, decoded[step % len(decoded)], (generation, step))
             if self.grad_reducer is not None:
                 self.grad_reducer(self.params)
+            self.merge_running_stats()
             self.apply_grads()
             n += y.shape[0]
         self.end_generation()
@@ -207,6 +227,57 @@ class SupernetTrainer:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":  # absent in older checkpoints
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+class _RunningStats:
+    """The running statistics of a network's BatchNorms, moved shard by shard in a form that replicas can merge: each
+    shard's batch leaves its own term ``momentum * batch statistic`` (the buffers zeroed before the shard runs), and
+    the statistics become ``s <- (1 - momentum) * s + term`` over the shards in order. The same arithmetic whichever
+    replica ran which shard, so any number of replicas gives the same statistics."""
+
+    def __init__(self, net: nn.Module) -> None:
+        bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.bns = bns
+        self.buffers: list[Tensor] = []
+        keep: list[Tensor] = []
+        for m in bns:
+            assert m.momentum is not None, "a cumulative-average BatchNorm cannot be merged by shards"
+            for b in (m.running_mean, m.running_var):
+                assert b is not None
+                self.buffers.append(b)
+                keep.append(torch.full((b.numel(),), 1.0 - float(m.momentum), dtype=b.dtype, device=b.device))
+        self.keep = torch.cat(keep) if keep else torch.zeros(0)
+        self.start: list[Tensor] = []
+        self.counts: list[Tensor] = []
+        self.rows: list[Tensor] = []
+
+    def begin(self) -> None:
+        self.start = [b.clone() for b in self.buffers]
+        self.counts = [m.num_batches_tracked.clone() for m in self.bns if m.num_batches_tracked is not None]
+        self.rows = []
+
+    def begin_shard(self) -> None:
+        for b in self.buffers:
+            b.zero_()
+
+    def end_shard(self) -> None:
+        self.rows.append(torch.cat([b.detach().flatten() for b in self.buffers]))
+
+    def terms(self) -> Tensor:
+        return torch.stack(self.rows) if self.rows else torch.zeros(0, self.keep.numel())
+
+    def apply(self, by_shard: Tensor) -> None:
+        s = torch.cat([b.flatten() for b in self.start])
+        for term in by_shard:
+            s = torch.addcmul(term, self.keep, s)
+        offset = 0
+        for b in self.buffers:
+            b.copy_(s[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
+        shards = by_shard.shape[0]
+        tracked = [m.num_batches_tracked for m in self.bns if m.num_batches_tracked is not None]
+        for t, c in zip(tracked, self.counts):
+            t.copy_(c + shards)
 
 
 @BACKENDS.register("supernet")
