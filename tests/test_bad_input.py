@@ -390,6 +390,19 @@ def test_a_search_resume_that_cannot_read_its_checkpoints_writes_nothing(search_
     assert digest(run) == before
 
 
+def test_a_search_resume_whose_trial_alphas_are_damaged_writes_nothing(search_run, tmp_path, capsys) -> None:
+    """A trial checkpoint's alphas.npz is read (no pickles) before Tune restores anything: one line, the run as it
+    was (it ended in a traceback and a finished run marked failed)."""
+    run = _copy(search_run, tmp_path / "search")
+    for file in _trial_checkpoints(run):
+        (file.parent / "alphas.npz").write_text("garbage")
+    before = digest(run)
+    assert search_cmd.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "alphas.npz' is corrupt or not an alphas file" in err, err
+    assert digest(run) == before
+
+
 @pytest.mark.parametrize("damage", ["experiment state", "tuner.pkl"])
 def test_a_search_resume_whose_tune_state_is_corrupt_leaves_the_run_as_it_was(
     damage: str, search_run, tmp_path, capsys

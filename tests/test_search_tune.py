@@ -299,3 +299,40 @@ def test_a_trial_that_failed_before_reporting_is_read_from_its_params(tmp_path) 
     (tmp_path / "params.json").write_text("{")
     with pytest.raises(ConfigError, match=r"reported nothing and its params\.json is unreadable"):
         _trial_params(SimpleNamespace(config=None, path=str(tmp_path)))
+
+
+def test_a_trials_error_is_the_error_it_raised_and_trials_keep_the_grids_order(tmp_path) -> None:
+    """Ray wraps a trial's error: its first line names only the actor, in terminal colours. The summary gives the
+    trial's own error; and a restored experiment, which may list its trials in another order, is read in the grid's."""
+    from types import SimpleNamespace
+
+    from evoray.distributed.tune import _error_line, _trial_order
+
+    class WrappedError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("\x1b[36mray::ResourceTrainable.train()\x1b[39m (pid=1, ip=127.0.0.1)\n  File ...")
+            self.cause = cause
+
+    cause = FloatingPointError("hard Gumbel weights stay non-finite (tau 10); the alphas may have diverged\nmore")
+    assert _error_line(WrappedError(cause)) == (
+        "FloatingPointError: hard Gumbel weights stay non-finite (tau 10); the alphas may have diverged"
+    )
+    assert _error_line(RuntimeError("\x1b[31mred\x1b[0m text")) == "RuntimeError: red text"
+    assert _error_line(ValueError()) == "ValueError"
+    names = ["gdas-darts-s0-ab12_00001", "darts-darts-s0-ab12_00000", "xnas-darts-s0-ab12_00010", "x-ab12_00002"]
+    results = [SimpleNamespace(path=str(tmp_path / n)) for n in names]
+    assert [r.path.rsplit("_", 1)[1] for r in sorted(results, key=_trial_order)] == ["00000", "00001", "00002", "00010"]
+
+
+def test_read_alphas_refuses_a_damaged_or_pickled_file(tmp_path) -> None:
+    from evoray.distributed.tune import read_alphas
+
+    np.savez(tmp_path / "ok.npz", normal=np.ones((2, 3), dtype=np.float32))
+    assert read_alphas(tmp_path / "ok.npz")["normal"].shape == (2, 3)
+    np.savez(tmp_path / "pickled.npz", normal=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "torn.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:50])
+    for name in ("pickled.npz", "torn.npz"):
+        with pytest.raises(ConfigError, match=rf"{name}' is corrupt or not an alphas file"):
+            read_alphas(tmp_path / name)
+    with pytest.raises(ConfigError, match=r"has no missing\.npz"):
+        read_alphas(tmp_path / "missing.npz")

@@ -486,7 +486,7 @@ def test_summary_names_the_set_each_trial_was_validated_on() -> None:
     ]
     summary = trial_summary(outcomes)
     assert [s["valid_on"] for s in summary] == ["split", "test"]
-    assert [line.split()[6] for line in format_table(summary).splitlines()[2:]] == ["split", "test"]
+    assert [line.split()[7] for line in format_table(summary).splitlines()[2:]] == ["split", "test"]
     summary[1]["valid_acc"] = 90.0  # on the test set: never the headline's best, however high
     assert best_trial(summary) is summary[0] and best_trial(summary[1:]) is None
 
@@ -606,6 +606,32 @@ def test_a_base_key_that_a_later_layer_overrides_is_named() -> None:
         "note: --set base.optim.lr does not reach every trial: grid.optim.lr comes after base and wins there",
     ]
     assert [t.epochs for t in expand(exp)] == [32, 32]  # what the note says
+
+
+def test_a_diverged_search_stops_in_one_line_and_a_failed_trial_is_never_a_result(tmp_path) -> None:
+    """A NaN loss stops the trial (it went on to report a cell of NaN weights as done); a trial that failed is shown
+    with its error, archived without a fitness and never the best."""
+    from evoray.errors import DivergedError
+    from evoray.runs.archive import read_archive
+    from evoray.searchers.results import write_population
+
+    s = SEARCHERS.get("darts")(tiny("darts"), CPU)
+    with pytest.raises(DivergedError, match=r"search diverged: the training loss became nan at epoch 0; lower optim"):
+        s.loss_value(torch.tensor(float("nan")))
+    ok = {"config": tiny("darts"), "metrics": {"epoch": 3, "valid_acc": 50.0, "genotype": str(s.genotype())}}
+    bad = {"config": tiny("gdas"), "metrics": {"epoch": 2, "valid_acc": 90.0, "genotype": str(s.genotype())}}
+    outcomes = [
+        {**ok, "history": [], "alphas": s.alphas(), "error": None, "path": "/t/darts_00000"},
+        {**bad, "history": [], "alphas": s.alphas(), "error": "DivergedError: search diverged", "path": "/t/g_00001"},
+    ]
+    summary = trial_summary(outcomes)
+    best = best_trial(summary)
+    assert best is not None and best["trial"] == 0  # not the failed trial's higher accuracy
+    table = format_table(summary).splitlines()
+    assert table[0].split()[:2] == ["trial", "searcher"] and table[3].split()[:2] == ["1", "gdas"]
+    assert table[3].endswith("(error: DivergedError: search diverged)")
+    rows = read_archive(write_population(tmp_path, outcomes, summary).parent)
+    assert [r["fitness"] for r in rows] == [50.0, None]
 
 
 def test_xnas_child_takes_no_wiped_op() -> None:

@@ -107,9 +107,13 @@ def search_trials(store: RunStore, run: Run) -> list[Trial]:
 def best_trial(trials: list[Trial]) -> Trial | None:
     """The trial with the best last-epoch validation accuracy on the held-out split: the rule of the run's headline
     (``evoray.searchers.results.best_trial``) and of its archive's fitness, not the best epoch's, which would favour
-    the noisiest trials. Trials validated on the test set, and NaN or missing accuracies, never win; without one,
-    the first trial."""
-    scored = [t for t in trials if t.valid_acc is not None and math.isfinite(t.valid_acc) and t.valid_on != "test"]
+    the noisiest trials. Trials validated on the test set, failed trials, and NaN or missing accuracies never win;
+    without one, the first trial."""
+    scored = [
+        t
+        for t in trials
+        if t.valid_acc is not None and math.isfinite(t.valid_acc) and t.valid_on != "test" and t.status != "error"
+    ]
     if scored:
         return max(scored, key=lambda t: t.valid_acc or 0.0)
     return trials[0] if trials else None

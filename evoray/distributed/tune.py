@@ -13,9 +13,11 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
+import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,7 +38,8 @@ from evoray.searchers.experiment import ExperimentConfig, trial_label
 Log = Callable[[str], None]
 
 CHECKPOINT_FILE = "searcher.pt"
-CHECKPOINT_FILES = (CHECKPOINT_FILE, "alphas.npz", "genotype.json")  # in the order a save writes them
+ALPHAS_FILE = "alphas.npz"
+CHECKPOINT_FILES = (CHECKPOINT_FILE, ALPHAS_FILE, "genotype.json")  # in the order a save writes them
 METRIC = "valid_acc"
 
 
@@ -68,7 +71,7 @@ class SearchTrainable(tune.Trainable):
         buf = io.BytesIO()
         torch.save(self.searcher.state_dict(), buf)  # tensors and plain containers: read with weights_only
         atomic_write(d / CHECKPOINT_FILE, buf.getvalue())
-        np.savez(d / "alphas.npz", **self.searcher.alphas())  # type: ignore[arg-type]
+        np.savez(d / ALPHAS_FILE, **self.searcher.alphas())  # type: ignore[arg-type]
         info = {"epoch": self.searcher.epoch, "genotype": str(self.searcher.genotype())}
         (d / "genotype.json").write_text(json.dumps(info))
 
@@ -214,6 +217,7 @@ def check_checkpoints(path: str) -> int:
         checkpoint = recorded[trial.name] if trial.name in recorded else _newest_complete(trial)
         if checkpoint is not None:
             load_tensors(checkpoint / CHECKPOINT_FILE, f"trial {trial.name}'s checkpoint")
+            read_alphas(checkpoint / ALPHAS_FILE)
             count += 1
     return count
 
@@ -316,6 +320,12 @@ def restore_trials(exp: ExperimentConfig, path: str, log: Log) -> Any:
     if not can_restore(path):
         raise ConfigError(f"--resume {path!r} holds no Tune experiment (no experiment state found there)")
     log(f"resuming the Tune experiment at {path}")
+    if exp.scheduler.kind == "asha":
+        log(
+            "note: Tune saves no scheduler state, so ASHA restarts without the rung results reported before the "
+            "interruption: the trials it stops from here on can differ from an uninterrupted run's"
+        )
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # as a new run snapshots its state
     tuner = tune.Tuner.restore(path, _trainable(exp), resume_unfinished=True, resume_errored=True)
     return fit(tuner)
 
@@ -335,15 +345,34 @@ def _trial_params(result: Any) -> dict[str, Any]:
     return params
 
 
+def _trial_order(result: Any) -> tuple[int, str]:
+    """A trial's place in the grid: the index that ends its Tune id (``..._00002``), then its folder's name."""
+    name = PurePosixPath(str(result.path)).name
+    tail = name.rsplit("_", 1)[-1]
+    return (int(tail) if tail.isdigit() else 1 << 30, name)
+
+
+def read_alphas(path: Path) -> dict[str, np.ndarray]:
+    """A trial checkpoint's alphas (no pickles); a missing or damaged file is a one-line ``ConfigError``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: np.asarray(f[k]).copy() for k in f.files}
+    except FileNotFoundError:
+        raise ConfigError(f"trial checkpoint {str(path.parent)!r} has no {path.name}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ConfigError(f"{str(path)!r} is corrupt or not an alphas file ({type(err).__name__})") from None
+
+
 def trial_outcomes(grid: Any) -> list[dict[str, Any]]:
-    """Per trial: its config, last metrics, metric history, final alphas (from its last checkpoint) and error."""
+    """Per trial, in the grid's order (a restored experiment may list them otherwise): its config,
+    last metrics, metric history, final alphas (from its last checkpoint) and error."""
     out = []
-    for result in grid:
+    for result in sorted(grid, key=_trial_order):
         cfg = config_from_dict(SearchConfig, _trial_params(result)["search"])
         alphas: dict[str, np.ndarray] | None = None
         if result.checkpoint is not None:
-            with result.checkpoint.as_directory() as d, np.load(Path(d) / "alphas.npz") as f:
-                alphas = {k: f[k].copy() for k in f.files}
+            with result.checkpoint.as_directory() as d:
+                alphas = read_alphas(Path(d) / ALPHAS_FILE)
         history = result.metrics_dataframe
         out.append(
             {
@@ -358,7 +387,15 @@ def trial_outcomes(grid: Any) -> list[dict[str, Any]]:
     return out
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _error_line(error: BaseException) -> str:
-    """A trial's error in one line: the first line of its message, or its type where the message is empty."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__
+    """A trial's error in one line: the error the trial raised (not Ray's wrapper around it, whose first line names
+    only the actor), as ``Type: first line of its message``, without terminal colours."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = [_ANSI.sub("", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    return f"{type(error).__name__}: {lines[0]}"[:300] if lines else type(error).__name__

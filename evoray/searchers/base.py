@@ -9,6 +9,7 @@ or :meth:`Searcher.step` (single-level ones).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evoray.data import build_data
-from evoray.errors import ConfigError
+from evoray.errors import ConfigError, DivergedError
 from evoray.nn.supernet import Supernet, build_supernet
 from evoray.nn.weighting import EdgeWeights, path_weights
 from evoray.optim import build_schedule, build_sgd, clip_gradient_tensors, step_schedule_first, weight_gradients
@@ -196,7 +197,20 @@ class Searcher:
         loss.backward()
         self.clip_weight_grads()
         self.w_optimizer.step()
-        return float(loss.item()) * int(y.shape[0]), int((logits.argmax(1) == y).sum())
+        return self.loss_value(loss) * int(y.shape[0]), int((logits.argmax(1) == y).sum())
+
+    def loss_value(self, loss: Tensor) -> float:
+        """The training loss as a number (read after the step, as the step's one synchronisation); a NaN or infinite
+        one stops the search with a one-line ``DivergedError`` (a trial that went on would report a cell of NaN
+        weights as a result)."""
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise DivergedError(
+                f"search diverged: the training loss became {value} at epoch {self.epoch}; lower optim.lr (now "
+                f"{self.w_optimizer.param_groups[0]['lr']:.4g})"
+                + ("" if self.cfg.optim.grad_clip > 0 else " or set optim.grad_clip (now 0: no clipping)")
+            )
+        return value
 
     def arch_step(self, grads: list[Tensor]) -> None:
         """Apply ``grads`` (one per alpha tensor) with the architecture optimiser."""

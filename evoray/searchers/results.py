@@ -51,16 +51,17 @@ def trial_summary(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def best_trial(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The trial with the best last-epoch validation accuracy on the held-out split (a run's headline, and the
     dashboard's best trial); trials validated on the test set never compete, so that no trial is chosen by its test
-    accuracy."""
-    scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split"]
+    accuracy, and nor do trials that failed."""
+    scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split" and s["status"] != "error"]
     return max(scored, key=lambda s: s["valid_acc"], default=None)
 
 
 def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
     """Every trial with alphas becomes one individual of generation 0 (the archive schema of evolve, with the
     searcher, trial and seed columns); fitness is its validation accuracy on the held-out split. A trial of a
-    single-level search on the whole training set was validated on the test set: it is archived without a fitness, so
-    that nothing downstream (an ensemble's ``top_k``, an evolve run seeded from this one) selects by test accuracy.
+    single-level search on the whole training set was validated on the test set, and a trial that failed holds a cell
+    of wherever it stopped: both are archived without a fitness, so that nothing downstream (an ensemble's ``top_k``,
+    an evolve run seeded from this one) selects by test accuracy or takes a failed trial's cell for a result.
     Also ``summary.json``, which keeps every accuracy and the set it was measured on."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -70,7 +71,7 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
         rows.append(
             individual_row(
                 0, s["trial"], [], f"search:{s['searcher']}:s{s['seed']}", s["genotype"],
-                s["valid_acc"] if s["valid_on"] == "split" else None,
+                s["valid_acc"] if s["valid_on"] == "split" and s["status"] != "error" else None,
                 s["params_m"], o["alphas"], s["space"], s["searcher"], Path(s["path"]).name, s["seed"],
             )
         )  # fmt: skip
@@ -82,17 +83,17 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
 
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
     head = (
-        f"{'searcher':8} {'space':10} {'seed':>4} {'epochs':>6} {'valid %':>8} {'best %':>7} {'on':>5} {'params M':>8}"
-        "  genotype"
+        f"{'trial':>5} {'searcher':8} {'space':10} {'seed':>4} {'epochs':>6} {'valid %':>8} {'best %':>7} {'on':>5} "
+        f"{'params M':>8}  genotype"
     )
     lines = [head, "-" * len(head)]
     for s in summary:
         acc, best = ("-" if s[k] is None else f"{s[k]:.2f}" for k in ("valid_acc", "valid_acc_best"))
         params = "-" if s["params_m"] is None else f"{s['params_m']:.3f}"
-        tail = s["genotype"] or f"({s['status']}: {s['error']})"
+        tail = f"(error: {s['error']})" if s["status"] == "error" or not s["genotype"] else s["genotype"]
         lines.append(
-            f"{s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} {s['valid_on']:>5} "
-            f"{params:>8}  {tail}"
+            f"{s['trial']:>5} {s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} "
+            f"{s['valid_on']:>5} {params:>8}  {tail}"
         )
     return "\n".join(lines)
 

@@ -162,7 +162,7 @@ class SNAS(Searcher):
             torch.nn.utils.clip_grad_norm_(self.net.arch_parameters(), self.cfg.arch.grad_clip)
         self.w_optimizer.step()
         self.a_optimizer.step()
-        return float(loss.item()) * int(y.shape[0]), int((logits.argmax(1) == y).sum())
+        return self.loss_value(loss) * int(y.shape[0]), int((logits.argmax(1) == y).sum())
 
     def derive_method(self) -> str | None:
         return self.opts.child
