@@ -155,8 +155,20 @@ def run_trials(
         ),
         run_config=_run_config(exp, storage, name, quiet_stdout),
     )
-    log(f"search: {len(trials)} trial{'' if len(trials) == 1 else 's'} ({', '.join(trial_label(t) for t in trials)})")
+    labels = ", ".join(trial_label(t, _grid_point(exp, t)) for t in trials)
+    log(f"search: {len(trials)} trial{'' if len(trials) == 1 else 's'} ({labels})")
     return fit(tuner)
+
+
+def _grid_point(exp: ExperimentConfig, trial: SearchSettings) -> dict[str, Any]:
+    """The values of the experiment's grid keys in ``trial`` (what tells trials of one searcher and seed apart)."""
+    point = {}
+    for key in exp.grid:
+        node: Any = config_to_dict(trial)
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        point[key] = node
+    return point
 
 
 def fit(tuner: Any) -> Any:
