@@ -282,7 +282,7 @@ def test_a_trial_error_without_a_message_is_named_by_its_type(tmp_path) -> None:
         SimpleNamespace(config=config, checkpoint=None, metrics={}, metrics_dataframe=None, error=err, path=tmp_path)
         for err in (RuntimeError(""), RuntimeError("\n"), ValueError("bad value\ntraceback"))
     ]
-    assert [o["error"] for o in trial_outcomes(grid)] == ["RuntimeError", "RuntimeError", "bad value"]
+    assert [o["error"] for o in trial_outcomes(grid)] == ["RuntimeError", "RuntimeError", "ValueError: bad value"]
 
 
 def test_a_trial_that_failed_before_reporting_is_read_from_its_params(tmp_path) -> None:

@@ -52,7 +52,9 @@ def best_trial(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The trial with the best last-epoch validation accuracy on the held-out split (a run's headline, and the
     dashboard's best trial); trials validated on the test set never compete, so that no trial is chosen by its test
     accuracy, and nor do trials that failed."""
-    scored = [s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split" and s["status"] != "error"]
+    scored = [
+        s for s in summary if s["valid_acc"] is not None and s["valid_on"] == "split" and s.get("status") != "error"
+    ]
     return max(scored, key=lambda s: s["valid_acc"], default=None)
 
 
@@ -71,7 +73,7 @@ def write_population(out_dir: Path, outcomes: Sequence[dict[str, Any]], summary:
         rows.append(
             individual_row(
                 0, s["trial"], [], f"search:{s['searcher']}:s{s['seed']}", s["genotype"],
-                s["valid_acc"] if s["valid_on"] == "split" and s["status"] != "error" else None,
+                s["valid_acc"] if s["valid_on"] == "split" and s.get("status") != "error" else None,
                 s["params_m"], o["alphas"], s["space"], s["searcher"], Path(s["path"]).name, s["seed"],
             )
         )  # fmt: skip
@@ -90,7 +92,7 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
     for s in summary:
         acc, best = ("-" if s[k] is None else f"{s[k]:.2f}" for k in ("valid_acc", "valid_acc_best"))
         params = "-" if s["params_m"] is None else f"{s['params_m']:.3f}"
-        tail = f"(error: {s['error']})" if s["status"] == "error" or not s["genotype"] else s["genotype"]
+        tail = f"(error: {s.get('error')})" if s.get("status") == "error" or not s["genotype"] else s["genotype"]
         lines.append(
             f"{s['trial']:>5} {s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} "
             f"{s['valid_on']:>5} {params:>8}  {tail}"
