@@ -237,6 +237,27 @@ def test_initial_population_from_published_genotypes_and_archives(tmp_path) -> N
         evolve(tiny("initial_population=NOPE"), tmp_path / "third", log=lambda _: None)
 
 
+@pytest.mark.parametrize("name", ["SNAS_aggressive", "SNAS_mild_edge_all"])
+def test_a_published_genotype_no_alphas_derive_is_refused_as_a_seed(name: str) -> None:
+    """SNAS' children keep none ops, or every edge of a node: no DARTS-space alphas derive them, so a seed made of
+    them was another architecture under the seed's name. Every other published DARTS genotype seeds itself."""
+    import numpy as np
+
+    from evoray.evolution.individual import genotype_of
+    from evoray.evolution.run import initial_alphas
+    from evoray.spaces import get_space
+    from evoray.spaces.published import published_genotype, published_names
+
+    space = get_space("darts")
+    with pytest.raises(ConfigError, match=rf"initial_population '{name}' cannot be an individual of search space"):
+        initial_alphas(name, space, 8, np.random.default_rng(0))
+    for other in published_names():
+        if other in ("SNAS_aggressive", "SNAS_mild_edge_all") or published_genotype(other).is_nb201:
+            continue
+        (alphas,) = initial_alphas(other, space, 8, np.random.default_rng(0))
+        assert genotype_of(space, alphas) == published_genotype(other), other
+
+
 def test_supernet_fitness_needs_a_validation_half() -> None:
     with pytest.raises(ConfigError, match=r"data\.train_portion = 1\.0 leaves the EvNAS fitness no validation half"):
         tiny("data.train_portion=1.0")

@@ -24,7 +24,7 @@ from evoray.config import config_to_dict
 from evoray.errors import ConfigError
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import BACKENDS, FitnessBackend
-from evoray.evolution.individual import Alphas, Individual, from_record
+from evoray.evolution.individual import Alphas, Individual, from_record, genotype_of
 from evoray.evolution.search import run_evolution
 from evoray.evolution.strategies import build_strategy
 from evoray.evolution.supernet_fitness import SupernetBackend, SupernetTrainer
@@ -68,7 +68,7 @@ def initial_alphas(spec: str, space: SearchSpace, limit: int, rng: np.random.Gen
         if not rows:
             raise ConfigError(f"population {spec!r} holds no individuals of search space {space.name}")
         last = max(r["generation"] for r in rows)
-        rows = sorted((r for r in rows if r["generation"] == last), key=lambda r: -(r["fitness"] or -1e9))
+        rows = sorted((r for r in rows if r["generation"] == last), key=lambda r: -_rank(r["fitness"]))
         out = [row_alphas(r) for r in rows[:limit]]
         for a in out:
             if set(a) != set(space.cell_types) or any(a[ct].shape != space.alpha_shape(ct) for ct in a):
@@ -81,7 +81,15 @@ def initial_alphas(spec: str, space: SearchSpace, limit: int, rng: np.random.Gen
                 f"initial_population {name!r} is neither a path nor a published genotype; "
                 f"published: {', '.join(published_names())}"
             )
-        out.append(alphas_for(space, published_genotype(name), rng))
+        genotype = published_genotype(name)
+        alphas = alphas_for(space, genotype, rng)
+        if genotype_of(space, alphas) != genotype:
+            raise ConfigError(
+                f"initial_population {name!r} cannot be an individual of search space {space.name}: no alphas derive "
+                "it (a DARTS-family individual keeps the two strongest edges of each node and never none; this "
+                "genotype has none ops or other edges); seed with another genotype"
+            )
+        out.append(alphas)
     return out[:limit]
 
 
