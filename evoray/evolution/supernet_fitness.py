@@ -247,37 +247,37 @@ class _RunningStats:
                 self.buffers.append(b)
                 keep.append(torch.full((b.numel(),), 1.0 - float(m.momentum), dtype=b.dtype, device=b.device))
         self.keep = torch.cat(keep) if keep else torch.zeros(0)
-        self.start: list[Tensor] = []
+        self.tracked = [m.num_batches_tracked for m in bns if m.num_batches_tracked is not None]
+        self.start = torch.zeros(0)
         self.counts: list[Tensor] = []
         self.rows: list[Tensor] = []
 
+    def _flat(self) -> Tensor:
+        return torch.cat([b.detach().flatten() for b in self.buffers]) if self.buffers else torch.zeros(0)
+
     def begin(self) -> None:
-        self.start = [b.clone() for b in self.buffers]
-        self.counts = [m.num_batches_tracked.clone() for m in self.bns if m.num_batches_tracked is not None]
+        self.start = self._flat()
+        self.counts = [t.clone() for t in self.tracked]
         self.rows = []
 
     def begin_shard(self) -> None:
-        for b in self.buffers:
-            b.zero_()
+        torch._foreach_zero_(self.buffers)
 
     def end_shard(self) -> None:
-        self.rows.append(torch.cat([b.detach().flatten() for b in self.buffers]))
+        self.rows.append(self._flat())
 
     def terms(self) -> Tensor:
         return torch.stack(self.rows) if self.rows else torch.zeros(0, self.keep.numel())
 
     def apply(self, by_shard: Tensor) -> None:
-        s = torch.cat([b.flatten() for b in self.start])
+        s = self.start
         for term in by_shard:
             s = torch.addcmul(term, self.keep, s)
-        offset = 0
-        for b in self.buffers:
-            b.copy_(s[offset : offset + b.numel()].view_as(b))
-            offset += b.numel()
-        shards = by_shard.shape[0]
-        tracked = [m.num_batches_tracked for m in self.bns if m.num_batches_tracked is not None]
-        for t, c in zip(tracked, self.counts):
-            t.copy_(c + shards)
+        if self.buffers:
+            parts = s.split([b.numel() for b in self.buffers])
+            torch._foreach_copy_(self.buffers, [p.view_as(b) for p, b in zip(parts, self.buffers)])
+        for t, c in zip(self.tracked, self.counts):
+            t.copy_(c + by_shard.shape[0])
 
 
 @BACKENDS.register("supernet")
