@@ -33,7 +33,7 @@ from evoray.runs.directory import atomic_write, load_tensors
 from evoray.runs.reader import TUNE_STATE, tune_trial_states
 from evoray.runtime import apply_runtime
 from evoray.searchers import SEARCHERS, SearchConfig, Searcher, SearchSettings
-from evoray.searchers.experiment import ExperimentConfig, trial_label
+from evoray.searchers.experiment import ExperimentConfig, lookup, trial_label
 
 Log = Callable[[str], None]
 
@@ -162,13 +162,8 @@ def run_trials(
 
 def _grid_point(exp: ExperimentConfig, trial: SearchSettings) -> dict[str, Any]:
     """The values of the experiment's grid keys in ``trial`` (what tells trials of one searcher and seed apart)."""
-    point = {}
-    for key in exp.grid:
-        node: Any = config_to_dict(trial)
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        point[key] = node
-    return point
+    data = config_to_dict(trial)
+    return {key: lookup(data, key.split("."))[1] for key in exp.grid}
 
 
 def fit(tuner: Any) -> Any:

@@ -144,7 +144,7 @@ def expand(exp: ExperimentConfig) -> list[SearchSettings]:
     return trials
 
 
-def _lookup(layer: Mapping[str, Any], parts: list[str]) -> tuple[bool, Any]:
+def lookup(layer: Mapping[str, Any], parts: list[str]) -> tuple[bool, Any]:
     """(found, value) of the dotted path ``parts`` in a nested mapping."""
     node: Any = layer
     for part in parts:
@@ -162,9 +162,9 @@ def shadowed_base_key(exp: ExperimentConfig, key: str) -> list[str]:
     out = []
     for name in exp.searchers:
         for depth in range(1, len(parts) + 1):
-            found, value = _lookup(exp.per_searcher.get(name, {}), parts[:depth])
+            found, value = lookup(exp.per_searcher.get(name, {}), parts[:depth])
             if found and (depth == len(parts) or not isinstance(value, Mapping)):
-                if value != _lookup(exp.base, parts[:depth])[1]:  # the same value set twice shadows nothing
+                if value != lookup(exp.base, parts[:depth])[1]:  # the same value set twice shadows nothing
                     out.append(f"per_searcher.{name}.{'.'.join(parts[:depth])} = {value!r}")
                 break
     for grid_key in exp.grid:
