@@ -12,3 +12,10 @@ class ConfigError(ValueError):
 class DivergedError(ConfigError, FloatingPointError):
     """A loss or weights that became NaN or infinite: the settings (a learning rate too high, no gradient clipping)
     let the run diverge. A ``ConfigError``, so the commands report it in one line; a ``FloatingPointError`` as well."""
+
+
+def diverged(what: str, lr: float, grad_clip: float) -> DivergedError:
+    """The one-line error of a loss that became NaN or infinite (``what`` says which and where), naming the settings
+    to change: the learning rate ``lr``, and the clipping where ``grad_clip`` is off."""
+    clip = "" if grad_clip > 0 else " or set optim.grad_clip (now 0: no clipping)"
+    return DivergedError(f"{what}; lower optim.lr (now {lr:.4g}){clip}")

@@ -19,7 +19,7 @@ from torch import nn
 
 from evoray.config import SEED_RANGE, config_to_dict
 from evoray.data import BatchSource, DataConfig, build_data, describe
-from evoray.errors import ConfigError, DivergedError
+from evoray.errors import ConfigError, diverged
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
 from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients, step_schedule_first
@@ -259,14 +259,14 @@ def fit_model(
                 clip_gradients([p for p in model.parameters() if p.grad is not None], o.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            if not math.isfinite(loss.item()):
-                raise DivergedError(
-                    f"training diverged: the loss became {loss.item()} at epoch {epoch} step {step}; lower "
-                    f"optim.lr (now {optimizer.param_groups[0]['lr']:.4g})"
-                    + ("" if o.grad_clip > 0 else " or set optim.grad_clip (now 0: no clipping)")
+            value = loss.item()
+            if not math.isfinite(value):
+                lr = optimizer.param_groups[0]["lr"]
+                raise diverged(
+                    f"training diverged: the loss became {value} at epoch {epoch} step {step}", lr, o.grad_clip
                 )
             n = y.shape[0]
-            loss_m.update(loss.item(), n)
+            loss_m.update(value, n)
             top1_m.update(accuracy(logits.detach().float(), y)[0], n)
             if cfg.log_every and step % cfg.log_every == 0:
                 log(f"  epoch {epoch} step {step}/{len(train)} loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f}")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evoray.data import build_data
-from evoray.errors import ConfigError, DivergedError
+from evoray.errors import ConfigError, diverged
 from evoray.nn.supernet import Supernet, build_supernet
 from evoray.nn.weighting import EdgeWeights, path_weights
 from evoray.optim import build_schedule, build_sgd, clip_gradient_tensors, step_schedule_first, weight_gradients
@@ -205,11 +205,9 @@ class Searcher:
         weights as a result)."""
         value = float(loss.item())
         if not math.isfinite(value):
-            raise DivergedError(
-                f"search diverged: the training loss became {value} at epoch {self.epoch}; lower optim.lr (now "
-                f"{self.w_optimizer.param_groups[0]['lr']:.4g})"
-                + ("" if self.cfg.optim.grad_clip > 0 else " or set optim.grad_clip (now 0: no clipping)")
-            )
+            lr = self.w_optimizer.param_groups[0]["lr"]
+            what = f"search diverged: the training loss became {value} at epoch {self.epoch}"
+            raise diverged(what, lr, self.cfg.optim.grad_clip)
         return value
 
     def arch_step(self, grads: list[Tensor]) -> None:
