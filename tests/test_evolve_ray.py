@@ -235,6 +235,38 @@ def test_an_actor_lost_before_the_first_state_or_while_replaced_is_replaced(ray_
         fleet.shutdown()
 
 
+def test_an_actors_own_error_is_raised_not_retried(ray_session, monkeypatch) -> None:
+    """A RuntimeError that an actor's code raises while every actor still answers (a bug, out of memory) is raised at
+    once: rebuilding the fleet would only raise it again, ``distributed.max_restarts`` times. The same error while
+    an actor of the fleet is dead is a lost peer's broken collective: a loss, rebuilt as before."""
+    from evoray.distributed import fleet as fleet_mod
+    from evoray.evolution.operators import init_uniform
+    from evoray.spaces import get_space
+
+    base = fleet_mod.SupernetActor.__ray_actor_class__  # type: ignore[attr-defined]
+
+    class Failing(base):  # type: ignore[misc,valid-type]
+        def fitness(self, population: list, generation: int, keys: list) -> list[float]:
+            raise RuntimeError("out of memory (a hand case)")
+
+    cfg = tiny("distributed.num_actors=1", "distributed.max_restarts=3")
+    population = [init_uniform(get_space(cfg.supernet.space), np.random.default_rng(0)) for _ in range(2)]
+    monkeypatch.setattr(fleet_mod, "SupernetActor", ray_session.remote(Failing))
+    fleet = fleet_mod.SupernetFleet(cfg)
+    monkeypatch.undo()  # a rebuilt fleet would start sound actors
+    try:
+        with pytest.raises(RuntimeError, match="out of memory") as raised:
+            fleet.fitness(population, 0, [0, 1])
+        assert not isinstance(raised.value, fleet_mod.FleetError) and fleet.restarts == 0
+        err = ray_session.exceptions.RayTaskError("fitness", "", RuntimeError("Connection closed by peer"))
+        assert not fleet._lost(err)
+        ray_session.kill(fleet.actors[0], no_restart=True)
+        assert fleet._lost(err)  # the same error with a dead actor in the fleet
+        assert fleet._lost(ray_session.exceptions.ActorDiedError())
+    finally:
+        fleet.shutdown()
+
+
 @pytest.mark.parametrize(("runtime_threads", "want"), [(2, 1), (0, 1)])
 def test_a_search_trial_runs_no_more_threads_than_its_cpus(ray_session, runtime_threads: int, want: int) -> None:
     """A trial that reserved one CPU runs one torch thread, whatever ``runtime.threads`` its settings carry."""

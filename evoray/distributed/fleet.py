@@ -114,8 +114,13 @@ def _all_gather(t: Tensor) -> Tensor:
 
 
 # What a lost actor or node raises: the actor's death, a result lost with its node before the driver held it, or a
-# collective that a dead peer broke (torch.distributed raises RuntimeError).
+# collective that a dead peer broke (torch.distributed raises RuntimeError; an actor's own RuntimeError, a bug or an
+# out-of-memory error, looks the same, and :meth:`SupernetFleet._lost` tells them apart).
 _FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, RuntimeError)
+# How long the actors have to answer after one of them raised: a dead actor's call fails at once (and a node that
+# stops answering is declared dead well within this), while a live one may be busy in a collective that the
+# failing actor will never join (a group timeout away).
+PROBE_S = 60.0
 
 
 def _get_all(refs: list[Any]) -> list[Any]:
@@ -191,9 +196,25 @@ class SupernetFleet:
                     self._fetch_state()
                 return work()
             except _FAILURES as err:
-                if isinstance(err, FleetError):
+                if isinstance(err, FleetError) or not self._lost(err):
                     raise
                 self._rebuild(err)
+
+    def _lost(self, err: Exception) -> bool:
+        """Whether ``err`` means an actor or its node was lost. Ray's own errors do (a dead actor, a lost result);
+        an error that an actor's code raised does only where some actor of the fleet no longer answers (a collective
+        that a lost peer broke). Otherwise it is the code's own (a bug, out of memory), which a rebuilt fleet would
+        only raise again: it is raised at once, not retried ``distributed.max_restarts`` times."""
+        if not isinstance(err, ray.exceptions.RayTaskError):
+            return True
+        probes = [a.where.remote() for a in self.actors]
+        ready, _ = ray.wait(probes, num_returns=len(probes), timeout=PROBE_S)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
+                return True
+        return False
 
     def placements(self) -> list[dict[str, Any]]:
         return ray.get([a.where.remote() for a in self.actors])  # type: ignore[no-any-return]
