@@ -6,8 +6,8 @@ thop buffers or hooks.
 
 Example::
 
-    stats = profile_model(net, (3, 32, 32), torch.device("cuda"))
-    # {"params_m": 3.3, "flops_m": 528.0, "latency_ms": 4.1}
+    stats = profile_model(net, (3, 32, 32), torch.device("cuda"))  # net: DARTS_V2, C=36, 20 cells
+    # {"params_m": 3.349342, "flops_m": 549.851328, "latency_ms": 4.1}
 """
 
 from __future__ import annotations

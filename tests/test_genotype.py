@@ -74,8 +74,9 @@ def test_edge_all_and_explicit_nodes() -> None:
     ("text", "fragment"),
     [
         ("Genotype(normal=[('sep_conv_3x3', 0)", "malformed genotype"),
-        ("Genotype(normal=[('sep_conv_3x3', 7), ('sep_conv_3x3', 1)] * 4, normal_concat=[2, 3, 4, 5])", "malformed"),
-        ("Genotype(normal=[('sep_conv_3x3', 5)]*8, normal_concat=[2, 3, 4, 5])", "malformed"),
+        (DARTS_V2.replace("('sep_conv_3x3', 0)", "('sep_conv_3x3', 7)", 1), "node 2 takes input 7; valid inputs 0..1"),
+        (DARTS_V2.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 5)"), "node 5 takes input 5; valid inputs 0..4"),
+        (DARTS_V2.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', -1)"), "node 5 takes input -1"),
         ("Genotype(normal=[('sep_conv_3x3', 0), ('x', 1)], normal_concat=[2, 3, 4, 5])", "2 edges for the 4 nodes"),
         ("|nor_conv_3x3~0|+|nor_conv_3x3|", "bad edge"),
         ("|nor_conv_3x3~1|", "takes input 1"),
@@ -342,3 +343,47 @@ def test_one_empty_node_and_autodl_none_fields_still_parse() -> None:
     )
     assert g.cell_types == ("normal",) and g.normal.nodes[1:] == ((), (), ())
     assert parse_genotype(json.dumps(g.to_json())) == g
+
+
+def test_format_round_trips_a_concat_that_leaves_out_the_last_node() -> None:
+    """A flat list is read back as max(concat) - 1 nodes, so a cell whose concat leaves out its last node (valid JSON,
+    valid for the networks) is written with its nodes explicit, and its text parses back to the same genotype."""
+    node = [["sep_conv_3x3", 0], ["skip_connect", 1]]
+    data = {"normal": {"nodes": [node] * 4, "concat": [2, 3, 4]}, "reduce": {"nodes": [node] * 4, "concat": [3, 5]}}
+    g = Genotype.from_json(data)
+    assert parse_genotype(str(g)) == g
+    assert "normal=[[(" in str(g) and "reduce=[(" in str(g)  # only the cell that needs it is written node by node
+
+
+def test_edges_written_as_lists_are_read_as_a_flat_cell() -> None:
+    """``Genotype(normal=[['sep_conv_3x3', 0], ...])``, e.g. a DARTS genotype that went through JSON, is the flat
+    list of edges, not a list of nodes whose edges are 'sep_conv_3x3' and 0."""
+    as_lists = "Genotype(" + DARTS_V2[len("Genotype(") : -1].replace("('", "['").replace(")", "]") + ")"
+    assert "normal=[['sep_conv_3x3', 0], ['sep_conv_3x3', 1]" in as_lists
+    assert parse_genotype(as_lists) == parse_genotype(DARTS_V2)
+
+
+def test_concat_without_intermediate_nodes_is_named() -> None:
+    text = DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[0, 1]")
+    with pytest.raises(ConfigError, match=r"concat \[0, 1\] names no intermediate node; .* e.g. \[2, 3, 4, 5\]"):
+        parse_genotype(text)
+
+
+def test_nb201_json_concat_must_be_the_last_node() -> None:
+    """The NB201 network outputs the last node whatever the concat says, and the arch string drops it: a JSON cell
+    naming another output would be silently misread, so it is rejected."""
+    data = parse_arch(ARCH).to_json()
+    data["cell"]["concat"] = [2]
+    with pytest.raises(ConfigError, match=r"concat \[2\], but a NAS-Bench-201 cell outputs its last node: \[3\]"):
+        Genotype.from_json(data)
+    data["cell"]["concat"] = [3]
+    assert Genotype.from_json(data) == parse_arch(ARCH)
+
+
+def test_genotype_file_not_utf8_is_a_config_error(tmp_path) -> None:
+    from evoray.spaces.resolve import resolve_genotype
+
+    path = tmp_path / "g.json"
+    path.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        resolve_genotype(str(path))

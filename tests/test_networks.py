@@ -49,7 +49,12 @@ def test_cifar_and_imagenet_parameter_counts_reproduce_the_originals(name: str) 
     net = NetworkCIFAR(36, 10, 20, True, published_genotype(name))
     assert net.auxiliary_head is not None
     assert n_params(net) == cifar
-    assert n_params(NetworkImageNet(48, 1000, 14, True, published_genotype(name))) == imagenet
+    assert [i for i, cell in enumerate(net.cells) if isinstance(cell, EvalCell) and cell.reduction] == [6, 13]
+    # the head after cell 13 (576 channels): 3,825,768 parameters in all for DARTS_V2, as the original counts them
+    assert sum(p.numel() for p in net.auxiliary_head.parameters()) == 476_426
+    big = NetworkImageNet(48, 1000, 14, True, published_genotype(name))
+    assert n_params(big) == imagenet
+    assert big.auxiliary_head is not None and sum(p.numel() for p in big.auxiliary_head.parameters()) == 1_260_776
 
 
 def test_none_edges_build_nothing() -> None:
@@ -131,6 +136,33 @@ def test_drop_path_changes_outputs_only_in_training() -> None:
     ref = net(x)[0]
     net.drop_path_prob = 0.5
     torch.testing.assert_close(net(x)[0], ref)
+
+
+def test_drop_path_spares_identity_edges() -> None:
+    """As the original: drop path zeroes the outputs of ops, never of a stride-1 skip_connect (an identity)."""
+    g = parse_genotype(
+        "Genotype(normal=[('skip_connect', 0), ('skip_connect', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+        "('skip_connect', 2), ('skip_connect', 1), ('max_pool_3x3', 0), ('skip_connect', 4)], "
+        "normal_concat=[2, 3, 4, 5])"
+    )
+    cell = EvalCell(g.cell("normal"), 4, 4, 4, False, False).train()
+    s0, s1 = torch.randn(64, 4, 5, 5), torch.randn(64, 4, 5, 5)
+    plain = cell(s0, s1, 0.0)
+    dropped = cell(s0, s1, 0.5)
+    torch.testing.assert_close(dropped[:, :4], plain[:, :4])  # node 2: two identities
+    torch.testing.assert_close(dropped[:, 8:12], plain[:, 8:12])  # node 4: identities of node 2 and input 1
+    assert not torch.allclose(dropped[:, 4:8], plain[:, 4:8])  # node 3: two sep convs, dropped
+    assert not torch.allclose(dropped[:, 12:], plain[:, 12:])  # node 5: a pool, dropped, plus an identity
+
+
+def test_auxiliary_head_reads_cell_two_thirds() -> None:
+    net = NetworkCIFAR(8, 10, 5, True, published_genotype("DARTS_V2")).train()
+    assert net.auxiliary_head is not None
+    seen: dict[str, torch.Tensor] = {}
+    net.cells[3].register_forward_hook(lambda m, i, out: seen.setdefault("cell", out))
+    net.auxiliary_head.register_forward_hook(lambda m, i, out: seen.setdefault("aux", i[0]))
+    net(torch.randn(2, 3, 16, 16))
+    assert seen["aux"] is seen["cell"]  # 2 * 5 // 3 = cell 3, the second reduction cell
 
 
 def test_drop_path_zeroes_whole_samples_and_rescales() -> None:

@@ -85,3 +85,15 @@ def test_count_flops_reproduces_the_originals_counts() -> None:
     assert count_flops(darts, (3, 32, 32)) / 1e6 == pytest.approx(549.85, abs=0.005)
     cell = parse_genotype("|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|")
     assert count_flops(NB201Network(16, 5, cell, 10), (3, 32, 32)) / 1e6 == pytest.approx(48.73, abs=0.005)
+
+
+def test_genotype_params_m_counts_the_evaluation_networks() -> None:
+    """The archive's params_m column: DARTS_V2 in the DARTS CIFAR-10 network (3.349342M, as the original counts it,
+    auxiliary head excluded) and NAS-Bench-201's all-3x3 cell in its network (1.531546M)."""
+    from evoray.profiling import genotype_params_m
+    from evoray.spaces.published import published_entry
+
+    assert genotype_params_m(published_entry("DARTS_V2")["genotype"]) == pytest.approx(3.349342, abs=1e-9)
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    assert genotype_params_m(arch) == pytest.approx(1.531546, abs=1e-9)
+    assert genotype_params_m(published_entry("DARTS_V2")["genotype"], C=16, layers=8) < 1.0

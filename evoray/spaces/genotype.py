@@ -136,7 +136,10 @@ def format_genotype(genotype: Genotype) -> str:
     parts = []
     for name, cell in genotype.cells:
         counts = [len(node) for node in cell.nodes]
-        flat_ok = all(c == 2 for c in counts) or counts == [2 + i for i in range(len(counts))]
+        # a flat list is read back as max(concat) - 1 nodes (_nodes_from_list): else the nodes are written out
+        flat_ok = len(counts) == max(cell.concat, default=0) - 1 and (
+            all(c == 2 for c in counts) or counts == [2 + i for i in range(len(counts))]
+        )
         if flat_ok:
             body = "[" + ", ".join(f"({op!r}, {j})" for node in cell.nodes for op, j in node) + "]"
         else:
@@ -250,13 +253,18 @@ def _nodes_from_list(value: Any, concat: tuple[int, ...], s: str) -> tuple[Node,
     def edge(e: Any) -> Edge:
         return _edge(e, f"malformed genotype {_clip(s)!r}")
 
-    def is_node(n: Any) -> bool:  # a node is a sequence of edges; an edge is ('op', input)
-        return isinstance(n, list) or (isinstance(n, tuple) and all(isinstance(e, (list, tuple)) for e in n))
+    def is_node(n: Any) -> bool:  # a node is a sequence of edges; an edge is ('op', input) or ['op', input]
+        return isinstance(n, (list, tuple)) and all(isinstance(e, (list, tuple)) for e in n)
 
     if all(is_node(n) for n in value):  # explicit nodes
         return tuple(tuple(edge(e) for e in node) for node in value)
     flat = [edge(e) for e in value]
     steps = max(concat) - 1  # concat is non-empty and below MAX_STATES
+    if steps < 1:
+        raise ConfigError(
+            f"malformed genotype {_clip(s)!r}: concat {list(concat)} names no intermediate node; a cell's nodes are "
+            "states 2, 3, ..., e.g. [2, 3, 4, 5]"
+        )
     if len(flat) == 2 * steps:
         return tuple(tuple(flat[2 * i : 2 * i + 2]) for i in range(steps))
     sizes = [2 + i for i in range(steps)]
@@ -295,6 +303,11 @@ def _check_structure(genotype: Genotype) -> None:
         for c in cell.concat:
             if not 0 <= c < n_in + len(cell.nodes):
                 raise ConfigError(f"genotype {name} cell: concat state {c} does not exist")
+        if genotype.is_nb201 and cell.concat != (len(cell.nodes),):  # the arch string has no concat to keep it
+            raise ConfigError(
+                f"genotype {name} cell: concat {list(cell.concat)}, but a NAS-Bench-201 cell outputs its last node: "
+                f"[{len(cell.nodes)}]"
+            )
 
 
 def make_genotype(cells: dict[str, Sequence[Sequence[Edge]]], concat: dict[str, Sequence[int]]) -> Genotype:

@@ -25,7 +25,7 @@ def resolve_genotype(spec: str) -> Genotype:
             raise ConfigError(f"genotype file {text!r} does not exist")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"genotype file {text!r} is not valid JSON: {err}") from None
         if isinstance(data, dict) and "genotype" in data:
             data = data["genotype"]
