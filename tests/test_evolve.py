@@ -258,6 +258,20 @@ def test_a_published_genotype_no_alphas_derive_is_refused_as_a_seed(name: str) -
         assert genotype_of(space, alphas) == published_genotype(other), other
 
 
+@pytest.mark.parametrize("name", ["evnas-cifar10", "evnas-nb201"])
+def test_paper_configs_run_the_evnas_ga(name: str) -> None:
+    """nightstorm0909/EvNAS train_search.py and searchNAS201.sh: population 50, 50 generations, tournament 10, one
+    elite, uniform row crossover (a row from parent 1 with probability 0.5) on every child, row reset at 0.1."""
+    from evoray.evolution.strategies import GeneticAlgorithm
+
+    e = load_config(EvolveConfig, ROOT / f"configs/{name}.yaml").evolution
+    assert (e.strategy, e.population, e.generations, e.tournament, e.elites) == ("ga", 50, 50, 10, 1)
+    assert (e.crossover_prob, e.crossover_row_prob, e.mutation_rate) == (1.0, 0.5, 0.1)
+    assert (e.init, e.selection, e.crossover) == ("uniform", "tournament", "uniform_rows")
+    assert (e.mutation or GeneticAlgorithm.default_mutation) == "reset_rows"
+    assert (e.max_evaluations, e.cycles) == (0, 0)
+
+
 def test_supernet_fitness_needs_a_validation_half() -> None:
     with pytest.raises(ConfigError, match=r"data\.train_portion = 1\.0 leaves the EvNAS fitness no validation half"):
         tiny("data.train_portion=1.0")

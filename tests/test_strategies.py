@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import subprocess
 import sys
@@ -140,6 +141,73 @@ def test_ga_without_crossover_copies_parent_one() -> None:
         np.testing.assert_array_equal(child.alphas["cell"], by_id[child.parents[0]].alphas["cell"])
 
 
+@pytest.mark.parametrize("space_name", SPACES)
+def test_ga_breeds_as_replayed_by_hand(space_name: str) -> None:
+    """One generation of breeding replayed draw by draw, as EvNAS' ga.py does it: the elites are the fittest (ties in
+    population order); each other child takes two parents, each the fittest of ``tournament`` individuals drawn
+    without replacement (ties: the first drawn), then with probability ``crossover_prob`` each row comes from parent
+    1 with probability ``crossover_row_prob``, then each row is reset to fresh U(0, 1) with ``mutation_rate``."""
+    space = get_space(space_name)
+    cfg = _cfg(elites=2, tournament=3, crossover_prob=0.6, crossover_row_prob=0.3, mutation_rate=0.2)
+    rng = np.random.default_rng(13)
+    ga = GeneticAlgorithm(cfg, space, rng)
+    replay = copy.deepcopy(rng)  # past the initial population's draws; evaluation draws nothing
+    _, gen0, _ = run_generation(ga, AlphaSum())
+    fitness = [i.fitness for i in gen0]
+
+    def tournament() -> Individual:
+        sample = replay.choice(8, size=3, replace=False)
+        return gen0[max(sample, key=lambda i: fitness[i])]  # max keeps the first of equal maxima
+
+    children = ga.population()
+    elites = sorted(gen0, key=lambda i: -(i.fitness or 0.0))[:2]
+    assert [(c.origin, c.parents) for c in children[:2]] == [("elite", (e.id,)) for e in elites]
+    winners, resets = set(), 0
+    for child in children[2:]:
+        p1, p2 = tournament(), tournament()
+        winners |= {p1.id, p2.id}
+        crossed = replay.random() < 0.6
+        expect = dict(p1.alphas)
+        for ct in space.cell_types if crossed else ():
+            rows = replay.random(space.alpha_shape(ct)[0]) < 0.3
+            expect[ct] = np.where(rows[:, None], p1.alphas[ct], p2.alphas[ct])
+        for ct in space.cell_types:
+            reset = replay.random(space.alpha_shape(ct)[0]) < 0.2
+            fresh = replay.random(space.alpha_shape(ct), dtype=np.float32)
+            expect[ct] = np.where(reset[:, None], fresh, expect[ct])
+            resets += int(reset.sum())
+        assert (child.origin, child.parents) == (("crossover", (p1.id, p2.id)) if crossed else ("mutation", (p1.id,)))
+        for ct in space.cell_types:
+            np.testing.assert_array_equal(child.alphas[ct], expect[ct], err_msg=f"child {child.id}, {ct}")
+    assert {c.origin for c in children[2:]} == {"crossover", "mutation"} and resets > 0
+    assert len(winners) > 2  # the tournaments picked more than the fittest few: selection was exercised
+
+
+class Scripted(FitnessBackend):
+    """Each generation's fitness, in population order, from a table."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        self.table = table
+
+    def evaluate(self, individuals: list[Individual], generation: int = 0) -> list[float]:
+        return self.table[generation][: len(individuals)]
+
+
+def test_ga_answer_is_the_last_generations_fittest_first_of_ties_never_nan() -> None:
+    """EvNAS' answer is the first of the last generation sorted by fitness (a stable sort: ties in population order),
+    not the best ever: its fitness is read on the final shared weights. The elite is chosen alike. NaN never wins."""
+    nan = float("nan")
+    table = [[5.0, 9.0, 9.0, 1.0], [nan, 3.0, 7.0, 7.0], [nan, 2.0, 4.0, 4.0]]
+    ga = GeneticAlgorithm(_cfg(population=4, generations=3, tournament=2), get_space("nb201"), np.random.default_rng(0))
+    gens: list[list[Individual]] = []
+    result = run_evolution(ga, Scripted(table), lambda g, inds, stats: gens.append(inds))
+    assert gens[1][0].parents == (gens[0][1].id,) and gens[2][0].parents == (gens[1][2].id,)  # the elites
+    assert result.best is gens[2][2] and result.best.fitness == 4.0
+    assert [h["best_so_far"] for h in result.history] == [9.0, 7.0, 4.0]
+    last = result.history[-1]  # the generation's statistics leave NaN out
+    assert (last["evaluated"], last["best"], last["mean"], last["worst"]) == (4.0, 4.0, 10.0 / 3, 2.0)
+
+
 @pytest.mark.parametrize("strategy", ["ga", "regularized"])
 def test_population_size_constant_and_ids_increase(strategy: str) -> None:
     s = build_strategy(_cfg(strategy, generations=6), get_space("nb201"), np.random.default_rng(0))
@@ -206,8 +274,9 @@ def test_state_dict_round_trip_continues_bit_identically(strategy: str, space_na
     assert _same(_run(first), after)  # saving did not disturb the original either
 
 
-def test_regularized_checkpoint_mid_generation() -> None:
-    space, cfg = get_space("darts"), _cfg("regularized", generations=3)
+@pytest.mark.parametrize("cycles", [0, 13])
+def test_regularized_checkpoint_mid_generation(cycles: int) -> None:
+    space, cfg = get_space("darts"), _cfg("regularized", generations=3, cycles=cycles)
     uninterrupted = _run(build_strategy(cfg, space, np.random.default_rng(2)))
     s = build_strategy(cfg, space, np.random.default_rng(2))
     backend = AlphaSum()
@@ -330,6 +399,26 @@ def test_config_validation(kw: dict[str, Any], message: str) -> None:
         _cfg(**kw).validate()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("populaton=50", r"unknown config key 'populaton' \(did you mean 'population'\?\); valid keys"),
+        ("generations=0", r"config key 'generations' = 0 is out of range \[1, inf\)"),
+        ("mutation_rate=1.5", r"config key 'mutation_rate' = 1.5 is out of range \[0.0, 1.0\]"),
+        ("crossover_prob=-0.1", r"config key 'crossover_prob' = -0.1 is out of range \[0.0, 1.0\]"),
+        ("crossover_row_prob=2", r"config key 'crossover_row_prob' = 2.0 is out of range \[0.0, 1.0\]"),
+        ("population=5", "evolution.tournament=10 exceeds evolution.population=5"),
+        ("elites=50", "evolution.elites=50 must be below evolution.population=50"),
+    ],
+)
+def test_bad_evolution_config_is_one_line(override: str, message: str) -> None:
+    from evoray.config import load_config
+
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(EvolutionConfig, None, [override])
+    assert "\n" not in str(err.value)
+
+
 def test_defaults_are_evnas() -> None:
     c = EvolutionConfig()
     assert (c.strategy, c.population, c.generations, c.tournament, c.elites) == ("ga", 50, 50, 10, 1)
@@ -376,8 +465,11 @@ def test_nan_fitness_never_selected_as_best() -> None:
 
 
 def test_reproducible_in_a_fresh_process() -> None:
+    """Same seed, same run in another process: every individual of every generation (ids, lineage, alphas bit for
+    bit, genotypes, fitness), not only the answer."""
     code = textwrap.dedent(
         """
+        import hashlib
         import numpy as np
         from evoray.evolution.fitness import FitnessBackend
         from evoray.evolution.search import run_evolution
@@ -388,12 +480,30 @@ def test_reproducible_in_a_fresh_process() -> None:
             def evaluate(self, individuals, generation=0):
                 return [float(sum(a.sum() for a in i.alphas.values())) for i in individuals]
 
+        digest = hashlib.sha256()
+        def record(g, inds, stats):
+            for i in inds:
+                digest.update(repr((i.id, i.generation, i.parents, i.origin, i.genotype, i.fitness)).encode())
+                for a in i.alphas.values():
+                    digest.update(a.tobytes())
+
         cfg = EvolutionConfig(population=8, generations=5, tournament=3)
-        r = run_evolution(build_strategy(cfg, get_space("darts"), np.random.default_rng(21)), AlphaSum())
-        print(r.best.id, repr(r.best.fitness), r.best.genotype)
+        r = run_evolution(build_strategy(cfg, get_space("darts"), np.random.default_rng(21)), AlphaSum(), record)
+        print(digest.hexdigest(), r.best.id, repr(r.best.fitness), r.best.genotype)
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     cfg = EvolutionConfig(population=8, generations=5, tournament=3)
-    r = run_evolution(build_strategy(cfg, get_space("darts"), np.random.default_rng(21)), AlphaSum())
-    assert out == f"{r.best.id} {r.best.fitness!r} {r.best.genotype}"
+    seen: list[Individual] = []
+    r = run_evolution(
+        build_strategy(cfg, get_space("darts"), np.random.default_rng(21)),
+        AlphaSum(),
+        lambda g, inds, stats: seen.extend(inds),
+    )
+    digest = hashlib.sha256()
+    for i in seen:
+        digest.update(repr((i.id, i.generation, i.parents, i.origin, i.genotype, i.fitness)).encode())
+        for a in i.alphas.values():
+            digest.update(a.tobytes())
+    assert len(seen) == 40
+    assert out == f"{digest.hexdigest()} {r.best.id} {r.best.fitness!r} {r.best.genotype}"
