@@ -588,3 +588,75 @@ def test_headlines_keep_three_significant_digits_of_small_parameter_counts() -> 
         headline_text("train", {"test_top1": 22.841, "params_m": 0.00177}, {}) == "test top-1 22.84%, 0.00177 M params"
     )
     assert headline_text("evolve", {"fitness": 95.828, "params_m": 3.63421}, {}) == "fitness 95.83, 3.634 M params"
+
+
+def test_an_ensemble_report_of_another_layout_is_one_line_on_its_page(tmp_path) -> None:
+    """A report.json that lacks what a committee report holds (a null weight or ECE, a curve point without its NLL)
+    is a one-line problem naming the run on its page, not a callback that fails and leaves the page loading; a
+    whole report beside it still draws."""
+    from bench.dashboard import synthetic_ensemble
+    from evoray.dashboard.pages.ensemble import draw_report, draw_tables
+
+    edges = [0.0, 0.5, 1.0]
+    reliability = {"lo": edges[:-1], "hi": edges[1:], "accuracy": [0.4, 0.9], "share": [0.5, 0.5]}
+    member = {"name": "a", "kind": "genotype", "params_m": 0.1, "test": {"accuracy": 90.0, "nll": 0.3, "ece": 2.0},
+              "valid": {"nll": 0.4}, "reliability": reliability}  # fmt: skip
+    committee = {"name": "logit_sum", "combiner": "logit_sum", "size": 2, "members": {"a": 0.5, "b": 0.5},
+                 "test": {"accuracy": 91.0, "nll": 0.25, "ece": 1.5}, "valid": {"nll": 0.35},
+                 "curve": [{"size": 1, "accuracy": 90.0, "nll": 0.3}, {"size": 2, "accuracy": 91.0, "nll": 0.25}],
+                 "reliability": reliability}  # fmt: skip
+    whole = {"members": [member], "committees": [committee], "summary": {"best_member": member}}
+    broken = {
+        "null-weight": {**whole, "committees": [{**committee, "members": {"a": None}}]},
+        "null-ece": {**whole, "summary": {"best_member": {**member, "test": {"ece": None}}}},
+        "torn-curve": {**whole, "committees": [{**committee, "curve": [{"size": 1, "accuracy": 90.0}]}]},
+    }
+    root = tmp_path / "runs"
+    for name, report in {"whole": whole, **broken}.items():
+        run = synthetic_ensemble(root / name)
+        (run / "report.json").write_text(json.dumps(report))
+    store = RunStore([root])
+    *_, problem = draw_report(store, "0/whole")
+    assert problem is None and draw_tables(store, "0/whole", "test")[0] is not None
+    for name in broken:
+        *_, problem = draw_report(store, f"0/{name}")
+        text = problem.children
+        assert (
+            text.startswith(f"unreadable: report.json of run '{name}' is not a committee report") and "\n" not in text
+        )
+        draw_tables(store, f"0/{name}", "test")  # the tables it can show, or none; never a failed callback
+    assert draw_tables(store, "0/null-weight", "test") == (None, None)
+
+
+def test_compare_tells_apart_runs_that_share_a_name(tmp_path) -> None:
+    """Two runs of one name (one config run twice, or a run that ``--overwrite`` moved aside keeps its name): the
+    comparison's legend and genotype headings add each run's id, so no curve or cell is taken for the other run's;
+    a run whose name is its own keeps just its name."""
+    from evoray.dashboard.pages.compare import draw
+
+    root = tmp_path / "runs"
+    synthetic_evolve(root / "a" / "same", 2, 3, seed=0)
+    synthetic_evolve(root / "b" / "same", 2, 3, seed=1)
+    synthetic_evolve(root / "c" / "other", 2, 3, seed=2)
+    figure, columns, problems = draw(RunStore([root]), ["0/a/same", "0/b/same", "0/c/other"], "score")
+    assert [t.name for t in figure.data] == ["same (0/a/same)", "same (0/b/same)", "other"] and problems == []
+    assert [c.children[0].children for c in columns] == ["evolve same (0/a/same)", "evolve same (0/b/same)",
+                                                         "evolve other"]  # fmt: skip
+
+
+def test_compare_says_which_runs_curves_cannot_be_read(tmp_path) -> None:
+    """A compared run whose curves file is damaged is one line above the curves, naming the run; the other runs'
+    curves and every run's cells still show."""
+    from evoray.dashboard.pages.compare import _metric_options, draw
+    from evoray.runs.reader import CURVES
+
+    root = tmp_path / "runs"
+    synthetic_train(root / "good", epochs=3)
+    (synthetic_train(root / "torn", epochs=3) / CURVES).write_bytes(b"PAR1 torn")
+    store = RunStore([root])
+    figure, columns, problems = draw(store, ["0/good", "0/torn"], "score")
+    assert [t.name for t in figure.data] == ["good"] and len(columns) == 2
+    (problem,) = [p.children for p in problems]
+    assert problem.startswith("train torn: curves unreadable: curves ") and "not a readable Parquet file" in problem
+    assert "\n" not in problem
+    assert "train_loss" in {o["value"] for o in _metric_options(store, [store.open("0/good"), store.open("0/torn")])}

@@ -4,6 +4,9 @@ accuracy against its size) and their best genotypes side by side."""
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
@@ -24,13 +27,17 @@ Series = tuple[str, list[float], list[float | None]]
 
 def _metric_options(store: RunStore, runs: list[Run]) -> list[dict[str, str]]:
     """The curves' choices: ``score``, then every metric any of ``runs`` reports so far."""
-    metrics = sorted({m for run in runs for m in _curves(store, run)} - {"score"})
+    metrics: set[str] = set()
+    for run in runs:
+        with contextlib.suppress(ConfigError):  # an unreadable run's curves: the drawing says so
+            metrics |= set(_curves(store, run))
     score = {"label": "score (each run's accuracy or fitness)", "value": "score"}
-    return [score] + [{"label": m, "value": m} for m in metrics]
+    return [score] + [{"label": m, "value": m} for m in sorted(metrics - {"score"})]
 
 
 def layout(store: RunStore, run_ids: list[str]) -> html.Div:
     runs, problems = _open(store, run_ids)
+    labels = _labels(store, runs)
     return html.Div(
         [
             dcc.Interval(id=f"{P}-tick", interval=LIVE_MS),
@@ -38,7 +45,7 @@ def layout(store: RunStore, run_ids: list[str]) -> html.Div:
             dcc.Store(id=f"{P}-version", data=None),
             html.H2(f"Comparing {len(runs)} runs"),
             html.Ul(
-                [html.Li(html.A(f"{r.command} {r.name}", href=run_link(store.run_id(r.path)))) for r in runs],
+                [html.Li(html.A(f"{r.command} {labels[r.path]}", href=run_link(store.run_id(r.path)))) for r in runs],
                 id=f"{P}-list",
             ),
             *[problem_box(p) for p in problems],
@@ -51,6 +58,7 @@ def layout(store: RunStore, run_ids: list[str]) -> html.Div:
                     clearable=False,
                     style={"width": "380px"},
                 ),
+                html.Div(id=f"{P}-curves-problems"),
                 graph(f"{P}-curves"),
             ),
             section("Best genotypes", html.Div(id=f"{P}-genotypes", className="side-by-side")),
@@ -70,9 +78,18 @@ def _open(store: RunStore, run_ids: list[str]) -> tuple[list[Run], list[str]]:
     return runs, problems
 
 
-def _curves(store: RunStore, run: Run) -> dict[str, list[Series]]:
-    """Every metric of a run as series (label, steps, values); ``score`` is its accuracy-like one."""
+def _labels(store: RunStore, runs: list[Run]) -> dict[Path, str]:
+    """Each run's name in the legends and headings; runs that share a name (one config run twice, a run moved aside
+    by ``--overwrite``) add their run id, so that their curves and cells are never mistaken for each other's."""
+    names = Counter(run.name for run in runs)
+    return {run.path: run.name if names[run.name] == 1 else f"{run.name} ({store.run_id(run.path)})" for run in runs}
+
+
+def _curves(store: RunStore, run: Run, name: str | None = None) -> dict[str, list[Series]]:
+    """Every metric of a run as series (label, steps, values); ``score`` is its accuracy-like one. ``name`` begins
+    each label (the run's name by default). Curves that cannot be read are a ``ConfigError``."""
     out: dict[str, list[Series]] = {}
+    name = name or run.name
 
     def add(label: str, rows: list[dict[str, Any]], x_key: str) -> None:
         keys = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -83,18 +100,15 @@ def _curves(store: RunStore, run: Run) -> dict[str, list[Series]]:
         if score in keys:
             out.setdefault("score", []).append((label, x, [r.get(score) for r in rows]))
 
-    try:
-        if run.command == "search":
-            for t in search_trials(store, run):
-                add(f"{run.name} {t.searcher}-s{t.seed} #{t.name.rsplit('_', 1)[-1]}", t.rows, "epoch")
-        elif run.command == "ensemble":
-            rep = store.json(run, "report.json") if (run.path / "report.json").is_file() else {}
-            for c in rep.get("committees", []):
-                add(f"{run.name} {c.get('name')}", list(c.get("curve") or []), "size")
-        else:
-            add(run.name, store.curves(run), STEP[run.command])
-    except ConfigError:
-        return out
+    if run.command == "search":
+        for t in search_trials(store, run):
+            add(f"{name} {t.searcher}-s{t.seed} #{t.name.rsplit('_', 1)[-1]}", t.rows, "epoch")
+    elif run.command == "ensemble":
+        rep = store.json(run, "report.json") if (run.path / "report.json").is_file() else {}
+        for c in rep.get("committees", []):
+            add(f"{name} {c.get('name')}", list(c.get("curve") or []), "size")
+    else:
+        add(name, store.curves(run), STEP[run.command])
     return out
 
 
@@ -155,23 +169,39 @@ def register(app: Dash, store: RunStore) -> None:
     @app.callback(
         Output(f"{P}-curves", "figure"),
         Output(f"{P}-genotypes", "children"),
+        Output(f"{P}-curves-problems", "children"),
         Input(f"{P}-metric", "value"),
         Input(f"{P}-version", "data"),
         State(f"{P}-runs", "data"),
     )
     def _draw(metric: str, _: Any, run_ids: list[str]) -> Any:
-        runs, _problems = _open(store, run_ids)
-        series: list[Series] = []
-        steps = set()
-        for run in runs:
-            found = _curves(store, run).get(metric, [])
-            series += found
-            if found:
-                steps.add(STEP[run.command])
-        columns = [
-            html.Div(
-                [html.H4(f"{run.command} {run.name}"), *cells(_best_genotype(store, run), run.name)], className="column"
+        return draw(store, run_ids, metric)
+
+
+def draw(store: RunStore, run_ids: list[str], metric: str) -> tuple[Any, list[Any], list[Any]]:
+    """The runs' ``metric`` curves on shared axes, their best genotypes side by side, and a line for each run whose
+    curves cannot be read."""
+    runs, _problems = _open(store, run_ids)
+    labels = _labels(store, runs)
+    series: list[Series] = []
+    steps = set()
+    problems = []
+    for run in runs:
+        try:
+            found = _curves(store, run, labels[run.path]).get(metric, [])
+        except ConfigError as err:
+            problems.append(
+                html.Div(f"{run.command} {labels[run.path]}: curves unreadable: {err}", className="problem")
             )
-            for run in runs
-        ]
-        return figures.overlay_figure(series, metric, " / ".join(sorted(steps)) or "step"), columns
+            continue
+        series += found
+        if found:
+            steps.add(STEP[run.command])
+    columns = [
+        html.Div(
+            [html.H4(f"{run.command} {labels[run.path]}"), *cells(_best_genotype(store, run), labels[run.path])],
+            className="column",
+        )
+        for run in runs
+    ]
+    return figures.overlay_figure(series, metric, " / ".join(sorted(steps)) or "step"), columns, problems

@@ -17,6 +17,7 @@ from evoray.runs import Run
 
 P = "ens"
 REPORT = "report.json"
+REPORT_ERRORS = (AttributeError, IndexError, KeyError, TypeError, ValueError)  # a report.json of another layout
 MEMBER_COLUMNS = [
     ("name", "member"), ("kind", "kind"), ("params_m", "params (M)"), ("accuracy", "accuracy (%)"), ("nll", "NLL"),
     ("ece", "ECE (%)"), ("valid_nll", "valid NLL"),
@@ -82,20 +83,98 @@ def _metrics(entry: dict[str, Any], where: str) -> dict[str, Any]:
     return dict((entry.get("shift") or {}).get(where) or {})
 
 
+def _report_of(store: RunStore, run_id: str) -> tuple[Run, dict[str, Any] | None, str | None]:
+    """The run, its report (None before it is written) and why the report cannot be read."""
+    try:
+        run = store.open(run_id)
+    except ConfigError:
+        raise PreventUpdate from None
+    if not (run.path / REPORT).is_file():
+        return run, None, None
+    try:
+        return run, store.json(run, REPORT), None
+    except ConfigError as err:
+        return run, None, str(err)
+
+
+def _foreign(run: Run, err: Exception) -> str:
+    """One line on a report.json that lacks what an evoray committee report holds (hand-made, another evoray)."""
+    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}" if str(err) else type(err).__name__
+    return f"unreadable: {REPORT} of run {run.name!r} is not a committee report this evoray reads ({reason})"
+
+
+def draw_report(store: RunStore, run_id: str) -> tuple[Any, ...]:
+    """The shift choices, the size and reliability figures, the best member's cells, the choice and a problem."""
+    run, rep, err = _report_of(store, run_id)
+    options = [{"label": "clean test set", "value": "test"}]
+    if rep is None:
+        msg = problem_box(f"unreadable: {err}") if err else html.Div("members are still training", className="note")
+        none = figures.empty("no report yet")
+        return options, none, none, cells(None), None, msg
+    try:
+        keys = sorted({k for m in rep.get("members", []) for k in (m.get("shift") or {})})
+        if keys:
+            options.append({"label": "mean over every shift", "value": "shift_mean"})
+        options += [{"label": f"shift: {k}", "value": k} for k in keys]
+        best = (rep.get("summary") or {}).get("best_member") or {}
+        panels = [(f"member {best.get('name')}", best)] if best else []
+        panels += [(str(c.get("name")), c) for c in rep.get("committees", [])]
+        _tables_of(rep, "test")  # a report the tables cannot show is said so here, once
+        return (
+            options,
+            figures.committee_size_figure(rep.get("committees", [])),
+            figures.reliability_figure(panels),
+            cells(best.get("genotype"), str(best.get("name") or "")),
+            _choice(rep),
+            None,
+        )
+    except REPORT_ERRORS as err:
+        none = figures.empty(f"{REPORT} unreadable")
+        return options[:1], none, none, cells(None), None, problem_box(_foreign(run, err))
+
+
+def draw_tables(store: RunStore, run_id: str, where: str) -> tuple[Any, Any]:
+    """The members' and committees' tables measured on ``where`` (none while the report is missing or unreadable:
+    :func:`draw_report` says why)."""
+    _, rep, _err = _report_of(store, run_id)
+    if rep is None:
+        return None, None
+    try:
+        return _tables_of(rep, where)
+    except REPORT_ERRORS:
+        return None, None
+
+
+def _tables_of(rep: dict[str, Any], where: str) -> tuple[Any, Any]:
+    members = [
+        {
+            "name": m.get("name"),
+            "kind": m.get("kind"),
+            "params_m": m.get("params_m"),
+            **_metrics(m, where),
+            "valid_nll": (m.get("valid") or {}).get("nll"),
+        }
+        for m in rep.get("members", [])
+    ]
+    committees = [
+        {
+            "name": c.get("name"),
+            "combiner": c.get("combiner"),
+            "size": c.get("size"),
+            **_metrics(c, where),
+            "valid_nll": (c.get("valid") or {}).get("nll"),
+            "members": ", ".join(f"{n} ({w:.2f})" for n, w in (c.get("members") or {}).items()),
+        }
+        for c in rep.get("committees", [])
+    ]
+    return (
+        table(members, MEMBER_COLUMNS, id=f"{P}-members-table"),
+        table(committees, COMMITTEE_COLUMNS, id=f"{P}-committees-table"),
+    )
+
+
 def register(app: Dash, store: RunStore) -> None:
     register_live(app, store, P)
-
-    def report(run_id: str) -> tuple[Run, dict[str, Any] | None, str | None]:
-        try:
-            run = store.open(run_id)
-        except ConfigError:
-            raise PreventUpdate from None
-        if not (run.path / REPORT).is_file():
-            return run, None, None
-        try:
-            return run, store.json(run, REPORT), None
-        except ConfigError as err:
-            return run, None, str(err)
 
     @app.callback(
         Output(f"{P}-shift", "options"),
@@ -108,27 +187,7 @@ def register(app: Dash, store: RunStore) -> None:
         State(f"{P}-run", "data"),
     )
     def _report(_: Any, run_id: str) -> Any:
-        _, rep, err = report(run_id)
-        options = [{"label": "clean test set", "value": "test"}]
-        if rep is None:
-            msg = problem_box(f"unreadable: {err}") if err else html.Div("members are still training", className="note")
-            none = figures.empty("no report yet")
-            return options, none, none, cells(None), None, msg
-        keys = sorted({k for m in rep.get("members", []) for k in (m.get("shift") or {})})
-        if keys:
-            options.append({"label": "mean over every shift", "value": "shift_mean"})
-        options += [{"label": f"shift: {k}", "value": k} for k in keys]
-        best = (rep.get("summary") or {}).get("best_member") or {}
-        panels = [(f"member {best.get('name')}", best)] if best else []
-        panels += [(str(c.get("name")), c) for c in rep.get("committees", [])]
-        return (
-            options,
-            figures.committee_size_figure(rep.get("committees", [])),
-            figures.reliability_figure(panels),
-            cells(best.get("genotype"), str(best.get("name") or "")),
-            _choice(rep),
-            None,
-        )
+        return draw_report(store, run_id)
 
     @app.callback(
         Output(f"{P}-members", "children"),
@@ -138,31 +197,4 @@ def register(app: Dash, store: RunStore) -> None:
         State(f"{P}-run", "data"),
     )
     def _tables(where: str, _: Any, run_id: str) -> Any:
-        _, rep, _err = report(run_id)
-        if rep is None:
-            return None, None
-        members = [
-            {
-                "name": m.get("name"),
-                "kind": m.get("kind"),
-                "params_m": m.get("params_m"),
-                **_metrics(m, where),
-                "valid_nll": (m.get("valid") or {}).get("nll"),
-            }
-            for m in rep.get("members", [])
-        ]
-        committees = [
-            {
-                "name": c.get("name"),
-                "combiner": c.get("combiner"),
-                "size": c.get("size"),
-                **_metrics(c, where),
-                "valid_nll": (c.get("valid") or {}).get("nll"),
-                "members": ", ".join(f"{n} ({w:.2f})" for n, w in (c.get("members") or {}).items()),
-            }
-            for c in rep.get("committees", [])
-        ]
-        return (
-            table(members, MEMBER_COLUMNS, id=f"{P}-members-table"),
-            table(committees, COMMITTEE_COLUMNS, id=f"{P}-committees-table"),
-        )
+        return draw_tables(store, run_id, where)
