@@ -194,12 +194,20 @@ def test_tabular_search_respects_the_budget_and_improves(strategy: str, tmp_path
 
 
 def test_the_budget_is_met_exactly_on_a_supernet_through_the_cli(tmp_path) -> None:
-    """The last generation is cut at the budget: only the individuals asked are trained on and scored."""
+    """The last generation is cut at the budget: only the individuals the budget allows are scored. Its training pass
+    is the whole generation's, as without a budget, so a run cut by a budget is the first rows of the run without one
+    (the same cells and fitness)."""
     out = tmp_path / "run"
-    assert main(["--out", str(out), *_sets("evolution.generations=5", "evolution.max_evaluations=7")]) == 0
+    assert main(["--out", str(out), *_sets("evolution.generations=5", "evolution.max_evaluations=6")]) == 0
     df = pd.read_parquet(out / "archive.parquet")
-    assert df.genotype.nunique() == 7 and sorted(df.generation.unique()) == [0, 1]
-    assert json.loads((out / "run.json").read_text())["result"]["evaluations"] == 7
+    assert df.genotype.nunique() == 6 and sorted(df.generation.unique()) == [0, 1]
+    assert json.loads((out / "run.json").read_text())["result"]["evaluations"] == 6
+    whole = tmp_path / "whole"
+    assert main(["--out", str(whole), *_sets("evolution.generations=5")]) == 0  # the same schedule, no budget
+    ref = pd.read_parquet(whole / "archive.parquet")
+    assert len(df) < (ref.generation <= 1).sum() == 8  # the budget cut the second generation short
+    assert ref.genotype.head(len(df)).tolist() == df.genotype.tolist()
+    np.testing.assert_allclose(ref.fitness.head(len(df)), df.fitness, atol=1e-6)
 
 
 def test_regularized_evolution_ages_one_at_a_time_and_ends_at_its_cycles(tmp_path) -> None:
