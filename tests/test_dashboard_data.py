@@ -117,6 +117,17 @@ def test_run_ids_outside_the_roots_are_refused(tmp_path) -> None:
     assert len(problems) == 1 and "links outside the dashboard's roots" in problems[0]
 
 
+def test_a_run_under_two_roots_is_listed_once(tmp_path) -> None:
+    """Roots that overlap (``runs`` and ``runs/evolve``): a run under both is one run, one row of the runs page."""
+    root = tmp_path / "runs"
+    synthetic_evolve(root / "evolve" / "e", 2, 3)
+    synthetic_train(root / "train" / "t", epochs=2)
+    rows, problems = RunStore([root, root / "evolve"]).listing()
+    assert sorted(r.id for r in rows) == ["0/evolve/e", "0/train/t"] and problems == []
+    rows, _ = RunStore([root / "evolve", root]).listing()
+    assert sorted(r.id for r in rows) == ["0/e", "1/train/t"]
+
+
 def test_unreadable_runs_are_listed_with_their_reason_and_the_rest_serves(tmp_path) -> None:
     root = tmp_path / "runs"
     good = synthetic_evolve(root / "evolve" / "good", 2, 3)
@@ -311,12 +322,15 @@ def test_compare_overlays_train_and_search_runs_epoch_for_epoch(tmp_path) -> Non
     old = synthetic_train(root / "train" / "old", epochs=3)
     write_curves(old / CURVES, [{"epoch": e, "train_top1": 10.0 + e, "train_loss": 2.0} for e in range(3)])
     search_dir = synthetic_search(root / "search" / "s", trials=1)
-    rows = [{"epoch": e, "training_iteration": e, "valid_acc": 50.0 + e} for e in (1, 2, 3)]
+    tune = {"timestamp": 1764900000, "pid": 4242, "iterations_since_restore": 1, "time_total_s": 1.5}
+    rows = [{"epoch": e, "training_iteration": e, "valid_acc": 50.0 + e, **tune} for e in (1, 2, 3)]
     _tune_trial(search_dir / "tune" / "trial-0", 3, rows)
     store = RunStore([root])
     for run_id in ("0/train/new", "0/train/old", "0/search/s"):
         steps = [x for _, x, _ in _curves(store, store.open(run_id))["score"]]
         assert steps == [[1.0, 2.0, 3.0]], (run_id, steps)
+    # the metrics offered are the search's own and Tune's clock, not Tune's bookkeeping
+    assert set(_curves(store, store.open("0/search/s"))) == {"score", "valid_acc", "time_total_s"}
 
 
 def test_evolve_page_best_passes_over_failed_individuals(tmp_path) -> None:

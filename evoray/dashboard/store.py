@@ -139,6 +139,7 @@ class RunStore:
         """Every run under the roots (newest first) and the problems of roots that cannot be read."""
         rows: list[RunRow] = []
         problems: list[str] = []
+        seen: set[str] = set()  # a run under two roots (one inside the other) is one run, listed once
         for root in self.roots:
             try:
                 runs = list_runs(root, self.depth)
@@ -147,9 +148,13 @@ class RunStore:
                 continue
             for run in runs:
                 try:
-                    rows.append(self.row(run))
+                    row = self.row(run)
                 except OutsideRootsError:  # a link under the root to a run elsewhere: never served
                     problems.append(f"{str(run.path)!r} links outside the dashboard's roots; not listed")
+                    continue
+                if row.id not in seen:
+                    seen.add(row.id)
+                    rows.append(row)
         rows.sort(key=lambda r: r.started, reverse=True)
         return rows, problems
 

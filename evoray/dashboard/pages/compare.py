@@ -23,6 +23,8 @@ P = "cmp"
 SCORE = {"evolve": "best", "search": "valid_acc", "train": "train_top1", "ensemble": "accuracy"}
 STEP = {"evolve": "generation", "search": "epoch", "train": "epoch", "ensemble": "size"}
 Series = tuple[str, list[float], list[float | None]]
+# what Tune adds to every trial's report that is no curve of the search: clock times, its process, its own counters
+TUNE_BOOKKEEPING = frozenset({"timestamp", "pid", "training_iteration", "iterations_since_restore"})
 
 
 def _metric_options(store: RunStore, runs: list[Run]) -> list[dict[str, str]]:
@@ -93,6 +95,7 @@ def _curves(store: RunStore, run: Run, name: str | None = None) -> dict[str, lis
 
     def add(label: str, rows: list[dict[str, Any]], x_key: str) -> None:
         keys = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        keys -= TUNE_BOOKKEEPING
         x = [float(r.get(x_key, i)) for i, r in enumerate(rows)]
         for k in keys - {x_key}:
             out.setdefault(k, []).append((label, x, [r.get(k) for r in rows]))
