@@ -143,6 +143,7 @@ def test_snas_temperature_and_schedules_match_the_originals() -> None:
     assert snas_tau(opts, 0, 150) == pytest.approx(1 - 0.97 / 150)  # Temp_Scheduler steps before epoch 0
     assert snas_tau(opts, 149, 150) == pytest.approx(0.03)  # and reaches temp_min at the last epoch
     assert snas_tau(SnasOptions(tau_epochs=0), 9, 10) == pytest.approx(0.03)  # horizon = the run's epochs
+    assert snas_tau(opts, 200, 300) == 0.03  # past the 150-epoch horizon: the floor
     # DARTS and SNAS call scheduler.step() before each epoch, under PyTorch 0.3.1 / 0.4; AutoDL's GDAS steps its own
     exp = config_from_dict(ExperimentConfig, {"searchers": ["darts", "snas", "gdas"], "base": {"epochs": 4}})
     for cfg in expand(exp):
@@ -444,3 +445,25 @@ def test_readme_names_every_divergence_from_the_originals() -> None:
         "RSPS",
     ):
         assert re.search(re.escape(needle), table, re.IGNORECASE), needle
+
+
+def test_rsps_scores_each_candidate_on_its_own_batches(monkeypatch) -> None:
+    """Each candidate reads ``candidate_batches`` batches of ``candidate_batch_size`` (the next ones of the
+    validation half), and every training step draws a fresh path."""
+    s = SEARCHERS.get("rsps")(
+        tiny("rsps", "nb201", rsps={"candidates": 3, "candidate_batches": 2, "candidate_batch_size": 16}), CPU
+    )
+    assert isinstance(s, RSPS)
+    seen: list[list[torch.Tensor]] = []
+
+    def score(cells: list, batches: list) -> list[float]:
+        seen.append([x for x, _ in batches])
+        return [0.0]
+
+    monkeypatch.setattr(s, "score_cells", score)
+    s.end_epoch()
+    assert [[int(x.shape[0]) for x in xs] for xs in seen] == [[16, 16]] * 3
+    firsts = [xs[0] for xs in seen]
+    assert not any(torch.equal(a, b) for i, a in enumerate(firsts) for b in firsts[i + 1 :])
+    paths = [tuple(map(tuple, s.sample_path()["cell"].active or [])) for _ in range(5)]
+    assert len(set(paths)) > 1

@@ -18,6 +18,7 @@ from evoray.commands.search import shadow_notes
 from evoray.config import config_from_dict, load_config
 from evoray.errors import ConfigError
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell, Supernet
+from evoray.optim import step_schedule_first
 from evoray.searchers import SEARCHERS, SearchConfig, SearchSettings
 from evoray.searchers.base import lr_now
 from evoray.searchers.experiment import ExperimentConfig, expand, shadowed_base_key
@@ -129,15 +130,20 @@ def test_darts_orders_step_the_alphas(order: int, monkeypatch) -> None:
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         grads = real(*args, **kwargs)
-        unrolled.append({"args": args, "grads": [g.detach().clone() for g in grads]})
+        momentum = {n: b.clone() for n, b in args[7].items()}  # as passed: the weight step then updates them
+        unrolled.append({"args": args, "momentum": momentum, "grads": [g.detach().clone() for g in grads]})
         return grads
 
     monkeypatch.setattr(darts, "unrolled_arch_grad", spy)
+    step_schedule_first(s.scheduler)  # an epoch whose rate is not optim.lr: xi is the current one
+    assert lr_now(s) < s.cfg.optim.lr
     for step in range(2):  # the second step unrolls with the first's momentum buffers
         arch = s.net.arch_parameters()
         before, adam_state = [a.detach().clone() for a in arch], copy.deepcopy(s.a_optimizer.state_dict())
         expected = [g.detach() for g in torch.autograd.grad(F.cross_entropy(s.forward(xv), yv), arch)]
         lr, o = lr_now(s), s.cfg.optim
+        state = s.w_optimizer.state
+        held = {n: state[p]["momentum_buffer"].clone() for n, p in s.net.named_parameters() if p in state}
         unrolled.clear()
         s.step(x, y, xv, yv)
         if order == 2:
@@ -145,15 +151,19 @@ def test_darts_orders_step_the_alphas(order: int, monkeypatch) -> None:
             xi, momentum, weight_decay, buffers = unrolled[0]["args"][4:8]
             assert (xi, momentum, weight_decay) == (lr, o.momentum, o.weight_decay)
             assert (len(buffers) > 0) == (step > 0)
+            passed = unrolled[0]["momentum"]  # the optimiser's momentum buffers, every weight's after the first step
+            assert passed.keys() == held.keys() and all(torch.equal(passed[n], b) for n, b in held.items())
+            assert step == 0 or len(held) == len(s.weights)
             assert not all(torch.equal(g, e) for g, e in zip(unrolled[0]["grads"], expected, strict=True))
             expected = unrolled[0]["grads"]
         else:
             assert not unrolled
-        # Adam with the searcher's settings and state, from the alphas before the step, on the expected gradients
-        a = s.cfg.arch
+        # DARTS' Adam (betas (0.5, 0.999), weight decay 1e-3; tiny's lr) with the searcher's state, from the alphas
+        # before the step, on the expected gradients (the state dict's settings would replace these: set them again)
         replay = [torch.nn.Parameter(b.clone()) for b in before]
-        adam = torch.optim.Adam(replay, a.lr, betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
+        adam = torch.optim.Adam(replay)
         adam.load_state_dict(adam_state)
+        adam.param_groups[0].update(lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
         for p, g in zip(replay, expected, strict=True):
             p.grad = g.clone()
         adam.step()
@@ -683,3 +693,148 @@ def test_asha_grace_period_must_fit_the_trials() -> None:
     )
     with pytest.raises(ConfigError, match="grace_period = 3 exceeds the longest trial"):
         expand(exp)
+
+
+# -- each searcher's step, number for number --------------------------------------------------------------------
+
+
+def _original_unrolled(net, train, valid, xi, momentum, wd, buffers, r=1e-2) -> list[torch.Tensor]:
+    """DARTS' second-order gradient as quark0/darts' Architect computes it, on a copy of ``net``: the weights moved
+    in place to ``w - xi (momentum buf + grad + wd w)``, a backward of the validation loss there, then the central
+    difference of the training loss's alpha gradient at ``w +- R v`` (``v`` the weights' gradient, ``R = r / |v|``)."""
+    import copy
+
+    model = copy.deepcopy(net)
+    arch = model.arch_parameters()
+    named = [(n, p) for n, p in model.named_parameters() if all(p is not a for a in arch)]
+    grads = torch.autograd.grad(F.cross_entropy(model(train[0]), train[1]), [p for _, p in named])
+    theta = [p.detach().clone() for _, p in named]
+    with torch.no_grad():
+        for (n, p), g in zip(named, grads):
+            p.sub_(xi * (momentum * buffers[n] + g + wd * p))
+    model.zero_grad()
+    F.cross_entropy(model(valid[0]), valid[1]).backward()
+    d_alpha = [a.grad.detach().clone() for a in arch]
+    vector = [p.grad.detach().clone() for _, p in named]
+    radius = r / float(torch.cat([v.flatten() for v in vector]).norm())
+    at = []
+    for shift in (radius, -radius):
+        with torch.no_grad():
+            for (_, p), t, v in zip(named, theta, vector):
+                p.copy_(t + shift * v)
+        at.append(torch.autograd.grad(F.cross_entropy(model(train[0]), train[1]), arch))
+    return [d - xi * (p - m) / (2 * radius) for d, p, m in zip(d_alpha, *at)]
+
+
+def test_second_order_gradient_is_the_originals_on_a_hand_case() -> None:
+    """The same number as the original's procedure, to rounding: its finite-difference radius 0.01 / |v|, the weight
+    decay and momentum of the virtual step, the factor xi of the Hessian term (the finite-difference test above
+    cannot see the radius, nor a weight decay this small)."""
+    torch.manual_seed(0)
+    net = DartsSupernet(get_space("darts"), C=4, layers=3, num_classes=3, in_channels=2, alpha_init_std=0.5).double()
+    arch = net.arch_parameters()
+    train = (torch.randn(6, 2, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,)))
+    valid = (torch.randn(6, 2, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,)))
+    buffers = {n: 0.1 * torch.randn_like(p) for n, p in net.named_parameters() if all(p is not a for a in arch)}
+    for xi, momentum, wd in ((0.1, 0.9, 3e-4), (0.05, 0.0, 0.05)):
+        got = unrolled_arch_grad(net, arch, train, valid, xi, momentum, wd, buffers)
+        want = _original_unrolled(net, train, valid, xi, momentum, wd, buffers)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
+def test_snas_step_moves_the_alphas_by_the_loss_and_penalty_gradient_alone() -> None:
+    """One SNAS step, replayed by hand from the same Gumbel sample and drop-path masks: the alphas move by SGD on the
+    gradient of ``CE + lambda (normal penalty + ratio * reduction penalty)``, clipped to ``arch.grad_clip``; the
+    second step's gradient is its own loss's alone (none left from the first). The alphas start at N(1, 0.01)."""
+    s = SEARCHERS.get("snas")(
+        tiny(
+            "snas",
+            arch={"optimizer": "sgd", "lr": 0.5, "weight_decay": 0.0, "grad_clip": 0.5},
+            snas={"penalty": "discrete", "resource_lambda": 1e-3, "ratio": 2.0},
+        ),
+        CPU,
+    )
+    assert isinstance(s, SNAS)
+    for alpha in s.net.arch_parameters():
+        a = alpha.detach()
+        assert abs(float(a.mean()) - 1.0) < 0.01 and 0.005 < float(a.std()) < 0.02
+    s.begin_epoch()
+    x, y = next(iter(s.data.train))
+    for _ in range(2):
+        alphas = s.net.arch_parameters()
+        before = [a.detach().clone() for a in alphas]
+        rng = torch.get_rng_state()
+        weights = s.net.edge_weights()
+        loss = F.cross_entropy(s.forward(x, weights), y)
+        penalty = sum(
+            (2.0 if ct == "reduce" else 1.0)
+            * cell_type_penalty(s.costs[ct], s.net.alphas[ct], weights[ct].weights, "discrete", s.net.tau)
+            for ct in s.net.alphas
+        )
+        grads = torch.autograd.grad(loss + 1e-3 * penalty, alphas)
+        norm = float(torch.cat([g.flatten() for g in grads]).norm())
+        assert norm > 0.5, "the test needs the clipping to act"
+        torch.set_rng_state(rng)
+        s.step(x, y, x, y)
+        for a, b, g in zip(alphas, before, grads, strict=True):
+            torch.testing.assert_close(a.detach(), b - 0.5 * g * 0.5 / (norm + 1e-6), rtol=1e-5, atol=1e-6)
+
+
+def test_xnas_last_update_leaves_each_edge_its_leader_alone() -> None:
+    """Update ``t = T`` brings the wipeout threshold ``2 eta L (T - t)`` to zero: every edge keeps one expert, the
+    one with the highest alpha; the update before it still keeps the near-ties of alphas drawn from N(0, 1e-3)."""
+    s = SEARCHERS.get("xnas")(tiny("xnas"), CPU)
+    assert isinstance(s, XNAS) and s.data.valid is not None
+    xv, yv = next(iter(s.data.valid))
+    s.updates = {ct: s.total[ct] - 2 for ct in s.updates}
+    s.expert_update(xv, yv)
+    assert all(int((~s.net.wiped(ct)).sum()) > s.space.num_edges for ct in s.net.alphas)
+    s.expert_update(xv, yv)
+    assert s.updates == s.total
+    for ct, alpha in s.net.alphas.items():
+        alive = ~s.net.wiped(ct)
+        assert (alive.sum(1) == 1).all()
+        assert alive.float().argmax(1).tolist() == alpha.detach().argmax(1).tolist()
+
+
+@pytest.mark.parametrize(("name", "first"), [("darts", "arch"), ("gdas", "weights"), ("xnas", "weights")])
+def test_bilevel_searchers_step_in_their_originals_order(name: str, first: str, monkeypatch) -> None:
+    """quark0/darts steps the alphas before the weights; AutoDL's GDAS the weights first; XNAS (the paper's
+    algorithm) rewards the experts after the weight step."""
+    s = SEARCHERS.get(name)(tiny(name), CPU)
+    order: list[str] = []
+
+    def weight_step(*a: Any) -> tuple[float, int]:
+        order.append("weights")
+        return 0.0, 0
+
+    def arch_update(*a: Any) -> None:
+        order.append("arch")
+
+    monkeypatch.setattr(s, "weight_step", weight_step)
+    monkeypatch.setattr(s, "arch_update", arch_update)
+    x, y = next(iter(s.data.train))
+    s.step(x, y, x, y)
+    assert order == [first, "arch" if first == "weights" else "weights"]
+
+
+def test_gdas_alphas_step_by_adam_on_the_validation_batch() -> None:
+    """GDAS' architecture half, replayed from the same Gumbel sample: one Adam step (lr, betas (0.5, 0.999), weight
+    decay 1e-3) on the validation loss's gradient, not the training batch's."""
+    s = SEARCHERS.get("gdas")(tiny("gdas"), CPU)
+    assert s.data.valid is not None
+    s.begin_epoch()
+    (x, y), (xv, yv) = next(iter(s.data.train)), next(iter(s.data.valid))
+    alphas = s.net.arch_parameters()
+    rng = torch.get_rng_state()
+    grads = torch.autograd.grad(F.cross_entropy(s.forward(xv), yv), alphas)
+    replay = [torch.nn.Parameter(a.detach().clone()) for a in alphas]
+    torch.set_rng_state(rng)
+    s.arch_update(x, y, xv, yv)
+    adam = torch.optim.Adam(replay, 3e-3, betas=(0.5, 0.999), weight_decay=1e-3)
+    for p, g in zip(replay, grads, strict=True):
+        p.grad = g.clone()
+    adam.step()
+    for got, want in zip(alphas, replay, strict=True):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-6, atol=1e-7)
