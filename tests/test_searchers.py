@@ -787,6 +787,7 @@ def test_xnas_last_update_leaves_each_edge_its_leader_alone() -> None:
     s = SEARCHERS.get("xnas")(tiny("xnas"), CPU)
     assert isinstance(s, XNAS) and s.data.valid is not None
     xv, yv = next(iter(s.data.valid))
+    assert s.eta == {ct: pytest.approx(math.sqrt(2 * math.log(8) / t) / 5.0) for ct, t in s.total.items()}  # L = 5
     s.updates = {ct: s.total[ct] - 2 for ct in s.updates}
     s.expert_update(xv, yv)
     assert all(int((~s.net.wiped(ct)).sum()) > s.space.num_edges for ct in s.net.alphas)
