@@ -156,7 +156,8 @@ def test_small_channels_last_batch_norm_equals_batch_norm(C: int, momentum: floa
 @pytest.mark.parametrize("track", [True, False])
 def test_batch_norm_module_equals_torchs(affine: bool, momentum: float | None, track: bool) -> None:
     """evoray's BatchNorm2d (the matrix form for small channels-last maps on 2 threads) gives ``nn.BatchNorm2d``'s
-    outputs, input, weight and bias gradients and running statistics over training steps, then the same evaluation."""
+    outputs, input, weight and bias gradients and running statistics over training steps (one whose variance is near
+    eps, where a misplaced eps shows), then the same evaluation."""
     from evoray.runtime import torch_threads
 
     torch.manual_seed(0)
@@ -168,8 +169,8 @@ def test_batch_norm_module_equals_torchs(affine: bool, momentum: float | None, t
     ours = ops.BatchNorm2d(8, affine=affine, momentum=momentum, track_running_stats=track)
     ours.load_state_dict(ref.state_dict())
     with torch_threads(2):
-        for step in range(3):
-            x = (torch.randn(4, 8, 6, 5) * 2 + step).contiguous(memory_format=torch.channels_last)
+        for scale, shift in ((2.0, 0.0), (2.0, 1.0), (3e-3, 0.0)):  # the last, a variance near eps
+            x = (torch.randn(4, 8, 6, 5) * scale + shift).contiguous(memory_format=torch.channels_last)
             assert ops._matrix_is_faster(x)
             xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
             a, b = ours(xa), ref(xb)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evoray.nn import supernet as supernet_module
 from evoray.nn.grouped import GroupOp
 from evoray.nn.ops import OPS
 from evoray.nn.supernet import DartsSupernet, EdgeGroup, NB201Supernet, SearchCell, Supernet
-from evoray.nn.weighting import EdgeWeights
+from evoray.nn.weighting import EdgeWeights, WeightingContext, gumbel_soft_weights, random_path
 from evoray.spaces import get_space
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,6 +219,38 @@ def test_gdas_weights_are_one_hot_forward_and_soft_backward() -> None:
     assert grad.abs().sum() > 0
 
 
+def test_snas_gumbel_soft_weights() -> None:
+    """gumbel-soft: ``softmax((alpha + G) / tau)`` with the Gumbel noise ``-log(Exponential(1))`` drawn afresh each
+    forward; every op runs."""
+    space = get_space("darts")
+    alpha = torch.randn(14, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    ctx = WeightingContext(space, "normal", tau=0.3)
+    torch.manual_seed(3)
+    ew = gumbel_soft_weights(alpha, ctx)
+    torch.manual_seed(3)
+    g = -torch.empty(14, 8).exponential_().log()
+    assert ew.active is None and not ew.single_path
+    torch.testing.assert_close(ew.weights, F.softmax((alpha + g) / 0.3, dim=-1))
+    assert not torch.allclose(gumbel_soft_weights(alpha, ctx).weights, ew.weights)
+
+
+@pytest.mark.parametrize("space_name", ["darts", "nb201"])
+def test_random_path_draws_every_op_of_every_edge_alike(space_name: str) -> None:
+    """RSPS' random path: one op per edge, weight one, each of the edge's ops about equally often."""
+    space = get_space(space_name)
+    ct = space.cell_types[0]
+    torch.manual_seed(0)
+    counts = torch.zeros(space.alpha_shape(ct))
+    for _ in range(400):
+        ew = random_path(space, ct)
+        assert ew.active is not None and ew.picked is not None and all(len(a) == 1 for a in ew.active)
+        assert torch.equal(ew.weights.sum(-1), torch.ones(space.num_edges)) and all(float(p) == 1 for p in ew.picked)
+        assert [a[0] for a in ew.active] == ew.weights.argmax(-1).tolist()
+        counts += ew.weights
+    expected = 400 / counts.shape[1]
+    assert float(counts.min()) > 0.5 * expected and float(counts.max()) < 1.5 * expected, counts
+
+
 def test_softmax_mode_runs_every_op_but_none() -> None:
     net = DartsSupernet(get_space("darts"), C=4, layers=3)
     runs, handles = _count_op_runs(net)
@@ -259,6 +293,8 @@ def test_expert_mode_skips_wiped_experts() -> None:
     space = get_space("darts")
     net = DartsSupernet(space, C=4, layers=3, weighting="expert")
     net.wiped("normal")[:, 4:] = True  # wipe out every conv expert of the normal cells
+    with torch.no_grad():
+        net.alphas["normal"][:, 4:] += 5.0  # the wiped experts lead: only the wipe-out keeps them from the genotype
     runs, handles = _count_op_runs(net)
     out = net(torch.randn(2, 3, 8, 8))
     w = net.edge_weights()["normal"].weights
@@ -269,7 +305,11 @@ def test_expert_mode_skips_wiped_experts() -> None:
     out.sum().backward()
     assert net.alphas["normal"].grad is not None
     assert (net.alphas["normal"].grad[:, 4:] == 0).all()
-    assert "sep_conv" not in str(net.genotype().normal)
+    assert {op for node in net.genotype().normal.nodes for op, _ in node} <= {
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    }
     for h in handles:
         h.remove()
 
@@ -300,3 +340,162 @@ def test_pool_bn_keeps_per_edge_running_statistics() -> None:
     with torch.no_grad():
         out = net(torch.randn(4, 3, 8, 8))
     assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Each grouped op, for any subset of its edges (a GDAS sample), against one edge written out in plain PyTorch ops
+# that slice the stacked parameters: outputs, input and parameter gradients, running statistics, then evaluation.
+
+
+def _plain_edge(op: Any, name: str, x: torch.Tensor, s: int, stats: dict, training: bool) -> torch.Tensor:
+    """Edge ``s`` of grouped op ``name`` on ``x`` with F.conv2d, F.batch_norm and the pools; ``stats[bn]`` holds this
+    edge's own (running_mean, running_var) of each BatchNorm of the op."""
+    C = op.C
+    params = dict(op.named_parameters())
+
+    def rows(pname: str, width: int = C) -> torch.Tensor:
+        return params[pname][s * width : (s + 1) * width]
+
+    def bias(pname: str, width: int = C) -> torch.Tensor | None:
+        return rows(pname, width) if pname in params else None
+
+    def bn(h: torch.Tensor, key: str) -> torch.Tensor:
+        mean, var = stats[key]
+        return F.batch_norm(h, mean, var, None, None, training, 0.1, 1e-5)
+
+    if name.startswith("sep_conv_"):
+        h = F.conv2d(x, rows("dw1"), stride=op.stride, padding=op.k // 2, groups=C)
+        h = bn(F.conv2d(h, rows("pw1"), bias("pw1_bias")), "bn1")
+        h = F.conv2d(F.relu(h), rows("dw2"), padding=op.k // 2, groups=C)
+        return bn(F.conv2d(h, rows("pw2"), bias("pw2_bias")), "bn2")
+    if name.startswith("dil_conv_"):
+        h = F.conv2d(x, rows("dw"), stride=op.stride, padding=op.pad, dilation=2, groups=C)
+        return bn(F.conv2d(h, rows("pw"), bias("pw_bias")), "bn")
+    if name.startswith("nor_conv_"):
+        return bn(F.conv2d(x, rows("weight"), bias("bias"), stride=op.stride, padding=op.pad), "bn")
+    if name == "skip_connect":  # stride 2: factorized reduce
+        half = C // 2
+        a = F.conv2d(x, rows("conv_1", half), bias("conv_1_bias", half), stride=2)
+        b = F.conv2d(x[:, :, 1:, 1:], rows("conv_2", half), bias("conv_2_bias", half), stride=2)
+        return bn(torch.cat([a, b], dim=1), "bn")
+    stride = int(op.pool.stride)
+    if name == "max_pool_3x3":
+        h = F.max_pool2d(x, 3, stride, 1)
+    else:
+        h = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    return bn(h, "bn") if op.bn is not None else h
+
+
+def _running(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    assert isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None and bn.running_var is not None
+    return bn.running_mean, bn.running_var
+
+
+_GROUPED = [
+    (name, stride)
+    for name in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "nor_conv_1x1", "nor_conv_3x3")
+    for stride in (1, 2)
+] + [("skip_connect", 2), ("max_pool_3x3", 1), ("max_pool_3x3", 2), ("avg_pool_3x3", 1), ("avg_pool_3x3", 2)]
+
+
+@pytest.mark.parametrize(("name", "stride"), _GROUPED)
+def test_grouped_op_on_any_edges_equals_each_edge_written_out(name: str, stride: int) -> None:
+    """A grouped op asked for some of its edges (``slots``: all, one, consecutive or not) computes what each edge's
+    own plain ops compute from its rows of the stacked parameters: in training the outputs, the input and parameter
+    gradients and each requested edge's running statistics (the others untouched), in evaluation (BatchNorm folded
+    into the convolution; running variances near eps) the outputs; NCHW, and channels-last on 2 threads (the matrix
+    BatchNorm, the polyphase dilated conv, the box-sum pool)."""
+    from evoray.nn.grouped import build_group_op
+    from evoray.runtime import torch_threads
+
+    C, m = 4, 3
+    for bias, slots, channels_last in [
+        (False, None, False),
+        (True, [1], False),
+        (False, [0, 2], True),
+        (True, [1, 2], True),
+        (True, None, True),
+        (False, [2], True),
+    ]:
+        torch.manual_seed(0)
+        op = build_group_op(name, C, m, stride, pool_bn=True, bias=bias).train()
+        running = {n: _running(b) for n, b in op.named_modules() if isinstance(b, nn.BatchNorm2d)}
+        with torch.no_grad():
+            for mean, var in running.values():
+                mean.uniform_(-1, 1)
+                var.uniform_(0.5, 2)
+        before = {n: (mean.clone(), var.clone()) for n, (mean, var) in running.items()}
+        chosen = list(range(m)) if slots is None else slots
+        stats = {
+            s: {
+                n: (mean[s * C : (s + 1) * C].clone(), var[s * C : (s + 1) * C].clone())
+                for n, (mean, var) in before.items()
+            }
+            for s in range(m)
+        }
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        with torch_threads(2 if channels_last else 1):
+            for step in range(2):
+                x = (torch.randn(2, C, 8, 8) * 2 + step).contiguous(memory_format=fmt).requires_grad_(True)
+                xr = x.detach().contiguous().requires_grad_(True)
+                out = op(x, slots)
+                per_edge = out.split(C, dim=1) if out.shape[1] != C else [out] * len(chosen)
+                assert len(per_edge) == len(chosen)
+                refs = [_plain_edge(op, name, xr, s, stats[s], True) for s in chosen]
+                for got, want in zip(per_edge, refs, strict=True):
+                    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+                g = torch.randn_like(torch.cat(refs, dim=1))
+                g_out = g if out.shape[1] != C else g.view(2, len(chosen), C, *g.shape[2:]).sum(1)  # a shared output
+                names = [n for n, _ in op.named_parameters()]
+                params = list(op.parameters())
+                got_g = torch.autograd.grad(out, [x, *params], g_out)
+                want_g = torch.autograd.grad(torch.cat(refs, dim=1), [xr, *params], g, allow_unused=True)
+                for pname, a, b in zip(["input", *names], got_g, want_g, strict=True):
+                    b = torch.zeros_like(a) if b is None else b
+                    atol = 1e-4 if pname.endswith("bias") else 1e-5  # before a batch-statistics BN: zero, and noise
+                    torch.testing.assert_close(a, b, rtol=1e-4, atol=atol, msg=f"{name} {slots}: {pname}")
+            for n, (mean, var) in running.items():
+                for s in range(m):
+                    want_mean, want_var = stats[s][n] if s in chosen else (r[s * C : (s + 1) * C] for r in before[n])
+                    torch.testing.assert_close(mean[s * C : (s + 1) * C], want_mean, msg=f"{n} {s}")
+                    torch.testing.assert_close(var[s * C : (s + 1) * C], want_var, msg=f"{n} {s}")
+            op.eval()
+            with torch.no_grad():
+                for n, (mean, var) in running.items():  # variances near eps, where a misplaced eps shows
+                    var.uniform_(1e-5, 1e-4)
+                    for s in range(m):
+                        stats[s][n] = (mean[s * C : (s + 1) * C], var[s * C : (s + 1) * C])
+                x = torch.randn(2, C, 8, 8).contiguous(memory_format=fmt)
+                out = op(x, slots)
+                per_edge = out.split(C, dim=1) if out.shape[1] != C else [out] * len(chosen)
+                for got, s in zip(per_edge, chosen, strict=True):
+                    want = _plain_edge(op, name, x.contiguous(), s, stats[s], False)
+                    err = float((got - want).norm())  # scales of up to 1/sqrt(eps): rounding relative to the whole
+                    assert err <= 1e-5 * float(want.norm()), f"{name} {slots} edge {s}: difference {err:.2e}"
+
+
+@pytest.mark.parametrize("path", ["softmax", "gumbel-hard", "random"])
+def test_drop_path_drops_every_edge_in_training_only(path: str, monkeypatch) -> None:
+    """SNAS' drop path: in training every edge's output goes through ``drop_path`` once, single paths too (here it
+    zeroes them all, so the cell outputs zeros); in evaluation nothing is dropped."""
+    space = get_space("darts")
+    torch.manual_seed(0)
+    net = DartsSupernet(space, C=4, layers=3, weighting="softmax" if path == "softmax" else "gumbel-hard")
+    ew = random_path(space, "normal") if path == "random" else net.edge_weights()["normal"]
+    calls: list[float] = []
+
+    def dropped(x: torch.Tensor, p: float) -> torch.Tensor:
+        calls.append(p)
+        return x * 0.0
+
+    monkeypatch.setattr(supernet_module, "drop_path", dropped)
+    cell = net.cells[0]
+    assert isinstance(cell, SearchCell) and cell.cell_type == "normal"
+    s = net.stem(torch.randn(2, 3, 8, 8))
+    out = cell([s, s], ew, 0.3)
+    assert calls == [0.3] * space.num_edges and out.shape == (2, 16, 8, 8) and not out.any()
+    calls.clear()
+    cell.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(cell([s, s], ew, 0.3), cell([s, s], ew, 0.0), rtol=0, atol=0)
+    assert calls == []
