@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -164,9 +165,34 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+        print(f"error: {out_of_memory_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is PyTorch's out-of-memory error (a GPU's allocator that failed), raised here or by a Ray
+    worker (whose error is an instance of the cause's class)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.OutOfMemoryError)
+
+
+def out_of_memory_line(err: BaseException) -> str:
+    """The one line of an out-of-memory error: where the allocator's message says what it could not allocate (a
+    worker's error carries its traceback: the line naming the memory is taken), then what to lower."""
+    lines = [line.strip() for line in str(err).splitlines() if "out of memory" in line.lower()]
+    what = lines[-1] if lines else str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    what = what.split(" Including non-PyTorch memory")[0].split(" Of the allocated memory")[0]
+    what = re.sub(r"^[\w.]*(Error|Exception): ", "", what).rstrip(". ")  # a traceback's "torch.OutOfMemoryError: "
+    return (
+        f"out of memory: {what[:300]}; lower the batch size (data.batch_size, fitness.batch_size) or the network's "
+        "size (init_channels, layers), or run where there is more memory"
+    )
 
 
 def finite(value: Any) -> Any:

@@ -530,3 +530,47 @@ def test_a_garbage_checkpoint_is_one_plain_line_without_torchs_advice(content: b
     assert message.startswith(f"checkpoint {str(path)!r} is corrupt or not a tensors-only file (")
     assert "\n" not in message and "weights_only" not in message and "Re-running" not in message, message
     assert not caught, [str(w.message) for w in caught]
+
+
+CUDA_OOM = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.02 GiB is "
+    "free. Including non-PyTorch memory, this process has 78.16 GiB memory in use. Of the allocated memory 77.5 GiB "
+    "is allocated by PyTorch."
+)
+
+
+def test_out_of_memory_is_one_line_and_the_run_is_failed(tmp_path, capsys, monkeypatch) -> None:
+    """A GPU that runs out of memory mid-run (here raised by hand where an epoch is measured) ends the command with
+    one line saying what could not be allocated and what to lower, exit 2, and the run directory says failed; the
+    same line comes from a Ray worker's error, whose message carries the worker's traceback."""
+    import ray
+    import torch
+
+    from evoray import training
+    from evoray.cli import out_of_memory, out_of_memory_line
+
+    def oom(*_: Any, **__: Any) -> Any:
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(training, "evaluate", oom)
+    out = tmp_path / "run"
+    assert train_main([*(f"--set={s}" for s in TRAIN_TINY), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    want = (
+        "error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 "
+        "GiB of which 1.02 GiB is free; lower"
+    )
+    assert err.startswith(want) and "\n" not in err and "Including non-PyTorch" not in err, err
+    assert err.endswith("lower the batch size (data.batch_size, fitness.batch_size) or the network's size "
+                        "(init_channels, layers), or run where there is more memory")  # fmt: skip
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "failed" and "out of memory" in manifest["error"]
+
+    cause = torch.OutOfMemoryError(CUDA_OOM)
+    remote = ray.exceptions.RayTaskError(
+        "fitness",
+        f'Traceback (most recent call last):\n  File "x.py", line 1\ntorch.OutOfMemoryError: {CUDA_OOM}',
+        cause,
+    ).as_instanceof_cause()
+    assert out_of_memory(remote) and out_of_memory_line(remote) == err.removeprefix("error: ")
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
