@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ import pytest
 import torch
 
 from evoray.data import DataConfig, DataSplits, TensorSource, build_data
-from evoray.data.datasets import search_split
+from evoray.data.datasets import limit, search_split
 from evoray.data.sources import Augment
-from evoray.data.transforms import cutout, random_crop
+from evoray.data.transforms import cutout, random_crop, random_flip
 from evoray.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +109,26 @@ def test_set_epoch_changes_the_order_reproducibly() -> None:
     assert _same(_first(resumed), e3)  # resuming at epoch 3 gives epoch 3's batches
 
 
+def test_both_halves_of_a_search_split_reshuffle_per_epoch_reproducibly() -> None:
+    """valid and arch follow (seed, epoch) as train does; an EvNAS key (generation, individual) is a pass of its own."""
+    cfg = DataConfig(dataset="digits", batch_size=32, cutout=3)
+    d, again = build_data(cfg, seed=1, split="search"), build_data(cfg, seed=1, split="search")
+    for name in ("valid", "arch"):
+        src, same = getattr(d, name), getattr(again, name)
+        e0 = _first(src)
+        src.set_epoch(1)
+        e1 = _first(src)
+        assert not torch.equal(e1[0][1], e0[0][1]), name
+        same.set_epoch(1)
+        assert _same(_first(same), e1), name
+        src.set_epoch(1, 0)
+        g0 = _first(src)
+        src.set_epoch(1, 1)
+        assert not torch.equal(_first(src)[0][1], g0[0][1]), name
+    other = build_data(cfg, seed=2, split="search").valid
+    assert other is not None and not torch.equal(_first(other)[0][1], _first(again.valid)[0][1])
+
+
 def test_batches_repeat_in_a_fresh_process(capsys) -> None:
     out = subprocess.run([sys.executable, "-c", DIGEST], cwd=ROOT, capture_output=True, text=True, check=True)
     exec(DIGEST, {})
@@ -129,6 +150,15 @@ def test_search_split_sizes_and_disjointness() -> None:
     assert len(set(keep.tolist()) | set(held.tolist())) == 1438 and not set(keep.tolist()) & set(held.tolist())
     other_keep, _ = search_split(1438, 0.6, seed=1)
     assert not torch.equal(keep, other_keep)
+
+
+def test_limit_keeps_a_seeded_random_subset_of_pairs() -> None:
+    x, y = torch.arange(50, dtype=torch.float32).view(50, 1, 1, 1), torch.arange(50) + 100
+    (a, ay), (b, by) = limit(x, y, 10, seed=0), limit(x, y, 10, seed=1)
+    assert torch.equal(ay, a.flatten().long() + 100) and torch.equal(by, b.flatten().long() + 100)
+    assert len(set(a.flatten().tolist())) == 10 and a.flatten().tolist() != list(range(10))
+    assert not torch.equal(a, b) and torch.equal(limit(x, y, 10, seed=0)[0], a)
+    assert limit(x, y, 0, seed=0)[0] is x  # 0: all
 
 
 def test_whole_training_set_search_split_validates_on_the_test_set() -> None:
@@ -193,7 +223,7 @@ def test_cutout_through_a_source_on_a_constant_image() -> None:
 def test_random_crop_shifts_with_zero_padding() -> None:
     H = W = 8
     pad = 2
-    x = (1 + torch.arange(H * W, dtype=torch.float32)).view(1, 1, H, W).repeat(64, 1, 1, 1)
+    x = (1 + torch.arange(H * W, dtype=torch.float32)).view(1, 1, H, W).repeat(256, 1, 1, 1)
     out = random_crop(x, pad, torch.Generator().manual_seed(0))
     shifts = set()
     for img in out[:, 0]:
@@ -207,7 +237,60 @@ def test_random_crop_shifts_with_zero_padding() -> None:
         ]
         assert torch.equal(img, expected)
         shifts.add((dy, dx))
-    assert len(shifts) > 10  # of 25 possible
+    assert shifts == {(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)}  # the far corners too
+
+
+@pytest.mark.parametrize("length", [4, 5])
+def test_cutout_centre_is_uniform_over_every_pixel(length: int) -> None:
+    """Each image's hole is centred on its own pixel drawn uniformly over the whole image (rows 0..H-1, columns
+    0..W-1), the square spanning centre - length // 2 to centre - length // 2 + length - 1, clipped at the border."""
+    B, H, W = 3000, 6, 10
+    hole = cutout(torch.ones(B, 1, H, W), length, torch.Generator().manual_seed(0))[:, 0] == 0  # (B, H, W)
+
+    def extents(covered: torch.Tensor, side: int) -> Counter:  # covered (B, side): (first, last + 1) per image
+        first = covered.float().argmax(1)
+        end = side - covered.flip(1).float().argmax(1)
+        return Counter(zip(first.tolist(), end.tolist()))
+
+    for covered, side in ((hole.any(2), H), (hole.any(1), W)):
+        expected = {(max(0, c - length // 2), min(side, c - length // 2 + length)) for c in range(side)}
+        counts = extents(covered, side)
+        assert set(counts) == expected, (sorted(counts), sorted(expected))
+        assert min(counts.values()) > 0.7 * B / side and max(counts.values()) < 1.3 * B / side, counts
+
+
+def test_random_flip_mirrors_some_images_left_right() -> None:
+    x = torch.arange(400 * 2 * 3 * 5, dtype=torch.float32).view(400, 2, 3, 5)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    kept = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    assert torch.all(kept ^ mirrored)  # each image whole or mirrored left-right, never upside down
+    assert 150 < int(mirrored.sum()) < 250  # p = 0.5
+
+
+def test_a_source_keeps_labels_with_their_images_and_augments_each_on_its_own() -> None:
+    """Shuffled, flipped batches: image j is example y[j] normalised, whole or mirrored; both occur."""
+    x = torch.arange(200 * 2 * 4 * 4, dtype=torch.float32).view(200, 2, 4, 4) % 97
+    src = TensorSource(
+        x, torch.arange(200), 64, scale=96.0, mean=(0.5, 0.25), std=(0.5, 2.0), shuffle=True, augment=Augment(flip=True)
+    )
+    out, y = _all(src)
+    assert sorted(y.tolist()) == list(range(200)) and y.tolist() != list(range(200))
+    plain = (x[y] / 96.0 - torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)) / torch.tensor([0.5, 2.0]).view(1, 2, 1, 1)
+    kept = torch.isclose(out, plain).flatten(1).all(1)
+    mirrored = torch.isclose(out, plain.flip(3)).flatten(1).all(1)
+    assert torch.all(kept | mirrored) and 50 < int(mirrored.sum()) < 150
+
+
+def test_augmentation_order_crop_on_black_then_normalise_then_cut_out() -> None:
+    """A white image, mean 0.5, std 0.25: the image is (1 - 0.5) / 0.25 = 2, the crop's black padding (0 - 0.5) /
+    0.25 = -2 (padded before normalisation), the cutout hole 0 (cut after it)."""
+    x, y = torch.ones(128, 3, 8, 8), torch.zeros(128, dtype=torch.int64)
+    aug = Augment(crop_pad=2, flip=True, cutout=3)
+    src = TensorSource(x, y, 128, scale=1.0, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True, augment=aug)
+    out, _ = next(iter(src))
+    values = set(out.unique().tolist())
+    assert values == {-2.0, 0.0, 2.0}, values
 
 
 def test_digits_are_never_flipped_and_evaluation_is_plain() -> None:
@@ -215,6 +298,8 @@ def test_digits_are_never_flipped_and_evaluation_is_plain() -> None:
     assert isinstance(d.train, TensorSource) and isinstance(d.test, TensorSource)
     assert d.train.augment == Augment(crop_pad=1, flip=False, cutout=3)
     assert d.test.augment is None and not d.test.shuffle
+    whole_hole = build_data(DataConfig(dataset="digits", cutout=8), seed=0)  # a hole as big as the image is allowed
+    assert whole_hole.train.num_examples == 1438
     plain = build_data(DataConfig(dataset="digits", augment=False), seed=0).test
     assert _same(_first(d.test), _first(plain))
 
@@ -249,6 +334,67 @@ def test_npz_holdout_and_resize(tmp_path) -> None:
     x, y = _all(d.test)
     assert x.shape == (20, 3, 16, 16) and torch.equal(torch.bincount(y), torch.full((4,), 5))
     assert np.allclose(d.mean, images.mean(axis=(0, 1, 2)) / 255, atol=0.02)
+
+
+def test_npz_images_are_channels_last_and_normalised_with_training_statistics(tmp_path) -> None:
+    """(N, H, W, C) float rows become (N, C, H, W) pixel for pixel, normalised by the per-channel mean and population
+    std of the training file alone (in 0..1 units); the 32-pixel training set crops with padding 4 and flips."""
+    rng = np.random.default_rng(0)
+    train = rng.random((30, 32, 32, 3)).astype(np.float32) * np.array([0.5, 0.3, 0.8], dtype=np.float32)
+    test = 0.5 + 0.5 * rng.random((6, 32, 32, 3)).astype(np.float32)  # brighter: statistics must not include it
+    np.savez(tmp_path / "train.npz", images=train, labels=np.arange(30))
+    np.savez(tmp_path / "test.npz", images=test, labels=np.arange(6))
+    cfg = DataConfig(dataset="npz", root=str(tmp_path / "train.npz"), test_root=str(tmp_path / "test.npz"))
+    d = build_data(cfg, seed=0)
+    mean, std = train.mean(axis=(0, 1, 2), dtype=np.float64), train.std(axis=(0, 1, 2), dtype=np.float64)
+    assert np.allclose(d.mean, mean, atol=1e-6) and np.allclose(d.std, std, atol=1e-6)
+    x, y = _all(d.test)
+    expected = (test[y.numpy()].transpose(0, 3, 1, 2) - mean[:, None, None]) / std[:, None, None]
+    assert np.allclose(x.numpy(), expected, atol=1e-5)
+    assert isinstance(d.train, TensorSource) and d.train.augment == Augment(crop_pad=4, flip=True, cutout=0)
+
+
+def test_labels_stay_with_their_images_through_holdout_limit_and_split(tmp_path) -> None:
+    """Rows sorted by class, each image filled with 20 * its label + 10: every batch of every part of a search split
+    (held-out test share, limited training set, both halves) pairs each image with its own label."""
+    labels = np.repeat(np.arange(5), 20)
+    images = np.broadcast_to((20 * labels + 10).astype(np.uint8)[:, None, None, None], (100, 8, 8, 3)).copy()
+    np.savez(tmp_path / "sorted.npz", images=images, labels=labels)
+    cfg = DataConfig(dataset="npz", root=str(tmp_path / "sorted.npz"), limit_train=60, batch_size=16, cutout=2)
+    d = build_data(cfg, seed=3, split="search")
+    assert d.valid is not None and d.arch is not None
+    for part in (d.train, d.valid, d.arch, d.test):
+        x, y = _all(part)
+        # three pixels a 1-pixel crop never pads, of which a 2x2 hole covers at most one: their median is the image's
+        value = x[:, 0, [2, 2, 5], [2, 5, 2]].median(dim=1).values * d.std[0] * 255 + d.mean[0] * 255
+        assert torch.allclose(value, 20.0 * y + 10, atol=1e-3), (value[:8], y[:8])
+        assert len(set(y.tolist())) > 1
+
+
+@pytest.mark.parametrize(
+    ("dataset", "cls", "folder", "mean", "std"),
+    [
+        ("cifar10", "CIFAR10", "cifar-10-batches-py", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ("cifar100", "CIFAR100", "cifar-100-python", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    ],
+)
+def test_cifar_pixels_keep_their_place_and_constants(monkeypatch, tmp_path, dataset, cls, folder, mean, std) -> None:
+    """torchvision's (N, 32, 32, 3) uint8 rows become (N, 3, 32, 32), normalised with the dataset's constants."""
+    import torchvision
+
+    data = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+
+    class FakeCIFAR:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            self.data, self.targets = data, [3, 1, 4, 1, 5, 9, 2, 6]
+
+    monkeypatch.setattr(torchvision.datasets, cls, FakeCIFAR)
+    (tmp_path / folder).mkdir()
+    d = build_data(DataConfig(dataset=dataset, root=str(tmp_path), augment=False), seed=0)
+    assert (d.mean, d.std) == (mean, std)
+    x, y = _all(d.test)
+    expected = (data.transpose(0, 3, 1, 2) / 255 - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    assert y.tolist() == [3, 1, 4, 1, 5, 9, 2, 6] and np.allclose(x.numpy(), expected, atol=1e-5)
 
 
 def test_cifar_through_torchvision(monkeypatch, tmp_path) -> None:
@@ -298,6 +444,43 @@ def test_imagenet_folders(tmp_path) -> None:
     (tmp_path / "other" / "train").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"ImageNet folder '.*other/val' does not exist"):
         build_data(DataConfig(dataset="imagenet", root=str(tmp_path / "other")), seed=0)
+
+
+def test_imagenet_transforms_per_image_epoch_and_half(tmp_path) -> None:
+    """Evaluation: resize to 256/224 of the side, centre crop, ImageNet normalisation; training draws each image's
+    transform from (seed, stream, epoch, index), so two copies of one file differ and so do two epochs, then cuts out;
+    the validation half is plain (the same tensors every epoch) and the alphas' half augmented."""
+    from PIL import Image
+
+    framed = np.zeros((64, 64, 3), dtype=np.uint8)
+    framed[1:-1, 1:-1] = (255, 0, 0)  # red inside a 1-pixel black frame that a 256/224 centre crop removes
+    for part, n in (("train", 4), ("val", 2)):
+        for c in range(2):
+            (tmp_path / part / f"n0{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(framed).save(tmp_path / part / f"n0{c}" / f"{i}.png")
+    cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=16, batch_size=8, cutout=4, limit_test=3)
+    d = build_data(cfg, seed=0, split="search")
+    assert d.valid is not None and d.arch is not None
+    x, _ = _all(d.test)
+    red = torch.tensor([(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(x, red.expand_as(x), atol=0.05), (x - red).abs().max()
+    test_labels = [_all(build_data(cfg, seed=s).test)[1].tolist() for s in range(5)]
+    assert x.shape[0] == 3 and all(t == test_labels[0] for t in test_labels)  # limit_test ignores the seed
+
+    def differ_outside_holes(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return bool(((a != b) & (a != 0) & (b != 0)).any())
+
+    train_x, _ = _all(d.train)
+    assert differ_outside_holes(train_x[0], train_x[1])  # copies of one file, each its own crop and jitter
+    holes = (train_x == 0).all(1).flatten(1).sum(1)  # (B,) pixels zero in every channel
+    assert torch.all(holes >= 4), holes  # a 4x4 hole, at least 2x2 where clipped
+    d.train.set_epoch(1)
+    assert differ_outside_holes(_all(d.train)[0][0], train_x[0])
+    valid = _sorted_rows(_all(d.valid)[0])
+    d.valid.set_epoch(1)
+    assert _sorted_rows(_all(d.valid)[0]) == valid  # plain: the same images, reordered
+    assert _sorted_rows(_all(d.arch)[0]) != valid
 
 
 # -- errors -------------------------------------------------------------------------------------------------------
