@@ -13,8 +13,8 @@ import torch
 
 from evoray.data import DataConfig, DataSplits, TensorSource, build_data
 from evoray.data.datasets import limit, search_split
-from evoray.data.sources import Augment
-from evoray.data.transforms import cutout, random_crop, random_flip
+from evoray.data.sources import Augment, with_batch_size
+from evoray.data.transforms import cutout, random_crop, random_flip, resize
 from evoray.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,6 +304,19 @@ def test_digits_are_never_flipped_and_evaluation_is_plain() -> None:
     assert _same(_first(d.test), _first(plain))
 
 
+def test_with_batch_size_rebatches_the_same_pass() -> None:
+    x = torch.arange(40, dtype=torch.float32).view(40, 1, 1, 1)
+    src = TensorSource(x, torch.arange(40), 16, scale=1.0, mean=(0.0,), std=(1.0,), shuffle=True, seed=2)
+    small = with_batch_size(src, 5)
+    assert src.batch_size == 16 and len(small) == 8 and all(len(y) == 5 for _, y in small)
+    assert torch.equal(_all(small)[1], _all(src)[1])  # the same order, cut finer
+
+
+def test_resize_rounds_uint8_as_a_pil_resize() -> None:
+    image = torch.tensor([[0, 3], [0, 0]], dtype=torch.uint8).view(1, 1, 2, 2)  # averages to 0.75
+    assert resize(image, 1).tolist() == [[[[1]]]] and resize(image.float(), 1).item() == pytest.approx(0.75)
+
+
 # -- npz, CIFAR, ImageNet -----------------------------------------------------------------------------------------
 
 
@@ -334,6 +347,8 @@ def test_npz_holdout_and_resize(tmp_path) -> None:
     x, y = _all(d.test)
     assert x.shape == (20, 3, 16, 16) and torch.equal(torch.bincount(y), torch.full((4,), 5))
     assert np.allclose(d.mean, images.mean(axis=(0, 1, 2)) / 255, atol=0.02)
+    np.savez(path, images=images, labels=labels, classes=np.array(list("abcdef")))  # 6 names, labels 0..3 only
+    assert build_data(DataConfig(dataset="npz", root=str(path)), seed=0).num_classes == 6
 
 
 def test_npz_images_are_channels_last_and_normalised_with_training_statistics(tmp_path) -> None:
