@@ -1,18 +1,21 @@
-"""``python -m evoray.train``: profile output, a short real training run, reproducibility and one-line errors."""
+"""``python -m evoray.train``: profile output, a short real training run, reproducibility and one-line errors; the
+training loop, evaluation and the shipped DARTS recipes against the original code."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from evoray.commands.train import main, train
-from evoray.config import load_config
+from evoray.config import config_to_dict, load_config
 from evoray.errors import ConfigError
 from evoray.training import TrainConfig, train_genotype
 
@@ -212,3 +215,234 @@ def test_a_diverged_training_is_one_line_and_the_run_is_failed(tmp_path, capsys)
     assert "lower optim.lr (now 1e+09) or set optim.grad_clip (now 0: no clipping)" in err
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["status"] == "failed" and "training diverged" in manifest["error"]
+
+
+# -- the training loop against the original's, step by step ---------------------------------------------------------
+
+
+class _TwoHeads(torch.nn.Module):
+    """A classifier with an auxiliary head whose logits shrink by ``1 - drop_path_prob`` while training (so the
+    probability each epoch trains at shows in the loss), as the evaluation networks' drop path is on only then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.main, self.aux = torch.nn.Linear(4, 6), torch.nn.Linear(4, 6)
+        self.drop_path_prob = 0.0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = 1 - self.drop_path_prob if self.training else 1.0
+        x = x.flatten(1)  # (B, 4, 1, 1) images -> (B, 4)
+        return self.main(x) * scale, self.aux(x)
+
+
+class _Batches:
+    """A fixed list of (x, y) batches as a BatchSource."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches = batches
+        self.num_examples = sum(len(y) for _, y in batches)
+        self.batch_size = len(batches[0][1])
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, *key: int) -> None:
+        pass
+
+
+def _batches() -> _Batches:
+    """Uneven batches: the first with gradients far above the clipping norm of 5, the second far below it."""
+    g = torch.Generator().manual_seed(1)
+    sizes, scales = (5, 3), (30.0, 0.05)
+    return _Batches(
+        [
+            (torch.randn(n, 4, 1, 1, generator=g) * s, torch.randint(0, 6, (n,), generator=g))
+            for n, s in zip(sizes, scales)
+        ]
+    )
+
+
+def _smoothed_ce(logits: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """The original's CrossEntropyLabelSmooth (train_imagenet.py): targets (1 - eps) one-hot + eps / K."""
+    log_probs = logits.log_softmax(1)
+    targets = torch.zeros_like(log_probs).scatter_(1, y[:, None], 1) * (1 - eps) + eps / logits.shape[1]
+    return (-targets * log_probs).mean(0).sum()
+
+
+RECIPES = {
+    "cifar10": [],  # cosine to 0, epoch e at cosine(e), drop path 0.2 e / epochs, auxiliary weight 0.4
+    "imagenet": ["optim.schedule=exponential", "optim.lr=0.1", "optim.weight_decay=3e-5", "optim.label_smoothing=0.1"],
+    "step-first": [
+        "optim.lr_step_at_start=true",
+        "optim.lr_min=0.001",
+        "optim.nesterov=true",
+        "model.auxiliary_weight=0.7",
+    ],
+}
+
+
+@pytest.mark.parametrize("sets", list(RECIPES.values()), ids=list(RECIPES))
+def test_fit_model_replays_the_originals_training_loop(sets: list[str]) -> None:
+    """fit_model's weights, learning rates, losses and train accuracies equal the original's train.py loop written
+    out: scheduler, drop_path_prob = p * epoch / epochs, loss = CE(logits) + w CE(aux) (both label-smoothed),
+    clip_grad_norm_(5) over all parameters, SGD step; loss and top-1 averaged over examples, of the main head."""
+    from evoray.training import fit_model
+
+    cfg = load_config(TrainConfig, ROOT / "configs/darts-cifar10.yaml", ["optim.epochs=4", *sets])
+    o, m = cfg.optim, cfg.model
+    model, ref = _TwoHeads(), _TwoHeads()
+    data = _batches()
+    model.eval()  # as after an evaluation: each epoch trains in train mode
+    history = fit_model(cfg, model, data, torch.device("cpu"), log=lambda _: None)
+
+    opt = torch.optim.SGD(ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+    expected = []
+    for e in range(o.epochs):
+        t = e + 1 if o.lr_step_at_start else e  # PyTorch >= 1.1 or 0.3.1 semantics of the step before each epoch
+        if o.schedule == "exponential":
+            lr = o.lr * o.lr_gamma**t
+        else:
+            lr = o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * t / o.epochs)) / 2
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ref.drop_path_prob = m.drop_path_prob * e / o.epochs
+        losses, hits, count = 0.0, 0.0, 0
+        for x, y in data:
+            opt.zero_grad()
+            logits, aux = ref(x)
+            loss = _smoothed_ce(logits, y, o.label_smoothing) + m.auxiliary_weight * _smoothed_ce(
+                aux, y, o.label_smoothing
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), o.grad_clip)
+            opt.step()
+            losses += loss.item() * len(y)
+            hits += (logits.argmax(1) == y).sum().item()
+            count += len(y)
+        expected.append({"epoch": e + 1, "lr": lr, "train_loss": losses / count, "train_top1": 100 * hits / count})
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for key in ("lr", "train_loss", "train_top1"):
+        assert [h[key] for h in history] == pytest.approx([h[key] for h in expected], rel=1e-5), key
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert model.drop_path_prob == pytest.approx(m.drop_path_prob * 3 / 4)  # the last epoch's: 0.2 * 3 / 4
+
+
+def test_clipping_scales_the_total_l2_norm_down_only() -> None:
+    """Gradients of norms 5 and 12 (total 13) clipped to 6.5 halve; below the bound they stay as they are."""
+    from evoray.optim import clip_gradient_tensors
+
+    grads = [torch.tensor([3.0, 4.0]), torch.tensor([[12.0]])]
+    clip_gradient_tensors(grads, 6.5)
+    torch.testing.assert_close(grads[0], torch.tensor([1.5, 2.0]), rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(grads[1], torch.tensor([[6.0]]), rtol=1e-5, atol=0.0)
+    clip_gradient_tensors(grads, 100.0)
+    torch.testing.assert_close(grads[0], torch.tensor([1.5, 2.0]), rtol=1e-5, atol=0.0)
+
+
+class _ModeLogits(torch.nn.Module):
+    """Fixed logits for the examples whose indices it is given, noise while training; auxiliary logits that rank the
+    classes the other way round."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.logits[index]
+        if self.training:
+            out = out + 100 * torch.randn_like(out)
+        return out, -out
+
+
+def test_evaluate_reads_the_main_head_in_eval_mode_averaged_over_examples() -> None:
+    """Loss, top-1 and top-5 (%) of 7 examples in batches of 4 and 3, computed by hand: ranks of the targets
+    1, 1, 2, 5, 6, 3, 1 among 6 classes, so top-1 3/7 and top-5 6/7; the loss is the mean over examples."""
+    from evoray.training import evaluate
+
+    rank = [1, 1, 2, 5, 6, 3, 1]
+    logits = torch.zeros(7, 6)
+    for i, r in enumerate(rank):  # the target, class 0, scores 7 - r of 1..6: rank r
+        logits[i] = torch.tensor([7.0 - r] + [v for v in (6.0, 5.0, 4.0, 3.0, 2.0, 1.0) if v != 7.0 - r])
+    targets = torch.zeros(7, dtype=torch.long)
+    source = _Batches([(torch.arange(4), targets[:4]), (torch.arange(4, 7), targets[4:])])
+    model = _ModeLogits(logits)
+    model.train()
+    result = evaluate(model, source, torch.device("cpu"))
+    nll = sum(math.log(sum(math.exp(v) for v in row)) - row[0] for row in logits.tolist()) / 7
+    assert result == pytest.approx({"loss": nll, "top1": 100 * 3 / 7, "top5": 100 * 6 / 7})
+    assert not model.training
+
+
+# quark0/darts cnn/train.py (with the README's --auxiliary --cutout) and cnn/train_imagenet.py (with --auxiliary)
+DARTS_CIFAR10: dict[str, dict[str, Any]] = {
+    "model": {
+        "init_channels": 36,
+        "layers": 20,
+        "auxiliary": True,
+        "auxiliary_weight": 0.4,
+        "drop_path_prob": 0.2,
+    },
+    "optim": {
+        "epochs": 600,
+        "lr": 0.025,
+        "lr_min": 0.0,
+        "schedule": "cosine",
+        "lr_step_at_start": False,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 3e-4,
+        "grad_clip": 5.0,
+        "label_smoothing": 0.0,
+    },
+    "data": {
+        "dataset": "cifar10",
+        "batch_size": 96,
+        "cutout": 16,
+        "augment": True,
+    },
+}
+DARTS_IMAGENET: dict[str, dict[str, Any]] = {
+    "model": {
+        "network": "imagenet",
+        "init_channels": 48,
+        "layers": 14,
+        "auxiliary": True,
+        "auxiliary_weight": 0.4,
+        "drop_path_prob": 0.0,
+    },
+    "optim": {
+        "epochs": 250,
+        "lr": 0.1,
+        "schedule": "exponential",
+        "lr_gamma": 0.97,
+        "lr_step_at_start": False,
+        "momentum": 0.9,
+        "weight_decay": 3e-5,
+        "grad_clip": 5.0,
+        "label_smoothing": 0.1,
+    },
+    "data": {
+        "dataset": "imagenet",
+        "batch_size": 128,
+    },
+}
+
+
+def _values(cfg: TrainConfig, like: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The values of ``cfg`` under the keys of ``like``."""
+    resolved = config_to_dict(cfg)
+    return {section: {k: resolved[section][k] for k in keys} for section, keys in like.items()}
+
+
+def test_darts_recipes_are_the_originals() -> None:
+    """The shipped configs hold the original's values, and TrainConfig's defaults are the CIFAR-10 recipe."""
+    cifar = load_config(TrainConfig, ROOT / "configs/darts-cifar10.yaml")
+    assert _values(cifar, DARTS_CIFAR10) == DARTS_CIFAR10
+    assert _values(TrainConfig(), DARTS_CIFAR10) == DARTS_CIFAR10
+    imagenet = load_config(TrainConfig, ROOT / "configs/darts-imagenet.yaml")
+    assert _values(imagenet, DARTS_IMAGENET) == DARTS_IMAGENET
