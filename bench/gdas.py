@@ -200,9 +200,10 @@ class _Logits(nn.Module):
 
 
 def same_paths(fn: Callable[[], None]) -> Callable[[], None]:
-    """``fn`` with torch's generator seeded by its call count: the k-th call of either code draws the Gumbel noise
-    of seed k, and both codes draw it alike (an alpha tensor per cell type, per forward), so they time the same
-    sampled paths (up to the alphas' small differences)."""
+    """``fn`` with torch's generator seeded by its call count: the k-th timed round of either code draws the Gumbel
+    noise of seed k, and both codes draw it alike (an alpha tensor per cell type, per forward), so each round times
+    the same sampled paths in both (up to the alphas' small differences; a path's cost varies from seed to seed by
+    up to 2x at a few steps a round). Warm-ups call ``fn`` itself, not this."""
     calls = itertools.count()
 
     def run() -> None:
@@ -228,9 +229,10 @@ def original_job(
 
     torch.manual_seed(0)
     macs = count_macs(_Logits(original.model), (batch[0][:2],), draws=args.draws)
-    run = same_paths(synced(original_steps, args.device))
-    run()  # warm-up
-    return {"run": run}, macs
+    warm_up = synced(original_steps, args.device)
+    torch.manual_seed(-1)  # a seed no round draws
+    warm_up()
+    return {"run": same_paths(warm_up)}, macs
 
 
 def bench_space(space: str, args: argparse.Namespace, peak: float) -> dict[str, float]:
@@ -264,9 +266,11 @@ def bench_space(space: str, args: argparse.Namespace, peak: float) -> dict[str, 
         f"multiply-adds of one forward of a sampled path per image (thop, mean of the same {args.draws} paths): "
         + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in macs.items())
     )
-    evoray_job = same_paths(synced(evoray_steps, searcher.device))
-    evoray_job()  # warm-up (the original warmed up in its process)
-    evoray_job()
+    warm_up = synced(evoray_steps, searcher.device)
+    torch.manual_seed(-1)  # a seed no round draws
+    warm_up()  # warm-up (the original warmed up in its process)
+    warm_up()
+    evoray_job = same_paths(warm_up)
     times = interleave({"evoray": evoray_job, "original": original.job("run")}, args.rounds)
     original.close()
     images = 2 * args.batch * args.steps

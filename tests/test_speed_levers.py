@@ -360,6 +360,36 @@ def test_single_path_node_sum_equals_the_written_out_edges(space_name: str, path
         assert any(float(g.abs().sum()) > 0 for g in grads[-len(net.arch_parameters()) :] if g is not None)
 
 
+def _dot_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs of maps in the layouts a node's outputs and gradient take: dense in either memory format, dense at an
+    offset into their storage, channel slices of a grouped op's output (not dense), and mixed formats."""
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    a, b = torch.randn(3, 6, 5, 4), torch.randn(3, 6, 5, 4)
+    wide_a, wide_b = torch.randn(1, 12, 5, 4), torch.randn(1, 12, 5, 4)
+    wide_cl_a, wide_cl_b = a.repeat(1, 2, 1, 1).contiguous(memory_format=cl), b.repeat(1, 2, 1, 1).to(memory_format=cl)
+    return {
+        "contiguous": (a, b),
+        "channels-last": (a.contiguous(memory_format=cl), b.contiguous(memory_format=cl)),
+        "batch rows at an offset": (a[1:], b[1:]),
+        "channels at an offset (one image)": (wide_a[:, 6:], wide_b[:, 6:]),
+        "channel slices of channels-last maps": (wide_cl_a[:, 6:], wide_cl_b[:, :6]),
+        "mixed formats": (a, b.contiguous(memory_format=cl)),
+        "channels-last at an offset": (a.contiguous(memory_format=cl)[1:], b.contiguous(memory_format=cl)[1:]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_dot_cases()))
+def test_node_sum_dot_reads_each_pair_of_elements_once(case: str) -> None:
+    """``straight.dot`` (the straight-through weights' gradient, read from the maps' memory where they are dense in
+    the same format) equals the elementwise product summed, in every layout a node's tensors take."""
+    from evoray.nn.straight import dot
+
+    a, b = _dot_cases()[case]
+    expected = float((a.double() * b.double()).sum())
+    assert abs(float(dot(a, b)) - expected) <= 1e-5 * float(a.double().abs().mul(b.double().abs()).sum())
+
+
 @pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize(
     "k,stride,dilation", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (3, 1, 2), (5, 1, 2), (3, 2, 2), (5, 2, 2)]

@@ -76,12 +76,13 @@ _FOLD_CACHE: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
 
 def _tiled_sums(wide: Tensor, k: int, C: int) -> Tensor:
     """Per-channel sums of a wide view whose rows hold ``k`` pixels of ``C`` channels, tiled ``k`` times (the layout of
-    a row): its column sums times the (kC, kC) matrix that adds up the columns of each channel (cached)."""
+    a row): its column sums times the (kC, kC) matrix that adds up the columns of each channel (cached; symmetric,
+    so one matrix-vector product)."""
     key = (k, C, wide.device, wide.dtype)
     if key not in _FOLD_CACHE:
         with torch.inference_mode(False), torch.no_grad():
             _FOLD_CACHE[key] = torch.eye(C, device=wide.device, dtype=wide.dtype).repeat(k, k)
-    return wide.sum(0) @ _FOLD_CACHE[key]
+    return torch.mv(_FOLD_CACHE[key], wide.sum(0))
 
 
 class _MatrixBatchNorm(torch.autograd.Function):
@@ -195,7 +196,8 @@ class BatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         factor = bn_update_factor(self)
         mean, var = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
-        return batch_norm(x, mean, var, self.weight, self.bias, True, factor, self.eps)
+        out = _MatrixBatchNorm.apply(x, self.weight, self.bias, mean, var, factor, self.eps)
+        return out  # type: ignore[no-any-return]
 
 
 class _ReLUFirst(nn.Module):

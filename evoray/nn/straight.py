@@ -17,13 +17,15 @@ from torch import Tensor
 
 
 def dot(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum()`` without the product's tensor, where both are dense in the same memory format."""
-    if a.dtype == b.dtype == torch.float32:
-        if a.is_contiguous() and b.is_contiguous():
-            return torch.dot(a.view(-1), b.view(-1))
+    """``(a * b).sum()`` without the product's tensor, where both are dense in the same memory format (read as the
+    flat vectors their memory holds: one view each)."""
+    if a.dtype == b.dtype == torch.float32 and a.shape == b.shape:
         cl = torch.channels_last
-        if a.dim() == 4 and a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl):
-            return torch.dot(a.permute(0, 2, 3, 1).reshape(-1), b.permute(0, 2, 3, 1).reshape(-1))
+        if (a.is_contiguous() and b.is_contiguous()) or (
+            a.dim() == 4 and a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl)
+        ):
+            n = a.numel()
+            return torch.dot(a.as_strided((n,), (1,)), b.as_strided((n,), (1,)))
     return (a.float() * b.float()).sum()
 
 
@@ -37,7 +39,9 @@ class _NodeSum(torch.autograd.Function):
         if not present:
             assert zero is not None, "a node whose edges all output zeros needs their shape"
             return zero.clone()
-        out = present[0].clone() if len(present) == 1 else present[0] + present[1]
+        if len(present) == 1:  # returned as it is: autograd makes the output a view of it, no copy
+            return present[0]
+        out = present[0] + present[1]
         for y in present[2:]:
             out += y
         return out
