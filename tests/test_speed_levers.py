@@ -111,6 +111,36 @@ def test_average_pool_equals_avg_pool2d_in_values_and_gradients(
     assert torch.autograd.gradcheck(real, (x64.requires_grad_(True),))
 
 
+@pytest.fixture
+def matrix_bn_on_small_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matrix BatchNorm for maps of any size (the tests' maps are small), its channel rule unchanged."""
+    monkeypatch.setattr(ops, "MATRIX_MIN_ELEMENTS", {True: 0, False: 0})
+
+
+@pytest.mark.parametrize(
+    ("shape", "threads", "matrix"),
+    [
+        ((64, 8, 16, 16), 2, True),  # 8 channels: from 2^17 elements
+        ((32, 8, 16, 16), 2, False),
+        ((16, 12, 8, 8), 2, True),  # other counts under 16: from 2^13
+        ((8, 12, 8, 8), 2, False),
+        ((64, 6, 8, 8), 2, True),
+        ((2, 4, 8, 8), 2, False),
+        ((64, 16, 16, 16), 2, False),  # 16 channels and more: PyTorch's kernel
+        ((64, 8, 16, 16), 1, False),  # one thread: PyTorch's kernel
+        ((512, 12, 32, 32), 2, False),  # over 2M elements
+    ],
+)
+def test_matrix_batch_norm_routing(shape: tuple[int, int, int, int], threads: int, matrix: bool) -> None:
+    """Which training BatchNorms take the matrix form: channels-last CPU maps of 2-15 channels, on more than one
+    thread, from 2^17 elements with 8 channels and 2^13 with other counts, up to 2M; never a contiguous map."""
+    x = torch.empty(shape).contiguous(memory_format=torch.channels_last)
+    with torch_threads(threads):
+        assert ops._matrix_is_faster(x) == matrix
+        assert not ops._matrix_is_faster(torch.empty(shape))
+
+
+@pytest.mark.usefixtures("matrix_bn_on_small_maps")
 @pytest.mark.parametrize("C", [2, 8, 12, 16])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_small_channels_last_batch_norm_equals_batch_norm(C: int, momentum: float | None) -> None:
@@ -151,6 +181,7 @@ def test_small_channels_last_batch_norm_equals_batch_norm(C: int, momentum: floa
         assert not ops._matrix_is_faster(torch.randn(4, 8, 6, 5).contiguous(memory_format=torch.channels_last))
 
 
+@pytest.mark.usefixtures("matrix_bn_on_small_maps")
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("track", [True, False])
@@ -450,6 +481,7 @@ def test_shared_pool_keeps_each_edges_batchnorm_statistics(slots: list[int] | No
             assert torch.equal(pool.bn.running_var[rows], before[1][rows])
 
 
+@pytest.mark.usefixtures("matrix_bn_on_small_maps")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("slots", [None, [1], [0, 2]])

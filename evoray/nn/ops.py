@@ -9,8 +9,8 @@ CPU-oriented rewrites keep the arithmetic of the original ops (exactly, or to fl
   (``pixel_unshuffle``), or on the even-even component when its stride is 2;
 - a 3x3, stride-1 average pool without padding in its count runs as two separable box sums divided by the count, and
   so does its backward (the window is symmetric);
-- a training BatchNorm of a channels-last map of fewer than 16 channels normalises it as a matrix (``BatchNorm2d``,
-  :func:`batch_norm`; to float rounding);
+- a training BatchNorm of a channels-last map of fewer than 16 channels (and enough elements) normalises it as a
+  matrix (``BatchNorm2d``, :func:`batch_norm`; to float rounding);
 - strided crops of a channels-last map (:func:`crop`) give it a channels-last gradient.
 """
 
@@ -140,17 +140,24 @@ class _MatrixBatchNorm(torch.autograd.Function):
         return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None
 
 
+# The smallest map (in elements) on which the matrix form wins, keyed by whether its channels fill whole vectors of 8
+# floats: 8 channels, from about 100k (forward and backward on 2 threads: (64, 8, 16, 16) 500 against 600-650 us,
+# (32, 8, 16, 16) 395 against 340 us); other counts from about 8k ((16, 12, 8, 8) 180 against 240 us, (64, 6, 8, 8)
+# 210 against 500 us; (8, 12, 8, 8) 177 against 159 us). Below, its dozen small ops cost more than PyTorch's kernel.
+MATRIX_MIN_ELEMENTS = {True: 1 << 17, False: 1 << 13}
+
+
 def _matrix_is_faster(x: Tensor) -> bool:
     """Where :class:`_MatrixBatchNorm` beats PyTorch's channels-last BatchNorm: on the CPU, fewer than 16 channels
-    (whose kernels split them over the threads at a loss: forward and backward of (64, 8, 16, 16) on 2 threads,
-    about 200 us against 450-540 us; on one thread PyTorch's is the faster), float32, at most 2M elements (where the
-    float32 products' rounding stays near the native kernel's)."""
+    (whose kernels split them over the threads at a loss; on one thread PyTorch's is the faster), float32, from
+    :data:`MATRIX_MIN_ELEMENTS` to 2M elements (where the float32 products' rounding stays near the native
+    kernel's)."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.dim() == 4
         and 1 < x.shape[1] < 16
-        and x.numel() <= 1 << 21
+        and MATRIX_MIN_ELEMENTS[x.shape[1] % 8 == 0] <= x.numel() <= 1 << 21
         and torch.get_num_threads() > 1
         and x.is_contiguous(memory_format=torch.channels_last)
         and not x.is_contiguous()
