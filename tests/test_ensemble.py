@@ -6,10 +6,12 @@ checks, deduplication of the pool, members reused on resume, saved and torn logi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +47,14 @@ from evoray.ensemble.shift import (
     gaussian_kernel,
     gaussian_noise,
 )
-from evoray.ensemble.sources import DataInfo, MemberSpec, archive_genotypes, genotype_key, resolve_pool
+from evoray.ensemble.sources import (
+    DataInfo,
+    MemberSpec,
+    archive_genotypes,
+    genotype_key,
+    resolve_pool,
+    validation_overlap,
+)
 from evoray.errors import ConfigError
 from evoray.runs import individual_row, write_archive
 from evoray.spaces.genotype import CellGenotype, Genotype, parse_genotype
@@ -566,6 +575,55 @@ def test_a_genotype_with_its_edges_listed_in_another_order_is_a_duplicate(tmp_pa
     pool = resolve_pool(cfg, DataInfo(10, 3, 100, 20, 50), lines.append)
     assert [m.name for m in pool] == ["DARTS_V2"]  # trained once
     assert "member other-g0-i0 has the genotype of DARTS_V2; trained once" in lines
+
+
+def test_archive_members_are_the_fittest_of_the_last_generation_with_unscored_rows_last(tmp_path) -> None:
+    """Scope last passes over an older generation's fittest, scope all takes it; unscored rows (None, NaN) come after
+    every scored one, in archive order; exactly top_k genotypes are taken."""
+    g = {n: str(published_genotype(n)) for n in ("DARTS_V1", "DARTS_V2", "EvNAS_A", "EvNAS_B", "GDAS_V1")}
+    rows = [
+        individual_row(gen, i, [], "init", g[name], fitness, None, {}, "darts", "ga", None, 0)
+        for gen, i, name, fitness in [
+            (0, 0, "DARTS_V2", 97.0),
+            (1, 1, "GDAS_V1", None),
+            (1, 2, "EvNAS_B", math.nan),
+            (1, 3, "EvNAS_A", 80.0),
+            (1, 4, "DARTS_V1", 85.0),
+        ]
+    ]
+    (tmp_path / "evo").mkdir()
+    write_archive(tmp_path / "evo" / "archive.parquet", rows)
+
+    def names(top_k: int, scope: str) -> list[str]:
+        return [n for n, _, _ in archive_genotypes(str(tmp_path / "evo"), top_k, scope, "members.archives[0]")]
+
+    assert names(2, "last") == ["evo-g1-i4", "evo-g1-i3"]
+    assert names(4, "last") == ["evo-g1-i4", "evo-g1-i3", "evo-g1-i1", "evo-g1-i2"]
+    assert names(1, "all") == ["evo-g0-i0"]
+
+
+def test_seeded_copies_of_a_genotype_train_with_consecutive_seeds() -> None:
+    cfg = EnsembleConfig(seed=5)
+    cfg.members.published, cfg.members.seeds = ["DARTS_V2"], 2
+    pool = resolve_pool(cfg, DataInfo(10, 3, 100, 20, 50), lambda _: None)
+    assert [(m.name, m.seed) for m in pool] == [("DARTS_V2-s5", 5), ("DARTS_V2-s6", 6)]
+
+
+def test_validation_overlap_is_the_share_of_validation_images_seen_in_training() -> None:
+    """Splits with one seed share a permutation of the 100 training images: a model trained on the first 90% saw half
+    of the ensemble's validation images (the last 20%), one trained on the first 50% none, one trained on the whole
+    training set all; another dataset is not comparable."""
+    cfg = EnsembleConfig()
+    cfg.data.train_portion = 0.8
+    info = DataInfo(10, 3, 100, 20, 50)
+
+    def overlap(split: str = "search", **fields: Any) -> float | None:
+        return validation_overlap(cfg, info, dataclasses.replace(cfg.data, **fields), cfg.seed, split)
+
+    assert overlap(train_portion=0.9) == pytest.approx(0.5)
+    assert overlap(train_portion=0.5) == 0.0
+    assert overlap("train") == 1.0
+    assert overlap(dataset="cifar100") is None
 
 
 def _member(name: str = "m") -> tuple[MemberSpec, MemberLogits]:
