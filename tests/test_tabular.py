@@ -122,3 +122,35 @@ def test_search_on_the_table_improves_within_budget(backend: TabularBackend, str
     assert backend.evaluations == result.evaluations == 60
     assert len({i.genotype for gen in history for i in gen}) == 60
     assert result.report["cifar10_test_12ep"] == backend.reports[result.best.genotype]
+
+
+def test_a_table_gap_is_nan_and_a_repeated_arch_is_refused(tmp_path: Path, rows: dict[int, dict[str, str]]) -> None:
+    """An empty metric cell is a missing score (NaN), not a score of 0; an arch listed twice is refused."""
+    a, b = rows[5]["arch"], rows[6]["arch"]
+    gap = tmp_path / "gap.csv"
+    gap.write_text(f"arch,acc\n{a},\n{b},71.5\n")
+    backend = TabularBackend(gap, "acc")
+    assert np.isnan(backend.evaluate([_individual(a)])[0]) and backend.evaluate([_individual(b)]) == [71.5]
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"arch,acc\n{a},70.0\n{b},71.5\n{a},72.0\n")
+    with pytest.raises(ConfigError, match="repeats 1 architectures"):
+        TabularBackend(twice, "acc")
+
+
+def test_the_arch_column_is_read_by_its_name(tmp_path: Path, rows: dict[int, dict[str, str]]) -> None:
+    """fitness.arch_column=cell: the arch strings are read from that column wherever it stands."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"n,acc,cell\n0,70.0,{rows[5]['arch']}\n1,71.5,{rows[6]['arch']}\n")
+    backend = TabularBackend(path, "acc", arch_column="cell")
+    assert backend.evaluate([_individual(rows[6]["arch"]), _individual(rows[5]["arch"])]) == [71.5, 70.0]
+
+
+def test_a_table_search_selects_on_validation_accuracy_and_reports_test_accuracy() -> None:
+    """NAS-Bench-201's protocol: the search never sees a test column; the test accuracy is only reported."""
+    from evoray.config import load_config
+    from evoray.evolution.config import EvolveConfig
+    from evoray.evolution.fitness import FitnessConfig
+
+    preset = load_config(EvolveConfig, Path(__file__).resolve().parents[1] / "configs/nb201-tabular.yaml").fitness
+    for cfg in (FitnessConfig(), preset):
+        assert (cfg.metric, cfg.report) == ("cifar10_valid_12ep", "cifar10_test_12ep")
