@@ -537,11 +537,13 @@ def test_fitness_reads_at_most_max_batches_per_individual() -> None:
     assert [len(x) for _, _, x, _ in seen] == [32, 32, 32, 32]
 
 
-def test_step_s_trains_with_individual_s_mod_p_in_training_mode_at_the_cosine_rate() -> None:
+@pytest.mark.parametrize("at_start", [False, True])
+def test_step_s_trains_with_individual_s_mod_p_in_training_mode_at_the_cosine_rate(at_start: bool) -> None:
     """One generation is one pass over the training half (160 images: 5 steps of 32), freshly shuffled every
     generation; step s runs individual s mod 3 in training mode; generation g trains at lr_min + (lr - lr_min)
-    (1 + cos(pi g / G)) / 2 over the run's G = 3 generations (not the population of 4)."""
-    trainer = _trainer("data.limit_train=320")
+    (1 + cos(pi g / G)) / 2 over the run's G = 3 generations (not the population of 4), or at that of g + 1 with
+    ``optim.lr_step_at_start`` (the schedule stepped before each generation)."""
+    trainer = _trainer("data.limit_train=320", f"optim.lr_step_at_start={str(at_start).lower()}")
     population = _population(trainer.space, 3)
     decoded = [trainer.decode(a) for a in population]
     seen = _recorder(trainer)
@@ -551,7 +553,7 @@ def test_step_s_trains_with_individual_s_mod_p_in_training_mode_at_the_cosine_ra
         seen.clear()
         trainer.train_generation(population, g)
         assert len(seen) == 5 == trainer.steps_per_generation()
-        cosine = o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * g / generations)) / 2
+        cosine = o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * (g + at_start) / generations)) / 2
         for s, (training, lr, _, weights) in enumerate(seen):
             assert training and lr == pytest.approx(cosine)
             for ct in trainer.space.cell_types:

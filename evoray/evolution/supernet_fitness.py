@@ -24,7 +24,7 @@ from evoray.evolution.individual import Individual
 from evoray.nn.grouped import GroupNoise
 from evoray.nn.supernet import SupernetConfig, build_supernet
 from evoray.nn.weighting import EdgeWeights, decode_one_hot
-from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients
+from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients, step_schedule_first
 from evoray.runtime import autocast, reuse_freed_memory
 from evoray.spaces import get_space
 
@@ -161,6 +161,8 @@ class SupernetTrainer:
         """One pass over the training split; step s trains with individual s mod P. Returns this replica's mean
         training loss over its shards."""
         decoded = [self.decode(a) for a in population]
+        if self.optim_cfg.lr_step_at_start:  # the schedule's step before the generation (EvNAS' code: after it)
+            step_schedule_first(self.scheduler)
         loss_sum, n = 0.0, 0
         for step, (x, y) in enumerate(self.batches(generation)):
             loss_sum += self.compute_grads(x, y, decoded[step % len(decoded)], (generation, step))
@@ -173,7 +175,8 @@ class SupernetTrainer:
         return {"train_loss": loss_sum / max(n * len(self.my_shards) / self.shards, 1)}
 
     def end_generation(self) -> None:
-        self.scheduler.step()
+        if not self.optim_cfg.lr_step_at_start:
+            self.scheduler.step()
         self.generation += 1
 
     # -- fitness ----------------------------------------------------------------------------------------------
