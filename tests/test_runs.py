@@ -574,3 +574,59 @@ def test_out_of_memory_is_one_line_and_the_run_is_failed(tmp_path, capsys, monke
     ).as_instanceof_cause()
     assert out_of_memory(remote) and out_of_memory_line(remote) == err.removeprefix("error: ")
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+# -- files: atomic writes ----------------------------------------------------------------------------------
+
+
+def test_a_write_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch) -> None:
+    """A manifest, checkpoint or archive write that fails before its rename (here the disk is full) leaves the file it
+    was to replace as it was."""
+    import errno
+
+    import numpy as np
+    import torch
+
+    from evoray.runs.archive import individual_row, write_archive
+
+    out = tmp_path / "r"
+    run = RunDir.open("evolve", out, "r")
+    run.start({"a": 1}, 0)
+    run.save_checkpoint({"generation": 1}, {"w": torch.zeros(2)})
+    row = individual_row(0, 0, [], "init", "g", 1.0, 1.0, {"n": np.zeros(2)})
+    write_archive(out / "archive.parquet", [row])
+    before = digest(out)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    for write in (
+        lambda: run.update(progress={"generation": 2, "of": 3}),
+        lambda: run.save_checkpoint({"generation": 2}, {"w": torch.ones(2)}),
+        lambda: write_archive(out / "archive.parquet", [row, row]),
+    ):
+        with pytest.raises(OSError, match="No space left"):
+            write()
+    monkeypatch.undo()
+    run.release()
+    assert digest(out) == before  # no temporary file left behind either
+
+
+def test_a_run_whose_first_write_fails_leaves_no_directory(tmp_path, monkeypatch) -> None:
+    """The disk full at the run's first file (config.yaml): the directory it made is removed, temporary file and all,
+    so the same --out takes the next try."""
+    import errno
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "r"
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(OSError, match="No space left"), RunDir.open("train", out, "r") as run:
+            run.start({"a": 1}, 0)
+    assert not out.exists()
+    with RunDir.open("train", out, "r") as run:
+        run.start({"a": 1}, 0)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run.json"]
