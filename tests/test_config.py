@@ -398,3 +398,112 @@ def test_readme_command_lines_name_configs_and_keys_that_exist(command: str, arg
     if command == "ensemble":
         args.config = spec_path(args.config)
     load_from_args(classes[command], args)
+
+
+# -- bounds, strict types, nested checks, paths ----------------------------------------------------------------
+
+
+def test_range_bounds_are_inclusive() -> None:
+    cfg = load_config(RunConfig, overrides=["data.batch_size=1", "data.train_portion=0", "optim.lr=0"])
+    assert (cfg.data.batch_size, cfg.data.train_portion, cfg.optim.lr) == (1, 0.0, 0.0)
+    assert load_config(RunConfig, overrides=["data.train_portion=1"]).data.train_portion == 1.0
+
+
+@dataclass
+class Window:
+    lo: int = 0
+    hi: int = 10
+
+    def validate(self) -> None:
+        if self.lo >= self.hi:
+            raise ConfigError(f"config key 'window.lo' = {self.lo} must be below window.hi = {self.hi}")
+
+
+@dataclass
+class Typed:
+    size: int | str = 3
+    level: Literal[0, 1, 2] = 0
+    weights: dict[str, float] = field(default_factory=dict)
+    where: Path = Path("runs")
+    window: Window = field(default_factory=Window)
+    inner: Inner | None = field(default_factory=Inner)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epochs=true"], "config key 'epochs' must be an int, got True"),
+        (["optim.lr=true"], "config key 'optim.lr' must be a float, got True"),
+        (["data.batch_size=false"], "config key 'data.batch_size' must be an int, got False"),
+        (["optim.milestones=[1, true]"], "config key 'optim.milestones[1]' must be an int, got True"),
+    ],
+)
+def test_a_bool_is_not_a_number(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, overrides=overrides)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"size": None}, "config key 'size' must be an int or a string, got None"),
+        ({"level": True}, "config key 'level' = True is not one of 0, 1, 2"),
+        ({"level": 1.0}, "config key 'level' = 1.0 is not one of 0, 1, 2"),
+        ({"weights": {"a": 0.5, "b": "x"}}, "config key 'weights.b' must be a float, got 'x'"),
+        ({"where": 3}, "config key 'where' must be a path, got 3"),
+        ({"window": {"lo": 10}}, "config key 'window.lo' = 10 must be below window.hi = 10"),
+        ({"window": {"hi": -1}}, "config key 'window.lo' = 0 must be below window.hi = -1"),
+    ],
+)
+def test_typed_fields_refuse_values_of_another_type(data: dict[str, Any], message: str) -> None:
+    """Unions without null refuse null, literals match by type as well as value, a dict's values take their annotation,
+    and a nested section's own validate() runs."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(Typed, data)
+    assert str(info.value) == message
+
+
+def test_a_string_field_in_a_file_refuses_a_number(tmp_path: Path) -> None:
+    """``name: 007`` in YAML is the int 7: refused, not saved as '7' (``--set name=007`` keeps the text)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, _write(tmp_path, "name: 007\n"))
+    assert str(info.value) == "config key 'name' must be a string, got 7"
+    assert load_config(RunConfig, overrides=["name=007"]).name == "007"
+
+
+def test_an_override_value_may_hold_equals_signs_and_blanks_are_empty() -> None:
+    cfg = load_config(RunConfig, overrides=["name=a=b", "extra.expr=x==1", "data.root= "])
+    assert (cfg.name, cfg.extra, cfg.data.root) == ("a=b", {"expr": "x==1"}, "")
+
+
+def test_a_yaml_error_gives_its_line_and_column_from_one(tmp_path: Path) -> None:
+    path = _write(tmp_path, "epochs: 3\ndata:\n  root: [x\n  cutout: true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, path)
+    assert str(info.value) == (
+        f"config file {path} is not valid YAML: expected ',' or ']', but got ':' (line 4, column 9)"
+    )
+
+
+def test_paths_optional_sections_and_typed_dicts_round_trip(tmp_path: Path) -> None:
+    """A Path field is saved as text and read back as a Path; null clears an optional section; dict values are
+    coerced to their annotation (an int weight becomes a float)."""
+    cfg = config_from_dict(Typed, {"where": "out/x y", "weights": {"a": 1}, "inner": None, "size": "big"})
+    assert (cfg.where, cfg.weights, cfg.inner, cfg.size) == (Path("out/x y"), {"a": 1.0}, None, "big")
+    assert isinstance(cfg.weights["a"], float)
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert yaml.safe_load(path.read_text())["where"] == "out/x y"
+    assert load_config(Typed, path) == cfg
+    base = Typed(inner=Inner(4))
+    assert load_config(Typed, _write(tmp_path, "inner: null\n"), base=base).inner is None
+
+
+def test_a_file_section_merges_into_the_base_and_the_result_shares_nothing_with_it(tmp_path: Path) -> None:
+    base = RunConfig(data=DataConfig(root="/base", batch_size=16))
+    cfg = load_config(RunConfig, _write(tmp_path, "data: {cutout: true}\n"), base=base)
+    assert cfg.data == DataConfig(batch_size=16, cutout=True, root="/base")
+    same = load_config(RunConfig, base=base)
+    same.optim.milestones.append(90)
+    same.extra["k"] = 1
+    assert base.optim.milestones == [30, 60] and base.extra == {}

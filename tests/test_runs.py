@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -576,7 +578,228 @@ def test_out_of_memory_is_one_line_and_the_run_is_failed(tmp_path, capsys, monke
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
 
-# -- files: atomic writes ----------------------------------------------------------------------------------
+# -- the manifest, written and read back ----------------------------------------------------------------------
+
+
+def test_a_new_run_writes_its_config_and_a_running_manifest_then_its_result(tmp_path) -> None:
+    """start() writes config.yaml as given (key order kept) and a run.json naming the command, the folder, the seed and
+    the summary, running with no end, result or error; finish() records the result and the end."""
+    out = tmp_path / "nb201-ga-s3"
+    with RunDir.open("evolve", out, "ignored") as run:
+        run.start({"seed": 3, "space": {"name": "nb201"}, "a": [1, 2]}, seed=3, summary={"space": "nb201"})
+        assert (out / "config.yaml").read_text() == "seed: 3\nspace:\n  name: nb201\na:\n- 1\n- 2\n"
+        manifest = json.loads((out / "run.json").read_text())
+        assert list(manifest)[:4] == ["format", "command", "name", "status"]
+        keys = ("format", "command", "name", "status", "ended", "seed", "result", "error")
+        assert {k: manifest[k] for k in keys} == {
+            "format": 1, "command": "evolve", "name": "nb201-ga-s3", "status": "running", "ended": None, "seed": 3,
+            "result": None, "error": None,
+        }  # fmt: skip
+        assert (manifest["space"], manifest["pid"]) == ("nb201", os.getpid()) and manifest["started"]
+        run.finish({"fitness": 93.1})
+    manifest = json.loads((out / "run.json").read_text())
+    assert (manifest["status"], manifest["result"], manifest["error"]) == ("done", {"fitness": 93.1}, None)
+    assert isinstance(manifest["ended"], str) and manifest["ended"] >= manifest["started"]
+    assert open_run(out).name == "nb201-ga-s3"
+
+
+def test_a_resumed_run_keeps_its_first_start_and_clears_its_end_and_error(tmp_path) -> None:
+    """A resume of a failed run marks it running again, keeps its first start time and config, appends the resume's
+    time to "resumed", and clears the end and the error of the try before."""
+    out = tmp_path / "r"
+    with pytest.raises(RuntimeError), RunDir.open("train", out, "r") as run:
+        run.start({"a": 1}, 0)
+        raise RuntimeError("boom")
+    manifest = json.loads((out / "run.json").read_text())
+    manifest["started"] = "2024-01-01T00:00:00+00:00"
+    (out / "run.json").write_text(json.dumps(manifest))
+    assert (manifest["status"], manifest["error"]) == ("failed", "RuntimeError: boom") and manifest["ended"]
+    config = (out / "config.yaml").read_bytes()
+    with RunDir.open("train", out, "r", resume=True) as run:
+        run.start({"a": 2}, 0)
+    resumed = json.loads((out / "run.json").read_text())
+    assert (resumed["started"], resumed["status"], resumed["ended"], resumed["error"]) == (
+        "2024-01-01T00:00:00+00:00", "running", None, None,
+    )  # fmt: skip
+    assert len(resumed["resumed"]) == 1 and resumed["resumed"][0] > "2024"
+    assert (out / "config.yaml").read_bytes() == config
+
+
+def test_an_interrupted_run_is_marked_failed_with_what_stopped_it(tmp_path) -> None:
+    """Ctrl-C marks the run failed with the error "interrupted"; another error is recorded as its type and message,
+    cut at 2000 characters."""
+    with pytest.raises(KeyboardInterrupt), RunDir.open("train", tmp_path / "a", "a") as run:
+        run.start({}, 0)
+        raise KeyboardInterrupt
+    manifest = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert (manifest["status"], manifest["error"]) == ("failed", "interrupted") and isinstance(manifest["ended"], str)
+    long = "x" * 3000
+    with pytest.raises(ValueError), RunDir.open("train", tmp_path / "b", "b") as run:
+        run.start({}, 0)
+        raise ValueError(long)
+    manifest = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert manifest["error"] == ("ValueError: " + long)[:2000] and len(manifest["error"]) == 2000
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"format": 2}, "run format 2 is newer than this evoray reads (1)"),
+        ({"format": True}, "run.json has no run format (format True; this evoray writes 1)"),
+        ({"command": "deploy"}, "unknown command 'deploy' in run.json"),
+        ({"ended": 17}, "ended 17 in run.json is not a time (ISO 8601 text)"),
+        ({"seed": 3.5}, "seed 3.5 in run.json is not a whole number"),
+        ({"seed": True}, "seed True in run.json is not a whole number"),
+        ({"seed": [1]}, "seed [1] in run.json is not a whole number"),
+    ],
+)
+def test_each_unreadable_manifest_says_what_is_wrong(fields: dict[str, Any], problem: str, tmp_path) -> None:
+    path = _hand_run(tmp_path / "run", **fields)
+    (run,) = list_runs(tmp_path)
+    assert (run.path, run.problem, run.status) == (path, problem, "unreadable")
+    with pytest.raises(ConfigError) as err:
+        open_run(path)
+    assert str(err.value) == f"run {str(path)!r} is unreadable: {problem}"
+
+
+def test_a_seed_written_as_a_whole_float_or_as_text_reads_as_an_int(tmp_path) -> None:
+    for seed, want in ((3.0, 3), ("7", 7), (None, None)):
+        run = open_run(_hand_run(tmp_path / f"s-{seed}", seed=seed))
+        assert run.seed == want and (want is None or type(run.seed) is int)
+
+
+def test_a_saved_config_that_is_not_a_mapping_or_not_yaml_is_one_line(tmp_path) -> None:
+    path = _hand_run(tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        open_run(path).config()
+    assert str(err.value) == f"run {str(path)!r} has no config.yaml"
+    (path / "config.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError) as err:
+        open_run(path).config()
+    assert str(err.value) == f"{str(path / 'config.yaml')!r} holds no mapping of config keys"
+    (path / "config.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        open_run(path).config()
+    assert str(err.value) == f"{str(path / 'config.yaml')!r} is not readable YAML (ParserError)"
+
+
+# -- opening: names, foreign files, locks, --overwrite ----------------------------------------------------------
+
+
+def test_default_names_count_up_past_every_taken_one(tmp_path) -> None:
+    held = []
+    for want in ("same", "same-2", "same-3", "same-4"):
+        run = RunDir.open("train", None, "same", root=tmp_path)
+        run.start({}, 0)
+        held.append(run)
+        assert run.path == tmp_path / "train" / want
+    for run in held:
+        run.release()
+
+
+def test_a_config_beside_other_files_is_not_taken_for_a_run_stopped_before_it_started(tmp_path) -> None:
+    """config.yaml with files that are not an atomic write's leftovers is someone else's folder: refused, never moved
+    aside, even with --overwrite."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.yaml").write_text("a: 1\n")
+    (out / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="holds files that are not an evoray run"):
+            RunDir.open("train", out, "r", overwrite=overwrite)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt"]
+
+
+def test_a_refused_resume_releases_the_directory(tmp_path) -> None:
+    """A resume refused for the run's command or its manifest lets go of the lock: the right command resumes it next."""
+    out = tmp_path / "r"
+    with RunDir.open("train", out, "r") as run:
+        run.start({}, 0)
+        run.finish({})
+    with pytest.raises(ConfigError, match="holds a 'train' run, not an evolve run"):
+        RunDir.open("evolve", out, "r", resume=True)
+    RunDir.open("train", out, "r", resume=True).release()
+    manifest = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(ConfigError, match="run format 99 is newer"):
+        RunDir.open("train", out, "r", resume=True)
+    (out / "run.json").write_text(json.dumps(manifest))
+    RunDir.open("train", out, "r", resume=True).release()
+
+
+def test_overwrites_within_one_second_each_keep_the_run_they_moved_aside(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setattr("evoray.runs.directory.time", SimpleNamespace(strftime=lambda *_: "20240101-000000"))
+    out = tmp_path / "r"
+    for k in range(4):
+        with RunDir.open("train", out, "r", overwrite=True) as run:
+            run.start({"k": k}, 0)
+            run.finish({})
+    stamp = "r.old-20240101-000000"
+    aside = {p.name: open_run(p).config()["k"] for p in tmp_path.iterdir() if p.name != "r"}
+    assert aside == {stamp: 0, f"{stamp}-1": 1, f"{stamp}-2": 2} and open_run(out).config() == {"k": 3}
+
+
+def test_a_resume_without_a_checkpoint_starts_over_only_when_nothing_was_counted(tmp_path) -> None:
+    """Progress that counts nothing done (zeros, or only the total "of") lets a resume without a checkpoint start
+    over; one counted step refuses it."""
+    out = tmp_path / "r"
+    with RunDir.open("evolve", out, "r") as run:
+        run.start({}, 0)
+    manifest = json.loads((out / "run.json").read_text())
+    for progress in ({"generation": 0, "of": 5, "evaluations": 0}, {"of": 5}, None):
+        (out / "run.json").write_text(json.dumps({**manifest, "progress": progress}))
+        with RunDir.open("evolve", out, "r", resume=True) as run:
+            run.refuse_lost_checkpoint()
+    (out / "run.json").write_text(json.dumps({**manifest, "progress": {"generation": 0, "of": 5, "evaluations": 8}}))
+    gone = r"checkpoints/last\.pt is gone but its progress is \{'generation': 0"
+    with pytest.raises(ConfigError, match=gone), RunDir.open("evolve", out, "r", resume=True) as run:
+        run.refuse_lost_checkpoint()
+
+
+# -- files: atomic writes, checkpoints -------------------------------------------------------------------------
+
+
+def test_files_reach_the_disk_under_a_temporary_name_before_they_replace_the_old(tmp_path, monkeypatch) -> None:
+    """run.json, config.yaml, checkpoints, archives and curves are each written to a temporary file in the same folder,
+    flushed to the disk (fsync), and only then renamed over the old file."""
+    import numpy as np
+    import torch
+
+    from evoray.runs.archive import individual_row, write_archive
+    from evoray.runs.curves import write_curves
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("replace", str(src)))
+        events.append(("to", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with RunDir.open("evolve", tmp_path / "r", "r") as run:
+        run.start({"a": 1}, 0)
+        run.save_checkpoint({"generation": 1}, {"w": torch.zeros(2)})
+        row = individual_row(0, 0, [], "init", "g", 1.0, 1.0, {"n": np.zeros(2)})
+        write_archive(run.file("archive.parquet"), [row])
+        write_curves(run.file("curves.parquet"), [{"generation": 0.0}])
+    targets = [b for (a, _), (_, b) in itertools.pairwise(events) if a == "replace"]
+    want = ["config.yaml", "run.json", "checkpoints/last.json", "checkpoints/last.pt", "archive.parquet",
+            "curves.parquet"]  # fmt: skip
+    assert targets[:2] == [str(tmp_path / "r" / name) for name in want[:2]]  # config.yaml first: see is_unstarted
+    assert sorted(targets) == sorted(str(tmp_path / "r" / name) for name in want)
+    for i, (what, path) in enumerate(events):
+        if what == "replace":
+            assert events[i - 1] == ("fsync", path), events[i - 1 : i + 2]
+            assert Path(path).parent == Path(events[i + 1][1]).parent and Path(path).name.startswith(".")
 
 
 def test_a_write_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch) -> None:
@@ -630,3 +853,190 @@ def test_a_run_whose_first_write_fails_leaves_no_directory(tmp_path, monkeypatch
     with RunDir.open("train", out, "r") as run:
         run.start({"a": 1}, 0)
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run.json"]
+
+
+def test_a_tensors_file_that_holds_no_mapping_is_refused(tmp_path) -> None:
+    import torch
+
+    from evoray.runs.directory import load_tensors
+
+    path = tmp_path / "weights.pt"
+    torch.save([torch.zeros(2)], path)
+    with pytest.raises(ConfigError) as err:
+        load_tensors(path, "supernet weights")
+    assert str(err.value) == f"supernet weights {str(path)!r} holds list, not a mapping of tensors"
+
+
+def test_a_checkpoint_with_tensors_but_no_state_is_refused(tmp_path) -> None:
+    """A tensors file written without its state (by hand, or by an older evoray) and no JSON beside it: one line."""
+    import torch
+
+    from evoray.runs.directory import load_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"w": torch.zeros(2)}, folder / "last.pt")
+    with pytest.raises(ConfigError) as err:
+        load_checkpoint(folder)
+    assert str(err.value) == f"checkpoint {str(folder / 'last.json')!r} does not exist beside its tensors file"
+
+
+# -- the reader: best rows, listing, legacy runs, Tune ----------------------------------------------------------
+
+
+def _row(generation: int, ident: int, genotype: str, fitness: float | None) -> dict[str, Any]:
+    import numpy as np
+
+    from evoray.runs.archive import individual_row
+
+    return individual_row(generation, ident, [], "init", genotype, fitness, 1.0, {"normal": np.zeros((2, 3))})
+
+
+def test_best_rows_are_the_fittest_distinct_genotypes_of_the_last_generation(tmp_path) -> None:
+    """Of the last generation (or all with scope="all"), fittest first, each genotype once, missing and NaN fitness
+    last, at most k."""
+    from evoray.runs.archive import write_archive
+
+    path = _hand_run(tmp_path / "run", command="evolve")
+    rows = [_row(0, 0, "a", 99.0), _row(1, 1, "b", 80.0), _row(1, 2, "c", math.nan), _row(1, 3, "b", 80.0)]
+    rows += [_row(1, 4, "d", None), _row(1, 5, "e", 70.0), _row(1, 6, "f", 75.0), _row(1, 7, "e", 60.0)]
+    write_archive(path / "archive.parquet", rows)
+    run = open_run(path)
+    assert [(r["genotype"], r["id"]) for r in run.best_rows(3)] == [("b", 1), ("f", 6), ("e", 5)]
+    assert [r["genotype"] for r in run.best_rows(10)] == ["b", "f", "e", "c", "d"]
+    assert [r["genotype"] for r in run.best_rows(2, scope="all")] == ["a", "b"]
+    assert [r["genotype"] for r in run.best_rows()] == ["b"]
+
+
+def test_list_runs_walks_to_its_depth_and_lists_newest_first(tmp_path) -> None:
+    """Runs under the root to ``depth`` folders down, newest start first, an older evoray's folder listed as unreadable
+    (last: it has no start), hidden folders left out."""
+    old = _hand_run(tmp_path / "evolve" / "old", started="2024-01-01T00:00:00+00:00")
+    new = _hand_run(tmp_path / "search" / "new", started="2025-06-01T00:00:00+00:00")
+    deep = _hand_run(tmp_path / "a" / "b" / "c" / "deep", started="2024-06-01T00:00:00+00:00")
+    _hand_run(tmp_path / "a" / "b" / "c" / "d" / "deeper", started="2026-01-01T00:00:00+00:00")
+    _hand_run(tmp_path / ".trash" / "gone", started="2027-01-01T00:00:00+00:00")
+    legacy = tmp_path / "evolve" / "legacy"
+    legacy.mkdir()
+    (legacy / "best.json").write_text("{}")
+    assert [r.path for r in list_runs(tmp_path)] == [new, deep, old, legacy]
+    assert [r.path for r in list_runs(tmp_path, depth=3)] == [new, old, legacy]
+    assert [r.path for r in list_runs(tmp_path / "search" / "new", depth=0)] == [new]
+    (run,) = (r for r in list_runs(tmp_path) if r.path == legacy)
+    assert (run.status, run.problem, run.name) == ("unreadable", "written by an older evoray (no run.json)", "legacy")
+    with pytest.raises(ConfigError) as err:
+        open_run(legacy)
+    assert str(err.value) == f"{str(legacy)!r} was written by an older evoray (no run.json); rerun it to read it here"
+
+
+def test_tune_trial_states_are_read_from_the_newest_experiment_state(tmp_path) -> None:
+    """The experiment state Tune's restore reads (the newest name), each trial's entry decoded; one that is not JSON
+    is left out."""
+    from evoray.runs.reader import tune_trial_states
+
+    def state(status: str) -> str:
+        entry = [json.dumps({"trial_id": "t1", "status": status}), json.dumps({"last_result": {"epoch": 2}})]
+        return json.dumps({"trial_data": [entry, ["not json", "{}"]]})
+
+    assert tune_trial_states(tmp_path) is None
+    (tmp_path / "experiment_state-2024-01-01_00-00-00.json").write_text(state("RUNNING"))
+    (tmp_path / "experiment_state-2024-01-02_00-00-00.json").write_text(state("TERMINATED"))
+    assert tune_trial_states(tmp_path) == [({"trial_id": "t1", "status": "TERMINATED"}, {"last_result": {"epoch": 2}})]
+
+
+def test_search_curves_come_from_the_runs_own_tune_folder_first(tmp_path) -> None:
+    storage = tmp_path / "storage"
+    (storage / "darts-t1").mkdir(parents=True)
+    (storage / "darts-t1" / "result.json").write_text('{"epoch": 1}\n')
+    run = _hand_run(tmp_path / "run", tune=str(storage))
+    (run / "tune" / "gdas-t2").mkdir(parents=True)
+    (run / "tune" / "gdas-t2" / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert [(r["trial"], r["epoch"]) for r in open_run(run).curves()] == [("gdas-t2", 1), ("gdas-t2", 2)]
+
+
+# -- archives, curves, TensorBoard -----------------------------------------------------------------------------
+
+
+def test_archive_rows_read_back_with_their_alphas_shapes_and_lineage(tmp_path) -> None:
+    import numpy as np
+
+    from evoray.runs.archive import individual_row, read_archive, row_alphas, write_archive
+
+    alphas = {"normal": np.arange(42, dtype=np.float32).reshape(14, 3), "reduce": np.ones((2, 2, 2), np.float32)}
+    row = individual_row(3, 17, [4, 9], "crossover", "g", 91.5, 1.25, alphas, "darts", "ga", None, 5)
+    write_archive(tmp_path / "archive.parquet", [row])
+    (back,) = read_archive(tmp_path)
+    keys = ("generation", "id", "parents", "origin", "fitness", "params_m", "searcher", "seed")
+    assert {k: back[k] for k in keys} == {
+        "generation": 3, "id": 17, "parents": [4, 9], "origin": "crossover", "fitness": 91.5, "params_m": 1.25,
+        "searcher": "ga", "seed": 5,
+    }  # fmt: skip
+    got = row_alphas(back)
+    assert {k: v.shape for k, v in got.items()} == {"normal": (14, 3), "reduce": (2, 2, 2)}
+    assert all(np.array_equal(got[k], alphas[k]) for k in alphas)
+
+
+def test_an_older_archive_reads_and_one_without_fitness_is_refused(tmp_path) -> None:
+    """An archive without the searcher, trial and seed columns (an older evoray) reads with them empty; one that lacks a
+    required column is one line naming it."""
+    import pyarrow.parquet as pq
+
+    from evoray.runs.archive import read_archive, write_archive
+
+    write_archive(tmp_path / "archive.parquet", [_row(0, 0, "a", 1.0), _row(0, 1, "b", 2.0)])
+    table = pq.read_table(tmp_path / "archive.parquet").drop(["searcher", "trial", "seed"])
+    pq.write_table(table, tmp_path / "old.parquet")
+    rows = read_archive(tmp_path / "old.parquet")
+    read = [(r["genotype"], r["searcher"], r["trial"], r["seed"]) for r in rows]
+    assert read == [("a", None, None, None), ("b", None, None, None)]
+    pq.write_table(table.drop(["fitness"]), tmp_path / "bad.parquet")
+    with pytest.raises(ConfigError) as err:
+        read_archive(tmp_path / "bad.parquet")
+    assert str(err.value) == f"population archive {str(tmp_path / 'bad.parquet')!r} lacks columns ['fitness']"
+
+
+def test_curves_keep_every_key_and_leave_a_missing_one_null(tmp_path) -> None:
+    from evoray.runs.curves import read_curves, write_curves
+
+    path = tmp_path / "curves.parquet"
+    write_curves(path, [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 0.0, "valid_top1": 40}])
+    assert read_curves(path) == [
+        {"epoch": 1.0, "train_loss": 2.0, "valid_top1": None},
+        {"epoch": 2.0, "train_loss": 0.0, "valid_top1": 40.0},
+    ]
+    with pytest.raises(ConfigError) as err:
+        read_curves(tmp_path / "none.parquet")
+    assert str(err.value) == f"curves {str(tmp_path / 'none.parquet')!r} do not exist"
+
+
+def _event_scalars(run: Path) -> list[tuple[str, float, int]]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    files = sorted((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    events = EventFileLoader(str(files[0])).Load()
+    return [(v.tag, float(make_ndarray(v.tensor)), e.step) for e in events for v in e.summary.value]
+
+
+def test_train_scalars_are_written_once_per_write_numbers_only(tmp_path) -> None:
+    """A train run's per-epoch curves, then its results at its last epoch; text, bools and non-finite values left
+    out; a second write replaces the first (one event file, each scalar once)."""
+    from evoray.runs.events import train_scalars, write_scalars
+
+    history = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": math.nan, "valid_top1": 50}]
+    result = {"test_top1": 60.5, "genotype": "DARTS_V2", "faithful": True, "latency_ms": math.inf}
+    scalars = train_scalars(history, result)
+    assert scalars[0] == ("train/train_loss", 2.0, 1) and scalars[1][::2] == ("train/train_loss", 2)
+    assert math.isnan(scalars[1][1]) and scalars[2] == ("train/valid_top1", 50, 2)
+    assert scalars[3:] == [
+        ("result/test_top1", 60.5, 2), ("result/genotype", "DARTS_V2", 2), ("result/faithful", True, 2),
+        ("result/latency_ms", math.inf, 2),
+    ]  # fmt: skip
+    want = [("train/train_loss", 2.0, 1), ("train/valid_top1", 50.0, 2), ("result/test_top1", 60.5, 2)]
+    write_scalars(tmp_path, scalars)
+    assert _event_scalars(tmp_path) == want
+    (first,) = (tmp_path / "tensorboard").iterdir()
+    first.rename(first.with_name("events.out.tfevents.1700000000.host"))  # a try before this one
+    write_scalars(tmp_path, scalars)
+    assert _event_scalars(tmp_path) == want
