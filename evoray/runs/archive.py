@@ -11,9 +11,7 @@ archive is refused when it is read instead of read with wrong values.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoray.errors import ConfigError
+from evoray.runs.directory import replacing
 
 ARCHIVE = "archive.parquet"
 _SCHEMA = pa.schema(
@@ -50,19 +49,8 @@ _CHECKSUMS = "page_checksum_verification" in inspect.signature(pq.read_table).pa
 
 def write_table(table: pa.Table, path: Path) -> None:
     """``table`` as Parquet at ``path``, atomically, with a checksum on every page."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as tmp:
         pq.write_table(table, tmp, **({"write_page_checksum": True} if _CHECKSUMS else {}))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # on the disk before the rename, as atomic_write does
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:  # as atomic_write: no temporary file left by a failed write
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def read_table(path: Path) -> pa.Table:

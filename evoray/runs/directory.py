@@ -37,6 +37,7 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -75,21 +76,30 @@ def versions() -> dict[str, str]:
     return out
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename; a write that fails leaves
-    ``path`` as it was and removes its temporary file."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; once the block ends, the file is flushed to the disk
+    and renamed over ``path``. A block that fails (a full disk) leaves ``path`` as it was and no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on the disk before the rename
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:  # a failed write (a full disk) leaves no temporary file to be taken for someone else's
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename (:func:`replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
