@@ -217,13 +217,16 @@ def test_the_budget_is_met_exactly_on_a_supernet_through_the_cli(tmp_path) -> No
     np.testing.assert_allclose(ref.fitness.head(len(df)), df.fitness, atol=1e-6)
 
 
-def test_regularized_evolution_ages_one_at_a_time_and_ends_at_its_cycles(tmp_path) -> None:
+def test_regularized_evolution_ages_one_at_a_time_and_ends_at_its_cycles(tmp_path, capsys) -> None:
+    """Run over the GA config nb201-tabular: its tournament of 5, a GA setting, is named in a note."""
     table = shared_file("nb201-12epoch.csv")
     out = tmp_path / "run"
     args = ["--config", "nb201-tabular", "--out", str(out), "--set", f"fitness.table={table}"]
     sets = ["evolution.strategy=regularized", "evolution.population=10", "evolution.sample_size=3"]
     sets += ["evolution.cycles=13", "evolution.max_evaluations=0", "evolution.generations=100"]
     assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: evolution.tournament=5 is read by strategy ga only; strategy regularized ignores it"]
     df = pd.read_parquet(out / "archive.parquet")
     children = df[df.generation > 0]
     assert len(children) == 13 and list(df.generation.value_counts().sort_index()) == [10, 10, 3]

@@ -25,6 +25,7 @@ from evoray.evolution.strategies import (
     RegularizedEvolution,
     Strategy,
     build_strategy,
+    unread_settings_notes,
 )
 from evoray.spaces import get_space
 
@@ -507,3 +508,47 @@ def test_reproducible_in_a_fresh_process() -> None:
             digest.update(a.tobytes())
     assert len(seen) == 40
     assert out == f"{digest.hexdigest()} {r.best.id} {r.best.fitness!r} {r.best.genotype}"
+
+
+# a value off the default for every strategy's own settings (within every bound of _cfg's population of 8)
+_OFF_DEFAULT = {
+    "tournament": 2,
+    "elites": 2,
+    "crossover_prob": 0.5,
+    "crossover_row_prob": 0.3,
+    "crossover": "uniform_rows",
+    "sample_size": 2,
+    "batch": 4,
+    "cycles": 10,  # under the 16 children of 3 generations of 8
+}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_a_strategy_reads_none_of_the_other_strategies_settings(strategy: str) -> None:
+    """Every key a strategy declares its own (``own_settings``) is an evolution key, no two strategies share one, and
+    the other strategies' keys moved off their defaults leave this strategy's run identical; each gives one note."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(EvolutionConfig)}
+    mine = STRATEGIES.get(strategy).own_settings
+    others = [k for name in STRATEGIES.names() if name != strategy for k in STRATEGIES.get(name).own_settings]
+    assert set(mine) <= fields and set(others) <= fields and not set(mine) & set(others)
+    assert set(mine) | set(others) <= set(_OFF_DEFAULT)
+    space = get_space("nb201")
+    plain = _run(build_strategy(_cfg(strategy, generations=3), space, np.random.default_rng(0)))
+    for key in others:
+        cfg = _cfg(strategy, generations=3, **{key: _OFF_DEFAULT[key]})
+        if getattr(cfg, key) == getattr(EvolutionConfig(), key):
+            continue  # a value that is the default (crossover's single registered choice)
+        assert _same(_run(build_strategy(cfg, space, np.random.default_rng(0))), plain), key
+        owner = next(n for n in STRATEGIES.names() if key in STRATEGIES.get(n).own_settings)
+        notes = unread_settings_notes(cfg)
+        expected = f"note: evolution.{key}={getattr(cfg, key)} is read by strategy {owner} only; strategy {strategy}"
+        assert [n for n in notes if f"evolution.{key}=" in n] == [expected + " ignores it"]
+    for key in mine:  # its own settings change its run and give no note
+        cfg = _cfg(strategy, generations=3, **{key: _OFF_DEFAULT[key]})
+        if getattr(cfg, key) == getattr(_cfg(strategy), key):
+            continue
+        assert not any(f"evolution.{key}=" in n for n in unread_settings_notes(cfg))
+        assert not _same(_run(build_strategy(cfg, space, np.random.default_rng(0))), plain), key
+    assert unread_settings_notes(EvolutionConfig(strategy=strategy)) == []

@@ -20,6 +20,7 @@ from evoray.data import describe, require_files
 from evoray.evolution.config import EvolveConfig
 from evoray.evolution.fitness import FitnessBackend
 from evoray.evolution.run import build_backend, initial_alphas, run_evolve
+from evoray.evolution.strategies import unread_settings_notes
 from evoray.evolution.supernet_fitness import SupernetTrainer
 from evoray.runs import RunDir
 from evoray.runs.directory import CHECKPOINTS
@@ -77,6 +78,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     log = log_to(args.json)
     cfg, out, resume = command_config(EvolveConfig, args, "evolve", default)
+    for line in unread_settings_notes(cfg.evolution):
+        log(line)
     if args.address:
         cfg.resources.address = args.address
     result = evolve(cfg, out, resume=resume, overwrite=args.overwrite, log=log)

@@ -90,6 +90,7 @@ class Strategy(ABC):
     name: ClassVar[str]
     default_mutation: ClassVar[str]
     best_of_latest: ClassVar[bool] = False  # best(): the latest generation's best, else the best ever evaluated
+    own_settings: ClassVar[tuple[str, ...]] = ()  # EvolutionConfig keys that only this strategy reads
 
     def __init__(
         self,
@@ -323,6 +324,7 @@ class GeneticAlgorithm(Strategy):
     name = "ga"
     default_mutation = "reset_rows"
     best_of_latest = True
+    own_settings = ("tournament", "elites", "crossover_prob", "crossover_row_prob", "crossover")
 
     def _breed(self) -> None:
         cfg, rng, parents = self.cfg, self.rng, self._pop
@@ -366,6 +368,7 @@ class RegularizedEvolution(Strategy):
 
     name = "regularized"
     default_mutation = "one_edge"
+    own_settings = ("sample_size", "batch", "cycles")
 
     @property
     def planned_generations(self) -> int:
@@ -406,6 +409,22 @@ class RegularizedEvolution(Strategy):
 
     def _breed(self) -> None:
         return None  # children are bred cycle by cycle in ask()
+
+
+def unread_settings_notes(cfg: EvolutionConfig) -> list[str]:
+    """A note for each setting of another strategy that ``cfg`` moves off its default (the run's strategy does not
+    read it: a config written for one strategy run with ``--set evolution.strategy=`` another)."""
+    mine = set(STRATEGIES.get(cfg.strategy).own_settings)
+    defaults = EvolutionConfig()
+    notes = []
+    for name in STRATEGIES.names():
+        for key in STRATEGIES.get(name).own_settings:
+            value = getattr(cfg, key)
+            if name != cfg.strategy and key not in mine and value != getattr(defaults, key):
+                notes.append(
+                    f"note: evolution.{key}={value} is read by strategy {name} only; strategy {cfg.strategy} ignores it"
+                )
+    return notes
 
 
 def build_strategy(
