@@ -387,3 +387,59 @@ def test_genotype_file_not_utf8_is_a_config_error(tmp_path) -> None:
     path.write_bytes(b"\xff\xfe\x00 not text")
     with pytest.raises(ConfigError, match="is not valid JSON"):
         resolve_genotype(str(path))
+
+
+def test_top2_keeps_none_only_where_every_other_op_is_negative() -> None:
+    """XNAS marks wiped experts with weight -1: an edge whose other ops are all negative takes `none` when `none`
+    weighs at least 0; an op of weight exactly 0 is alive and beats `none`, however strong."""
+    space = get_space("darts")
+    w = np.full((14, 8), -1.0)
+    w[0, 0] = 0.0  # edge 0: only `none` alive, at weight 0
+    w[1, 0], w[1, 3] = 0.5, 0.0  # edge 1: skip_connect alive at weight 0
+    w[2, 0] = -1.0  # edge 2: everything wiped, `none` too: the first op by column
+    cell = derive_cell(space, "normal", w, "top2")
+    assert cell.nodes[0] == (("skip_connect", 1), ("none", 0))
+    assert cell.nodes[1][0] == ("max_pool_3x3", 0)
+
+
+def test_top_k_derivations_keep_k_edges() -> None:
+    """``k`` sets how many inputs each node keeps, in every top-k method."""
+    space = get_space("darts")
+    w = np.zeros((14, 8))
+    w[1, 4], w[0, 2] = 2.0, 1.0
+    for method in ("top2", "top2_with_none", "top2_pairs"):
+        cell = derive_cell(space, "normal", w, method, k=1)
+        assert [len(n) for n in cell.nodes] == [1, 1, 1, 1], method
+        assert cell.nodes[0][0][1] == 1, method
+    assert [len(n) for n in derive_cell(space, "normal", w, "top2", k=3).nodes] == [2, 3, 3, 3]
+
+
+def test_decoding_strengths_are_float32_softmax() -> None:
+    """EvNAS decodes an individual by the float32 softmax of its alphas: alphas equal after float32 rounding tie
+    (the lower column wins), and large alphas do not overflow."""
+    from evoray.evolution.individual import genotype_of
+    from evoray.spaces.derive import decoding_strengths
+
+    space = get_space("darts")
+    alpha = np.zeros((14, 8))
+    alpha[:, 4], alpha[:, 5] = 0.5, 0.5 + 1e-9  # distinct in float64, equal in float32
+    s = decoding_strengths(alpha)
+    assert s.dtype == np.float32 and (s[:, 4] == s[:, 5]).all()
+    assert genotype_of(space, {"normal": alpha, "reduce": alpha}).normal.nodes[0][0] == ("sep_conv_3x3", 0)
+    big = decoding_strengths(np.array([[200.0, 100.0, 200.0]]))
+    assert np.isfinite(big).all() and big[0] == pytest.approx([0.5, 0.0, 0.5])
+
+
+@pytest.mark.parametrize("name", ["darts", "rdarts-s1", "rdarts-s3", "conas-5x5", "nb201"])
+def test_one_hot_derives_back_to_its_genotype(name: str) -> None:
+    """Deriving from a genotype's one-hot matrix with the space's own method gives the genotype back, also where
+    each edge has its own op list (RobustDARTS S1)."""
+    from evoray.spaces.derive import random_genotype
+
+    space = get_space(name)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        g = random_genotype(space, rng)
+        hot = one_hot(space, g)
+        assert all(hot[ct].sum() == sum(len(n) for n in g.cell(ct).nodes) for ct in space.cell_types)
+        assert derive_genotype(space, hot) == g
