@@ -74,3 +74,36 @@ def test_average_meter() -> None:
     assert (meter.sum, meter.count, meter.avg, meter.val) == (10.0, 4, 2.5, 4.0)
     meter.reset()
     assert (meter.sum, meter.count) == (0.0, 0)
+
+
+def test_metrics_refuse_empty_inputs_and_zero_bins() -> None:
+    """No sample, no metric (a mean over nothing would be NaN); ECE needs at least one bin."""
+    for metric in (accuracy, nll, expected_calibration_error):
+        with pytest.raises(ValueError, match="at least one sample"):
+            metric(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_bins must be >= 1, got 0"):
+        expected_calibration_error(torch.eye(2), torch.arange(2), n_bins=0)
+
+
+def test_metrics_are_per_sample_means() -> None:
+    """Accuracy and NLL average over samples, so a batch of one sample counts once among many; the meter weighs a
+    batch's mean by its size."""
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    targets = torch.tensor([0, 1, 1, 1])
+    assert accuracy(logits, targets) == [pytest.approx(50.0)]
+    meter = AverageMeter()
+    for lo, hi in ((0, 1), (1, 4)):  # batches of 1 and 3 samples: 100% and 33.3%
+        meter.update(accuracy(logits[lo:hi], targets[lo:hi])[0], n=hi - lo)
+    assert meter.avg == pytest.approx(50.0) and meter.count == 4
+    hit, miss = math.log1p(math.exp(-2.0)), math.log1p(math.exp(2.0))  # cross-entropy of a hit and a miss
+    assert nll(logits, targets) == pytest.approx((2 * hit + 2 * miss) / 4)
+
+
+def test_accuracy_follows_the_order_of_topk_and_nll_keeps_tiny_losses() -> None:
+    """Accuracies come back in the order of ``topk``; NLL is computed in float64, so a near-certain hit's loss of
+    1e-10 nats is not rounded to 0."""
+    logits = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    assert accuracy(logits, torch.tensor([1, 0]), topk=(2, 1)) == [pytest.approx(100.0), pytest.approx(50.0)]
+    probs = np.array([[1 - 1e-10, 1e-10]])
+    assert nll(probs, np.array([0]), from_probs=True) == pytest.approx(1e-10, rel=1e-4)
+    assert nll(np.log(probs), np.array([0])) == pytest.approx(1e-10, rel=1e-4)

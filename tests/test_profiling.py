@@ -1,9 +1,11 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from evoray import profiling
 from evoray.profiling import count_flops, count_parameters, measure_latency, profile_model
 
 
@@ -97,3 +99,46 @@ def test_genotype_params_m_counts_the_evaluation_networks() -> None:
     arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
     assert genotype_params_m(arch) == pytest.approx(1.531546, abs=1e-9)
     assert genotype_params_m(published_entry("DARTS_V2")["genotype"], C=16, layers=8) < 1.0
+
+
+def test_count_parameters_matches_names_anywhere_and_counts_shared_once() -> None:
+    """A wrapped model's auxiliary head (``0.auxiliary_head.weight``) is still left out, and a parameter shared by two
+    modules counts once."""
+    assert count_parameters(nn.Sequential(TinyNet())) == 67
+    tied = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    tied[1].weight = tied[0].weight
+    assert count_parameters(tied) == 16 + 4 + 4
+    assert profile_model(TinyNet(), (10,), "cpu", exclude=(), warmup=0, repeats=1)["params_m"] == 85 / 1e6
+
+
+class Clocked(nn.Module):
+    """Linear(10, 2) whose forward passes advance a fake clock by the given seconds, one after another."""
+
+    def __init__(self, seconds: list[float]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(10, 2)
+        self.seconds = seconds
+        self.now = 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.now += self.seconds.pop(0)
+        return self.linear(x)
+
+
+def test_measure_latency_is_the_median_timed_pass_per_sample(monkeypatch) -> None:
+    """Warm-up passes are not timed; the latency is the median timed pass divided by the batch size, in ms, measured
+    on the caller's model itself when it already lives on the device."""
+    net = Clocked([1.0, 1.0, 0.004, 0.010, 0.100])  # two warm-up passes, then three timed ones
+    monkeypatch.setattr(profiling, "time", SimpleNamespace(perf_counter=lambda: net.now))
+    ms = measure_latency(net, (10,), "cpu", warmup=2, repeats=3, batch_size=4)
+    assert ms == pytest.approx(10.0 / 4) and net.seconds == []
+
+
+def test_genotype_params_m_depends_on_every_argument() -> None:
+    """Each (genotype, C, layers) is counted for itself: the cache does not answer one depth with another's count."""
+    from evoray.profiling import genotype_params_m
+    from evoray.spaces.published import published_entry
+
+    g = published_entry("DARTS_V2")["genotype"]
+    assert genotype_params_m(g) == pytest.approx(3.349342, abs=1e-9)
+    assert genotype_params_m(g, layers=8) < genotype_params_m(g, C=36, layers=14) < genotype_params_m(g)
