@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import re
 from typing import Any
 
@@ -21,7 +22,7 @@ from evoray.nn.supernet import DartsSupernet, EdgeGroup, SearchCell, Supernet
 from evoray.optim import step_schedule_first
 from evoray.searchers import SEARCHERS, SearchConfig, SearchSettings
 from evoray.searchers.base import lr_now
-from evoray.searchers.experiment import ExperimentConfig, expand, shadowed_base_key
+from evoray.searchers.experiment import ExperimentConfig, expand, shadowed_base_key, trial_label
 from evoray.searchers.methods.darts import unrolled_arch_grad
 from evoray.searchers.methods.snas import SNAS
 from evoray.searchers.methods.snas_resources import cell_costs, cell_type_penalty, concrete_log_density, op_cost
@@ -552,6 +553,28 @@ def test_options_of_another_searcher_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("searcher", "sections", "message"),
+    [
+        (
+            "gdas",
+            {"darts": {"order": 2}},
+            "option darts.order does not apply to searcher gdas; it is an option of darts only",
+        ),
+        (
+            "darts",
+            {"gdas": {"tau_max": 5.0}},
+            "option gdas.tau_max does not apply to searcher darts; it is an option of gdas only",
+        ),
+    ],
+)
+def test_every_option_of_another_searcher_is_refused(searcher: str, sections: dict, message: str) -> None:
+    """A section's first option counts as much as any other (darts has only one)."""
+    with pytest.raises(ConfigError) as info:
+        tiny(searcher, **sections)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"grid": {"seed": [0, 1]}}, r"grid\.seed cannot be set: .* use seeds: \[\.\.\.\] instead"),
@@ -693,6 +716,159 @@ def test_asha_grace_period_must_fit_the_trials() -> None:
     )
     with pytest.raises(ConfigError, match="grace_period = 3 exceeds the longest trial"):
         expand(exp)
+
+
+def test_asha_grace_period_may_equal_the_longest_trial() -> None:
+    """A grace period of exactly the longest trial's epochs is allowed; one more is refused, naming both numbers."""
+    exp = config_from_dict(
+        ExperimentConfig,
+        {"searchers": ["darts"], "base": {"epochs": 2}, "scheduler": {"kind": "asha", "grace_period": 2}},
+    )
+    assert [t.epochs for t in expand(exp)] == [2]
+    exp.scheduler.grace_period = 3
+    with pytest.raises(ConfigError) as info:
+        expand(exp)
+    assert str(info.value) == "scheduler.grace_period = 3 exceeds the longest trial (2 epochs)"
+
+
+def test_paper_settings_follow_each_trials_space() -> None:
+    """The paper settings are those of the space the trial runs on, wherever the user set it: GDAS on NAS-Bench-201
+    (from base) gets no NASNet supernet, DARTS on its own space (from per_searcher) no AutoDL optimizer, and a grid over
+    the space gives DARTS AutoDL's optimizer on nb201 only."""
+    exp = config_from_dict(
+        ExperimentConfig,
+        {
+            "searchers": ["gdas", "darts"],
+            "base": {"supernet": {"space": "nb201"}},
+            "per_searcher": {"darts": {"supernet": {"space": "darts"}}},
+        },
+    )
+    trials = [
+        (t.searcher, t.supernet.space, t.epochs, t.supernet.style, t.data.batch_size, t.optim.nesterov)
+        for t in expand(exp)
+    ]
+    assert trials == [("gdas", "nb201", 250, "", 64, True), ("darts", "darts", 50, "", 64, False)]
+    exp = config_from_dict(ExperimentConfig, {"searchers": ["darts"], "grid": {"supernet.space": ["darts", "nb201"]}})
+    assert [(t.supernet.space, t.optim.nesterov, t.optim.clip_all) for t in expand(exp)] == [
+        ("darts", False, False),
+        ("nb201", True, True),
+    ]
+
+
+def test_trials_are_every_grid_combination_in_searcher_point_seed_order() -> None:
+    """Two grid keys give their product (the first key slowest), each point once per seed, searcher by searcher."""
+    exp = config_from_dict(
+        ExperimentConfig,
+        {
+            "searchers": ["darts", "xnas"],
+            "seeds": [0, 1],
+            "grid": {"optim.lr": [0.1, 0.2], "arch.lr": [1e-3, 3e-3]},
+        },
+    )
+    one = [
+        (0.1, 1e-3, 0), (0.1, 1e-3, 1), (0.1, 3e-3, 0), (0.1, 3e-3, 1),
+        (0.2, 1e-3, 0), (0.2, 1e-3, 1), (0.2, 3e-3, 0), (0.2, 3e-3, 1),
+    ]  # fmt: skip
+    trials = [(t.searcher, t.optim.lr, t.arch.lr, t.seed) for t in expand(exp)]
+    assert trials == [("darts", *p) for p in one] + [("xnas", *p) for p in one]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"searchers": []}, "searchers is empty; name at least one of: darts, gdas, rsps, snas, xnas"),
+        ({"seeds": []}, "seeds is empty; give at least one seed"),
+        ({"grid": {"optim.lr": []}}, "grid.optim.lr must be a non-empty list of values"),
+        (
+            {"per_searcher": {"enas": {}}},
+            "per_searcher names unknown searcher 'enas'; valid: darts, gdas, rsps, snas, xnas",
+        ),
+    ],
+)
+def test_an_experiment_with_no_trials_or_an_unknown_section_is_refused(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(ExperimentConfig, data)
+    assert str(info.value) == message
+
+
+def test_a_searchers_section_of_a_searcher_not_in_the_run_is_kept_unused() -> None:
+    exp = config_from_dict(ExperimentConfig, {"searchers": ["darts"], "per_searcher": {"gdas": {"epochs": 7}}})
+    assert [(t.searcher, t.epochs) for t in expand(exp)] == [("darts", 50)]
+
+
+def test_a_bad_grid_value_names_its_trial_and_point() -> None:
+    exp = config_from_dict(ExperimentConfig, {"searchers": ["darts"], "grid": {"optim.lr": [0.1, -1.0]}})
+    with pytest.raises(ConfigError) as info:
+        expand(exp)
+    assert str(info.value) == (
+        "trial darts seed 0 {'optim.lr': -1.0}: config key 'optim.lr' = -1.0 is out of range [0.0, inf)"
+    )
+
+
+def test_trial_labels_name_searcher_space_seed_and_grid_values() -> None:
+    cfg = expand(config_from_dict(ExperimentConfig, {"searchers": ["gdas"], "seeds": [3]}))[0]
+    assert trial_label(cfg) == "gdas-darts-s3"
+    assert trial_label(cfg, {"optim.lr": 0.1, "gdas.tau_min": 0.5}) == "gdas-darts-s3-lr=0.1-tau_min=0.5"
+
+
+def test_a_search_config_pickles_as_the_registry_built_class() -> None:
+    """Tune ships each trial's config to its worker by pickle: the assembled class is found again by its module."""
+    cfg = tiny("gdas", gdas={"tau_min": 0.5})
+    back = pickle.loads(pickle.dumps(cfg))
+    assert type(back) is SearchConfig and back == cfg and back.section("gdas").tau_min == 0.5
+
+
+def test_every_layer_that_shadows_a_base_key_gets_its_note() -> None:
+    """One note per shadowing layer, also for an override written with blanks around its '='."""
+    exp = config_from_dict(
+        ExperimentConfig,
+        {
+            "searchers": ["darts", "gdas"],
+            "base": {"epochs": 3},
+            "per_searcher": {"darts": {"epochs": 4}, "gdas": {"epochs": 5}},
+            "grid": {"epochs": [6]},
+        },
+    )
+    assert shadow_notes(exp, ["base.epochs = 3"]) == [
+        f"note: --set base.epochs does not reach every trial: {layer} comes after base and wins there"
+        for layer in ("per_searcher.darts.epochs = 4", "per_searcher.gdas.epochs = 5", "grid.epochs")
+    ]
+
+
+def test_the_search_command_prints_its_notes_before_refusing_a_run(tmp_path, capsys) -> None:
+    """The note on a shadowed base key comes before anything runs, so a run refused later still shows it."""
+    from evoray.commands.search import main
+
+    args = ["--set", "base.epochs=3", "--set", "scheduler.kind=asha", "--set", "scheduler.grace_period=40"]
+    assert main([*args, "--out", str(tmp_path / "s")]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "note: --set base.epochs does not reach every trial: per_searcher.gdas.epochs = 32 comes after base and wins "
+        "there"
+    ]
+    assert "scheduler.grace_period = 40 exceeds the longest trial (32 epochs)" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_summary_and_best_trial_read_the_last_epoch() -> None:
+    """The best trial is the highest last-epoch accuracy (not the best epoch's, not the lowest); the summary keeps
+    the epochs run and both accuracies, and the table shows them in that order."""
+    cfg = tiny("darts")  # 3 epochs
+    metrics = [
+        {"epoch": 3, "valid_acc": 50.0, "valid_acc_best": 80.0},
+        {"epoch": 1, "valid_acc": 70.0, "valid_acc_best": 72.5},
+        {"epoch": 3, "valid_acc": 60.0, "valid_acc_best": 60.0},
+    ]
+    summary = trial_summary([{"config": cfg, "metrics": m, "error": None, "path": "p"} for m in metrics])
+    assert [(s["trial"], s["epochs"], s["valid_acc"], s["valid_acc_best"], s["status"]) for s in summary] == [
+        (0, 3, 50.0, 80.0, "done"),
+        (1, 1, 70.0, 72.5, "stopped"),
+        (2, 3, 60.0, 60.0, "done"),
+    ]
+    best = best_trial(summary)
+    assert best is not None and best["trial"] == 1
+    row = format_table(summary).splitlines()[3].split()
+    assert row[:9] == ["1", "darts", "darts", "0", "1", "70.00", "72.50", "split", "-"]
 
 
 # -- each searcher's step, number for number --------------------------------------------------------------------
