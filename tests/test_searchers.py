@@ -818,6 +818,21 @@ def test_a_search_config_pickles_as_the_registry_built_class() -> None:
     assert type(back) is SearchConfig and back == cfg and back.section("gdas").tau_min == 0.5
 
 
+def test_a_grid_over_a_section_shadows_only_the_base_keys_its_values_set() -> None:
+    """A grid's sections merge into base's: base's optim.lr is replaced in every trial, its optim.momentum is not."""
+    exp = config_from_dict(
+        ExperimentConfig,
+        {
+            "searchers": ["darts"],
+            "base": {"optim": {"lr": 0.3, "momentum": 0.8}},
+            "grid": {"optim": [{"lr": 0.1}, {"lr": 0.2}]},
+        },
+    )
+    assert shadowed_base_key(exp, "optim.lr") == ["grid.optim"]
+    assert shadowed_base_key(exp, "optim.momentum") == []
+    assert [(t.optim.lr, t.optim.momentum) for t in expand(exp)] == [(0.1, 0.8), (0.2, 0.8)]
+
+
 def test_every_layer_that_shadows_a_base_key_gets_its_note() -> None:
     """One note per shadowing layer, also for an override written with blanks around its '='."""
     exp = config_from_dict(

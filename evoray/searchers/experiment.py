@@ -157,7 +157,7 @@ def lookup(layer: Mapping[str, Any], parts: list[str]) -> tuple[bool, Any]:
 def shadowed_base_key(exp: ExperimentConfig, key: str) -> list[str]:
     """Where the base key ``key`` (dotted, without ``base.``) does not reach every trial: the later layers that set the
     same key (or a value above it) to something else for a searcher of this run, as ``layer = value``, and the grid
-    keys over it or under it."""
+    keys under it, on it, or over it where some value of theirs sets it (a grid's sections merge into base's)."""
     parts = key.split(".")
     out = []
     for name in exp.searchers:
@@ -167,10 +167,24 @@ def shadowed_base_key(exp: ExperimentConfig, key: str) -> list[str]:
                 if value != lookup(exp.base, parts[:depth])[1]:  # the same value set twice shadows nothing
                     out.append(f"per_searcher.{name}.{'.'.join(parts[:depth])} = {value!r}")
                 break
-    for grid_key in exp.grid:
-        if grid_key == key or key.startswith(grid_key + ".") or grid_key.startswith(key + "."):
+    for grid_key, values in exp.grid.items():
+        rest = parts[grid_key.count(".") + 1 :]  # a grid over a section above the key merges into base's section
+        above = key.startswith(grid_key + ".") and any(_replaces(value, rest) for value in values)
+        if grid_key == key or grid_key.startswith(key + ".") or above:
             out.append(f"grid.{grid_key}")
     return out
+
+
+def _replaces(value: Any, parts: list[str]) -> bool:
+    """Whether merging ``value`` replaces what lies at the path ``parts`` under it: it holds that path, or a value that
+    is not a section stands in the way."""
+    for part in parts:
+        if not isinstance(value, Mapping):
+            return True
+        if part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def trial_label(cfg: SearchSettings, point: Mapping[str, Any] | None = None) -> str:
