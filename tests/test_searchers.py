@@ -884,6 +884,9 @@ def test_summary_and_best_trial_read_the_last_epoch() -> None:
     assert best is not None and best["trial"] == 1
     row = format_table(summary).splitlines()[3].split()
     assert row[:9] == ["1", "darts", "darts", "0", "1", "70.00", "72.50", "split", "-"]
+    # a trial stopped before its first epoch ended has no cell and no error: the table says so
+    unrun = trial_summary([{"config": cfg, "metrics": {}, "error": None, "path": "p"}])
+    assert format_table(unrun).splitlines()[2].endswith("  (no genotype: stopped after 0 epochs)")
 
 
 # -- each searcher's step, number for number --------------------------------------------------------------------

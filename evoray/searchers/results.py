@@ -92,7 +92,9 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
     for s in summary:
         acc, best = ("-" if s[k] is None else f"{s[k]:.2f}" for k in ("valid_acc", "valid_acc_best"))
         params = "-" if s["params_m"] is None else f"{s['params_m']:.3f}"
-        tail = f"(error: {s.get('error')})" if s.get("status") == "error" or not s["genotype"] else s["genotype"]
+        tail = s["genotype"] or f"(no genotype: {s['status']} after {s['epochs']} epochs)"
+        if s.get("status") == "error":
+            tail = f"(error: {s.get('error')})"
         lines.append(
             f"{s['trial']:>5} {s['searcher']:8} {s['space']:10} {s['seed']:>4} {s['epochs']:>6} {acc:>8} {best:>7} "
             f"{s['valid_on']:>5} {params:>8}  {tail}"
