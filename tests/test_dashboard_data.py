@@ -22,7 +22,7 @@ from evoray.dashboard.figures import (
     population_figure,
     trial_curves_figure,
 )
-from evoray.dashboard.store import OutsideRootsError, RunStore
+from evoray.dashboard.store import OutsideRootsError, RunStore, counted, format_duration
 from evoray.report import draw_genotype
 from evoray.runs.archive import ARCHIVE
 from evoray.spaces import parse_genotype
@@ -674,3 +674,337 @@ def test_compare_says_which_runs_curves_cannot_be_read(tmp_path) -> None:
     assert problem.startswith("train torn: curves unreadable: curves ") and "not a readable Parquet file" in problem
     assert "\n" not in problem
     assert "train_loss" in {o["value"] for o in _metric_options(store, [store.open("0/good"), store.open("0/torn")])}
+
+
+def _manifest(run_dir, **fields: Any) -> None:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**manifest, **fields}))
+
+
+def test_the_runs_table_lists_newest_first_with_each_commands_headline(tmp_path) -> None:
+    """Runs newest first by their start; the headline number of a search is its best validation accuracy, of an
+    ensemble its best committee's accuracy; the gain of the committee over its best member keeps its sign; a
+    duration over an hour reads in hours and minutes."""
+    from bench.dashboard import synthetic_ensemble, synthetic_search
+
+    root = tmp_path / "runs"
+    train = synthetic_train(root / "train" / "t", epochs=2)
+    _manifest(train, started="2026-01-01T10:00:00+00:00", ended="2026-01-01T11:30:05+00:00")
+    search = synthetic_search(root / "search" / "s", trials=1)
+    _manifest(
+        search,
+        started="2026-01-03T10:00:00+00:00",
+        result={"trials": 1, "failed": 0, "best_valid_acc": 77.5, "valid_acc": 70.0, "searcher": "darts"},
+    )
+    ensemble = synthetic_ensemble(root / "ensemble" / "n")
+    _manifest(ensemble, started="2026-01-02T10:00:00+00:00")
+    rows, problems = RunStore([root]).listing()
+    assert [r.name for r in rows] == ["s", "n", "t"] and problems == []
+    t, n, s = rows[2], rows[1], rows[0]
+    assert t.duration_s == 5405.0 and format_duration(t.duration_s) == "1h 30m"
+    assert (format_duration(59.4), format_duration(61), format_duration(None)) == ("59s", "1m 01s", "")
+    assert s.result == 77.5 and s.headline == "best valid 77.50% (darts), 1 trial, 0 failed"
+    assert n.result == 91.5 and "+1.50 vs member DARTS_V2" in n.headline
+    assert (counted(0, "trial"), counted(1, "trial"), counted(2, "trial")) == ("0 trials", "1 trial", "2 trials")
+
+
+def test_a_runs_row_shows_no_number_it_cannot_stand_behind(tmp_path) -> None:
+    """An unreadable run (a corrupt archive, a newer layout) shows no result and no seed; a NaN fitness is no
+    result; a run that ended without an end time has no duration, and a clock that went back gives zero, not a
+    negative duration."""
+    root = tmp_path / "runs"
+    corrupt = synthetic_evolve(root / "corrupt", 1, 3)
+    (corrupt / ARCHIVE).write_bytes(b"not parquet at all")
+    newer = synthetic_train(root / "newer", epochs=2)
+    _manifest(newer, format=99)
+    nan = synthetic_evolve(root / "nan", 1, 3)
+    _manifest(nan, result={"fitness": float("nan"), "params_m": 1.0})
+    failed = synthetic_train(root / "failed", epochs=2)
+    _manifest(failed, status="failed", ended=None, error="boom")
+    skew = synthetic_train(root / "skew", epochs=2)
+    _manifest(skew, started="2026-01-01T10:00:05+00:00", ended="2026-01-01T10:00:00+00:00")
+    rows = {r.name: r for r in RunStore([root]).listing()[0]}
+    assert (rows["corrupt"].status, rows["corrupt"].result) == ("unreadable", None)
+    assert (rows["newer"].status, rows["newer"].result, rows["newer"].seed) == ("unreadable", None, None)
+    assert rows["nan"].status == "done" and rows["nan"].result is None
+    assert rows["failed"].duration_s is None and rows["failed"].headline == "failed: boom"
+    assert rows["skew"].duration_s == 0.0
+
+
+def test_a_running_evolve_shows_its_generation_and_waits_for_its_archive(tmp_path) -> None:
+    """A running evolve's progress is its manifest's generation of generations; before its first generation ends it
+    has no archive, and is running, not unreadable; an archive without its alphas column is an older layout."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "runs"
+    running = synthetic_evolve(root / "running", 2, 3, finish=False)
+    _manifest(running, progress={"generation": 1, "of": 5})
+    (running / ARCHIVE).unlink()
+    older = synthetic_evolve(root / "older", 1, 3)
+    pq.write_table(pq.read_table(older / ARCHIVE).drop_columns(["alphas"]), older / ARCHIVE)
+    rows = {r.name: r for r in RunStore([root]).listing()[0]}
+    assert (rows["running"].status, rows["running"].progress, rows["running"].problem) == (
+        "running", "generation 1/5", None,
+    )  # fmt: skip
+    assert rows["older"].status == "unreadable" and rows["older"].problem == (
+        f"{ARCHIVE} lacks columns ['alphas'] (an older evoray?)"
+    )
+
+
+def test_a_root_that_is_itself_a_run_lists_and_opens_it(tmp_path) -> None:
+    run_dir = synthetic_train(tmp_path / "t", epochs=2)
+    store = RunStore([run_dir])
+    rows, problems = store.listing()
+    assert [r.id for r in rows] == ["0/."] and problems == []
+    assert store.open(rows[0].id).path == run_dir.resolve()
+
+
+def test_a_finished_search_whose_trials_ran_every_epoch_shows_them_done(tmp_path) -> None:
+    """Every trial's last epoch summed against the epochs planned: a finished search short of the plan stopped
+    trials early, one that reached it did not."""
+    from evoray.dashboard.store import search_progress
+
+    files = []
+    for name, last in (("a", 2), ("b", 3)):
+        path = tmp_path / name / "result.json"
+        path.parent.mkdir()
+        path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, last + 1)))
+        files.append(path)
+    assert search_progress({"status": "done", "epochs": 5}, files) == "trial epochs 5/5"
+    assert search_progress({"status": "done", "epochs": 6}, files) == "trial epochs 5 (6 planned; trials stopped early)"
+
+
+def test_a_running_searchs_trials_show_their_last_epoch_and_what_they_were_measured_on(tmp_path) -> None:
+    """While a search runs, a trial shows its last epoch's accuracy and genotype, its best finite accuracy (a NaN
+    epoch never the best), its supernet's space and the set it is validated on (the test set when it trains on the
+    whole training set); a trial with no report yet is pending."""
+    import socket
+
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    search_dir = synthetic_search(tmp_path / "runs" / "search" / "s", trials=1)
+    tune = search_dir / "tune"
+    accs = [float("nan"), 50.0, 70.0, 60.0]
+    for name, portion, rows in (
+        ("live", 0.5, [{"epoch": e, "valid_acc": a, "genotype": f"G{e}"} for e, a in enumerate(accs, 1)]),
+        ("full", 1.0, []),
+    ):
+        (tune / name).mkdir(parents=True)
+        params = {"searcher": "darts", "seed": 3, "epochs": 6, "data": {"train_portion": portion},
+                  "supernet": {"space": "nb201"}}  # fmt: skip
+        (tune / name / "params.json").write_text(json.dumps({"search": params}))
+        (tune / name / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _manifest(search_dir, status="running", ended=None, result=None, pid=os.getpid(), host=socket.gethostname())
+    store = RunStore([tmp_path / "runs"])
+    trials = {t.name: t for t in search_trials(store, store.open("0/search/s"))}
+    live, full = trials["live"], trials["full"]
+    assert (live.status, live.epoch, live.genotype, live.space, live.valid_on) == ("running", 4, "G4", "nb201", "split")
+    assert (live.valid_acc, live.best) == (60.0, 70.0)
+    assert (live.table_row()["valid_acc"], live.table_row()["best"]) == (60.0, 70.0)
+    assert (full.status, full.epoch, full.valid_on) == ("pending", None, "test")
+    assert (live.grid, full.grid) == ("data.train_portion=0.5", "data.train_portion=1.0")
+
+
+def test_a_finished_searchs_summary_decides_its_trials(tmp_path) -> None:
+    """Once the search has ended its summary.json says each trial's status, seed and the set it was validated on
+    (whatever Tune's leftover files say); an entry without a trial folder is no trial; with nothing varied between
+    trials of one searcher, no grid point."""
+    from bench.dashboard import synthetic_search
+    from evoray.dashboard.trials import search_trials
+
+    search_dir = synthetic_search(tmp_path / "runs" / "search" / "s", trials=1)
+    folder = search_dir / "tune" / "a"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"search": {"searcher": "gdas", "data": {"train_portion": 0.5}}}))
+    (folder / "result.json").write_text(json.dumps({"epoch": 1, "valid_acc": 40.0}) + "\n")
+    (folder / "error.txt").write_text("Failure # 1\nRuntimeError: boom\n")  # retried, then finished
+    st = (folder / "result.json").stat()
+    os.utime(folder / "error.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    summary = [
+        {"path": str(folder), "searcher": "gdas", "status": "done", "valid_on": "test", "seed": 7},
+        {"path": "/elsewhere/b", "searcher": "darts", "status": "done", "valid_on": "split", "seed": 9},
+        {"searcher": "darts", "status": "error"},
+    ]
+    (search_dir / "summary.json").write_text(json.dumps(summary))
+    store = RunStore([tmp_path / "runs"])
+    trials = {t.name: t for t in search_trials(store, store.open("0/search/s"))}
+    assert sorted(trials) == ["a", "b", "trial-0"]
+    assert (trials["a"].status, trials["a"].valid_on, trials["a"].seed) == ("done", "test", 7)
+    assert (trials["b"].searcher, trials["b"].seed) == ("darts", 9)
+    assert {t.grid for t in trials.values()} == {"-"}
+
+
+def test_a_failed_trial_is_never_the_best() -> None:
+    from evoray.dashboard.trials import Trial, best_trial
+
+    failed = Trial("failed", "darts", 0, "-", "error", 3, 99.0, 99.0, "split", "", None, "darts")
+    done = Trial("done", "darts", 1, "-", "done", 4, 60.0, 60.0, "split", "", None, "darts")
+    best = best_trial([failed, done])
+    assert best is not None and best.name == "done"
+
+
+def test_alphas_show_as_each_edges_softmax_named_source_to_target() -> None:
+    """Each row of alphas is its own softmax (a wiped-out op, -inf, at 0; large alphas without overflow); DARTS'
+    rows are the edges into node 2 from states 0 and 1, then into node 3 from 0, 1 and 2; a shape the space does
+    not have is named by index."""
+    import math
+
+    import numpy as np
+
+    from evoray.dashboard.alphas import edge_names, op_names, softmax
+    from evoray.spaces import get_space
+
+    probs = softmax(np.array([[0.0, math.log(3.0)], [-math.inf, 5.0], [1000.0, 1000.0 + math.log(3.0)]]))
+    assert probs.ravel().tolist() == pytest.approx([0.25, 0.75, 0.0, 1.0, 0.25, 0.75])
+    darts = get_space("darts")
+    assert edge_names(darts, 14)[:5] == ["0→2", "1→2", "0→3", "1→3", "2→3"]
+    assert edge_names(darts, 3) == ["edge 0", "edge 1", "edge 2"]
+    assert op_names(darts, "normal", 3, 8) == [[f"op {k}" for k in range(8)]] * 3
+
+
+def test_a_trials_op_distributions_per_epoch_are_reported_or_derived_from_its_genotypes() -> None:
+    """Reported distributions (``ops_<cell>``) count from the epochs that report them; without any, each epoch's
+    genotype gives a one-hot choice per edge at its op, and rows without an epoch number count from 1."""
+    import numpy as np
+
+    from evoray.dashboard.alphas import epoch_distributions
+    from evoray.spaces import get_space
+
+    nb201 = get_space("nb201")
+    uniform = [[0.2] * 5 for _ in range(6)]
+    rows: list[dict[str, Any]] = [
+        {"epoch": 1, "valid_acc": 10.0},
+        {"epoch": 2, "ops_cell": uniform},
+        {"epoch": 3, "ops_cell": uniform},
+    ]
+    epochs, dists, source = epoch_distributions(rows, nb201)
+    assert (epochs, source, len(dists["cell"])) == ([2, 3], "reported", 2)
+    epochs, dists, source = epoch_distributions([{"genotype": NB201}, {"genotype": NB201}], nb201)
+    assert (epochs, source) == ([1, 2], "derived")
+    # edges (1,0) (2,0) (2,1) (3,0) (3,1) (3,2); ops none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
+    one_hot = np.zeros((6, 5))
+    for edge, op in ((0, 3), (1, 1), (2, 2), (3, 4), (4, 0), (5, 1)):
+        one_hot[edge, op] = 1.0
+    assert dists["cell"][0].tolist() == one_hot.tolist()
+
+
+def test_a_cells_arrows_end_at_their_targets_and_its_inputs_are_named_in_order() -> None:
+    """Each arrowhead stops at its target node's rim, coming from the edge's last bend; a DARTS cell's first input
+    is c_{k-2}, its second c_{k-1}; ``none`` edges are drawn on request; the output's bus runs below every lane."""
+    from evoray.dashboard.cells import RADIUS, arrow_tail
+
+    genotype = published_genotype("DARTS_V2")
+    layout = layout_cell(genotype.normal, 2)
+    assert [(n.state, n.label) for n in layout.nodes[:2]] == [(0, "c_{k-2}"), (1, "c_{k-1}")]
+    for e in layout.edges:
+        tail, head = arrow_tail(e)
+        target = layout.node(e.target)
+        assert tail == e.points[-2]
+        assert ((head[0] - target.x) ** 2 + (head[1] - target.y) ** 2) ** 0.5 == pytest.approx(RADIUS)
+    lanes = [y for e in layout.edges if e.op is not None for _, y in e.points]
+    bus = {y for e in layout.edges if e.op is None for _, y in e.points[1:-1]}
+    assert bus and max(bus) < min(lanes)
+    nb201 = parse_genotype(NB201).cell("cell")
+    assert (1, 3, "none") not in layout_cell(nb201, 1).ops() and (1, 3, "none") in layout_cell(nb201, 1, True).ops()
+
+
+def test_fitness_per_generation_is_best_mean_std_and_worst_of_the_scored_individuals() -> None:
+    from evoray.dashboard.figures import fitness_figure, generation_stats
+
+    rows: list[dict[str, Any]] = [
+        {"generation": 0, "fitness": 1.0},
+        {"generation": 0, "fitness": 3.0},
+        {"generation": 0, "fitness": float("nan")},
+        {"generation": 0, "fitness": None},
+        {"generation": 1, "fitness": 4.0},
+        {"generation": 2, "fitness": float("nan")},
+    ]
+    stats = generation_stats(rows)
+    assert stats[:2] == [
+        {"generation": 0, "best": 3.0, "mean": 2.0, "std": 1.0, "worst": 1.0, "n": 2},
+        {"generation": 1, "best": 4.0, "mean": 4.0, "std": 0.0, "worst": 4.0, "n": 1},
+    ]
+    assert stats[2]["n"] == 0 and all(v != v for k, v in stats[2].items() if k not in ("generation", "n"))
+    traces = {t.name: list(t.y) for t in fitness_figure(stats[:2]).data if t.name in ("mean", "best")}
+    assert traces == {"mean": [2.0, 4.0], "best": [3.0, 4.0]}
+
+
+def test_the_pareto_front_keeps_of_equal_params_the_fittest_only() -> None:
+    assert pareto_front([1.0, 1.0, 2.0], [5.0, 6.0, 6.0]) == [1]
+    assert pareto_front([2.0, 1.0, 1.0], [7.0, 6.0, 5.0]) == [1, 0]
+
+
+def test_a_generations_population_stands_apart_from_the_earlier_ones() -> None:
+    rows = [
+        {"generation": 0, "id": 0, "origin": "random", "params_m": 1.0, "fitness": 50.0},
+        {"generation": 0, "id": 1, "origin": "random", "params_m": 2.0, "fitness": 40.0},
+        {"generation": 1, "id": 2, "origin": "mutation", "params_m": 3.0, "fitness": 60.0},
+        {"generation": 1, "id": 3, "origin": "crossover", "params_m": 4.0, "fitness": 55.0},
+        {"generation": 2, "id": 4, "origin": "mutation", "params_m": 5.0, "fitness": 70.0},
+    ]
+    fig = population_figure(rows, 1)
+    (earlier,) = [t for t in fig.data if t.name == "earlier generations"]
+    (now,) = [t for t in fig.data if t.name == "generation 1"]
+    assert (list(earlier.x), list(now.x)) == ([1.0, 2.0], [3.0, 4.0])
+    assert fig.layout.title.text == "generation 1: 2 individuals, 1 on the Pareto front"
+
+
+def test_a_genealogy_draws_a_survivor_where_it_was_made_and_arrows_from_parent_to_child() -> None:
+    """Regularized evolution keeps an individual (its id) for generations: its ancestry and its first-parent line
+    place it in the generation that made it; every arrow runs from a parent's generation to its child's."""
+    from evoray.dashboard.figures import genealogy_figure
+
+    rows = [
+        {"generation": 0, "id": 0, "parents": [], "origin": "random", "fitness": 1.0},
+        {"generation": 0, "id": 1, "parents": [], "origin": "random", "fitness": 2.0},
+        {"generation": 1, "id": 2, "parents": [0], "origin": "mutation", "fitness": 3.0},
+        {"generation": 1, "id": 1, "parents": [], "origin": "random", "fitness": 2.0},
+        {"generation": 2, "id": 2, "parents": [0], "origin": "mutation", "fitness": 3.0},
+        {"generation": 2, "id": 3, "parents": [2, 1], "origin": "crossover", "fitness": 4.0},
+    ]
+    assert [(r["generation"], r["id"]) for r in ancestry(rows, 3)] == [(0, 0), (0, 1), (1, 2), (2, 3)]
+    assert [(r["generation"], r["id"]) for r in lineage(rows, 3)] == [(2, 3), (1, 2), (0, 0)]
+    family, total = drawn_family(rows, 3, limit=2)
+    assert total == 4 and [(r["generation"], r["id"]) for r in family] == [(0, 0), (0, 1), (1, 2), (2, 3)]
+    arrows = genealogy_figure(family, 3).layout.annotations
+    assert sorted((a.ax, a.x) for a in arrows) == [(0.0, 1.0), (0.0, 2.0), (1.0, 2.0)]
+
+
+def test_ensemble_figures_hold_accuracy_then_nll_and_bars_at_their_bins_centres() -> None:
+    from evoray.dashboard.figures import committee_size_figure, reliability_figure
+
+    committee = {"name": "logit_sum", "curve": [{"size": 1, "accuracy": 90.0, "nll": 0.3},
+                                                {"size": 2, "accuracy": 91.0, "nll": 0.25}]}  # fmt: skip
+    accuracy, nll = committee_size_figure([committee]).data
+    assert (list(accuracy.x), list(accuracy.y), list(nll.y)) == ([1, 2], [90.0, 91.0], [0.3, 0.25])
+    assert (accuracy.xaxis, nll.xaxis) == ("x", "x2")
+    report = {"reliability": {"lo": [0.0, 0.5], "hi": [0.5, 1.0], "accuracy": [0.4, 0.9], "share": [0.5, 0.5]},
+              "test": {"ece": 2.0}}  # fmt: skip
+    (bars,) = [t for t in reliability_figure([("a", report)]).data if t.type == "bar"]
+    assert (list(bars.x), bars.width) == ([0.25, 0.75], 0.5)
+
+
+def test_step_axes_tick_every_whole_step_or_every_few() -> None:
+    from evoray.dashboard.figures import step_ticks
+
+    assert step_ticks(range(26)) == {"tick0": 0, "dtick": 3}
+    assert step_ticks([1, 2, 3]) == {"tick0": 0, "dtick": 1}
+
+
+def test_trial_curves_draw_what_each_trial_reports_and_op_shares_per_op() -> None:
+    """A trial that does not report a metric gets no line for it; each op's stacked area holds that op's share of
+    its edge, epoch by epoch."""
+    import numpy as np
+
+    from evoray.dashboard.figures import op_distribution_figure
+
+    curves = {
+        "gdas": [{"epoch": e, "valid_acc": 40.0 + e, "tau": 10.0 - e} for e in (1, 2)],
+        "darts": [{"epoch": e, "valid_acc": 50.0 + e} for e in (1, 2)],
+    }
+    lines = [(t.name, t.hovertemplate.split(":")[0]) for t in trial_curves_figure(curves).data]
+    assert sorted(lines) == [("darts", "darts valid_acc"), ("gdas", "gdas tau"), ("gdas", "gdas valid_acc")]
+    probs = [np.array([[0.1, 0.2, 0.7]]), np.array([[0.3, 0.3, 0.4]])]
+    fig = op_distribution_figure([1, 2], probs, ["0→1"], [["a", "b", "c"]], "cell")
+    assert {t.name: list(t.y) for t in fig.data} == {"a": [0.1, 0.3], "b": [0.2, 0.3], "c": [0.7, 0.4]}
