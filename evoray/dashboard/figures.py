@@ -128,7 +128,8 @@ def fitness_figure(stats: Sequence[dict[str, float]]) -> go.Figure:
 
 def pareto_front(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> list[int]:
     """Indices of the points no other point beats (smaller or equal ``x`` and larger or equal ``y``, one strictly),
-    ordered by ``x``. NaNs are never on the front."""
+    ordered by ``x``; of several points at the same place, the first only (they draw as one). NaNs are never on the
+    front."""
     pts = [(float(a), float(b), i) for i, (a, b) in enumerate(zip(x, y)) if math.isfinite(a) and math.isfinite(b)]
     pts.sort(key=lambda p: (p[0], -p[1]))
     front, best = [], -math.inf
