@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from evoray.data import DataConfig, DataSplits, TensorSource, build_data
+from evoray.data import DataConfig, DataSplits, TensorSource, build_data, describe
 from evoray.data.datasets import limit, search_split
 from evoray.data.sources import Augment, with_batch_size
 from evoray.data.transforms import cutout, random_crop, random_flip, resize
@@ -496,6 +496,31 @@ def test_imagenet_transforms_per_image_epoch_and_half(tmp_path) -> None:
     d.valid.set_epoch(1)
     assert _sorted_rows(_all(d.valid)[0]) == valid  # plain: the same images, reordered
     assert _sorted_rows(_all(d.arch)[0]) != valid
+
+
+def test_npz_test_file_must_match_the_training_images(tmp_path) -> None:
+    train = tmp_path / "train.npz"
+    np.savez(train, images=np.zeros((4, 8, 8, 3), dtype=np.uint8), labels=np.arange(4))
+    for name, images, held in (
+        ("small", np.zeros((4, 6, 6, 3), np.uint8), r"uint8 images \(6, 6, 3\)"),
+        ("float", np.zeros((4, 8, 8, 3), np.float64), r"float images \(8, 8, 3\)"),
+    ):
+        np.savez(tmp_path / f"{name}.npz", images=images, labels=np.arange(4))
+        cfg = DataConfig(dataset="npz", root=str(train), test_root=str(tmp_path / f"{name}.npz"))
+        message = rf"npz file '[^']*{name}\.npz' holds {held} but '[^']*train\.npz' holds uint8 images \(8, 8, 3\)$"
+        with pytest.raises(ConfigError, match=message):
+            build_data(cfg, seed=0)
+
+
+def test_describe_without_loading_gives_the_built_shape() -> None:
+    """Digits' known shape is what building them gives (1797 - 359 held out = 1438 training images); the named
+    datasets' known shapes follow image_size and limit_train."""
+    for cfg in (DataConfig(dataset="digits"), DataConfig(dataset="digits", limit_train=300, image_size=12)):
+        assert describe(cfg, check=False) == describe(cfg)
+    cifar = describe(DataConfig(dataset="cifar10", limit_train=500, image_size=40), check=False)
+    assert (cifar.num_classes, cifar.in_channels, cifar.side, cifar.num_train) == (10, 3, 40, 500)
+    imagenet = describe(DataConfig(dataset="imagenet", root="/nowhere"))
+    assert (imagenet.num_classes, imagenet.side, imagenet.num_train) == (1000, 224, 1_281_167)
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ CIFAR = {  # dataset: (name in messages, folder under root, torchvision class, c
 
 # (classes, input channels, image side, training images) of the datasets whose shape is known without loading them
 KNOWN_SHAPES = {
-    "digits": (10, 1, 8, 1437),
+    "digits": (10, 1, 8, 1438),
     "cifar10": (10, 3, 32, 50_000),
     "cifar100": (100, 3, 32, 50_000),
     "imagenet": (1000, 3, 224, 1_281_167),
@@ -302,6 +302,12 @@ def read_npz(path: str) -> tuple[Tensor, Tensor, int | None]:
     return x, torch.from_numpy(labels[order].astype(np.int64)), classes
 
 
+def _as_stored(x: Tensor) -> str:
+    """The kind and (H, W, C) shape of images read from an .npz file, as the file holds them."""
+    kind = "uint8" if x.dtype == torch.uint8 else "float"
+    return f"{kind} images {(*x.shape[2:], x.shape[1])}"
+
+
 def load_npz(cfg: DataConfig) -> Arrays:
     """Images from ``root`` (and ``test_root``, or a fixed stratified ``test_portion`` of ``root``); normalised with
     the training images' per-channel mean and std."""
@@ -310,8 +316,7 @@ def load_npz(cfg: DataConfig) -> Arrays:
         test_x, test_y, _ = read_npz(cfg.test_root)
         if test_x.shape[1:] != train_x.shape[1:] or test_x.dtype != train_x.dtype:
             raise ConfigError(
-                f"npz file {cfg.test_root!r} holds {test_x.dtype} images {tuple(test_x.shape[1:])} but "
-                f"{cfg.root!r} holds {train_x.dtype} {tuple(train_x.shape[1:])}"
+                f"npz file {cfg.test_root!r} holds {_as_stored(test_x)} but {cfg.root!r} holds {_as_stored(train_x)}"
             )
     else:
         kept, held = stratified_holdout(train_y.numpy(), cfg.test_portion)
