@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,8 +15,8 @@ import torch
 
 from evoray.data import DataConfig, DataSplits, TensorSource, build_data, describe
 from evoray.data.datasets import limit, search_split
-from evoray.data.sources import Augment, with_batch_size
-from evoray.data.transforms import cutout, random_crop, random_flip, resize
+from evoray.data.sources import Augment, derive_seed, with_batch_size
+from evoray.data.transforms import channel_stats, cutout, random_crop, random_flip, resize
 from evoray.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +193,64 @@ def test_len_counts_the_batches_and_drops_a_lone_last_example() -> None:
     assert len(ordered) == len(list(ordered)) == 3 and sum(len(b[1]) for b in ordered) == 65
 
 
+def test_digits_pixels_0_to_16_are_scaled_to_0_to_1() -> None:
+    """scikit-learn's digits hold integers 0..16: normalised back, the training pixels are multiples of 1/16 from
+    0 to 1, both ends present."""
+    d = build_data(DataConfig(dataset="digits", augment=False), seed=0)
+    x, _ = _all(d.train)
+    raw = (x * d.std[0] + d.mean[0]) * 16
+    assert torch.allclose(raw, raw.round(), atol=1e-4)
+    assert raw.min().item() == pytest.approx(0.0, abs=1e-4) and raw.max().item() == pytest.approx(16.0, abs=1e-4)
+
+
+def test_the_two_halves_of_a_search_split_are_shuffled_apart(tmp_path) -> None:
+    """Equal halves of one seed: the weights' half and the validation half each follow a generator of their own, so
+    their batches do not walk their images in the same order."""
+    n = 64
+    images = np.random.default_rng(0).integers(0, 256, (n, 4, 4, 1), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=images, labels=np.arange(n))
+    np.savez(tmp_path / "b.npz", images=images[:8], labels=np.arange(8))
+    cfg = DataConfig(dataset="npz", root=str(tmp_path / "a.npz"), test_root=str(tmp_path / "b.npz"), batch_size=8)
+    d = build_data(cfg, seed=0, split="search")
+    assert isinstance(d.train, TensorSource) and isinstance(d.valid, TensorSource)
+    assert d.train.num_examples == d.valid.num_examples == 32
+
+    def walk(src: TensorSource) -> list[int]:  # the stored position of each example in the order of the batches
+        where = {int(label): i for i, label in enumerate(src.labels)}
+        return [where[int(label)] for label in _all(src)[1]]
+
+    assert sorted(walk(d.train)) == list(range(32)) and walk(d.train) != walk(d.valid)
+
+
+def test_sources_of_one_seed_and_other_streams_shuffle_apart() -> None:
+    x, y = torch.zeros(50, 1, 2, 2), torch.arange(50)
+    a, b = (TensorSource(x, y, 10, scale=1.0, mean=(0.0,), std=(1.0,), shuffle=True, seed=3, stream=s) for s in (1, 2))
+    assert not torch.equal(_all(a)[1], _all(b)[1])
+
+
+def test_a_portion_that_leaves_no_validation_image_is_refused() -> None:
+    """round(0.9999 * 1438) = 1438: every digit would train and none validate."""
+    with pytest.raises(ConfigError, match=r"data.train_portion = 0.9999 of 1438 training images leaves one side empty"):
+        build_data(DataConfig(dataset="digits", train_portion=0.9999), seed=0, split="search")
+    keep, held = search_split(10, 0.87, seed=0)  # round(8.7) = 9
+    assert (len(keep), len(held)) == (9, 1)
+
+
+@pytest.mark.parametrize(("n", "batches", "last"), [(1, 1, 1), (2, 1, 2), (33, 1, 32), (66, 3, 2)])
+def test_a_shuffled_epoch_drops_only_a_lone_last_example(n: int, batches: int, last: int) -> None:
+    """A last batch of 1 is dropped (BatchNorm), unless it is the epoch's only batch; a last batch of 2 is kept."""
+    src = TensorSource(torch.zeros(n, 1, 2, 2), torch.arange(n), 32, scale=1.0, mean=(0.0,), std=(1.0,), shuffle=True)
+    sizes = [len(y) for _, y in src]
+    assert len(src) == len(sizes) == batches and sizes[-1] == last
+
+
+def test_derived_seeds_are_non_negative_63_bit_ints() -> None:
+    """Seeds fit a signed 64-bit int (numpy, torch, a JSON reader): below 2**63, yet spread over the whole range."""
+    seeds = [derive_seed(s, k, e) for s in range(4) for k in range(1, 5) for e in range(8)]
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
+    assert max(seeds) >= 2**62 and len(set(seeds)) == len(seeds)
+
+
 # -- augmentation -------------------------------------------------------------------------------------------------
 
 
@@ -315,6 +375,42 @@ def test_with_batch_size_rebatches_the_same_pass() -> None:
 def test_resize_rounds_uint8_as_a_pil_resize() -> None:
     image = torch.tensor([[0, 3], [0, 0]], dtype=torch.uint8).view(1, 1, 2, 2)  # averages to 0.75
     assert resize(image, 1).tolist() == [[[[1]]]] and resize(image.float(), 1).item() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_random_flip_mirrors_each_image_with_probability_p(p: float) -> None:
+    """Over 4000 images (binomial std under 0.008) the mirrored share is p to within 0.03."""
+    x = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).repeat(4000, 1, 1, 1)
+    out = random_flip(x, torch.Generator().manual_seed(0), p=p)
+    assert abs((out[:, 0, 0, 0] == 1.0).float().mean().item() - p) < 0.03
+
+
+def test_resize_matches_a_pil_bilinear_resize() -> None:
+    """Down (antialiased) and up, chunk by chunk: each uint8 image within one grey level of PIL's bilinear resize."""
+    from PIL import Image
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    for size in (12, 45):
+        ours = resize(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), size, chunk=2)
+        pil = [np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)) for im in images]
+        assert ours.dtype == torch.uint8 and ours.shape == (5, 3, size, size)
+        diff = np.abs(ours.numpy().astype(int) - np.stack(pil).transpose(0, 3, 1, 2).astype(int))
+        assert diff.max() <= 1, (size, diff.max())
+
+
+def test_channel_stats_are_the_population_mean_and_std_of_every_chunk() -> None:
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (7, 2, 5, 3), dtype=np.uint8))
+    mean, std = channel_stats(images, 255.0, chunk=3)
+    values = images.numpy().transpose(1, 0, 2, 3).reshape(2, -1) / 255.0
+    assert np.allclose(mean, values.mean(1), atol=1e-12) and np.allclose(std, values.std(1), atol=1e-12)
+
+
+def test_a_nearly_constant_channel_is_centred_not_scaled() -> None:
+    """Alpha 255 but for one pixel of 254 (std ~8e-5 in 0..1 units): left unscaled, as a constant channel is."""
+    images = torch.full((40, 1, 8, 8), 255, dtype=torch.uint8)
+    images[0, 0, 0, 0] = 254
+    mean, std = channel_stats(images, 255.0)
+    assert std == (1.0,) and mean[0] == pytest.approx(1.0, abs=1e-5)
 
 
 # -- npz, CIFAR, ImageNet -----------------------------------------------------------------------------------------
@@ -479,7 +575,7 @@ def test_imagenet_transforms_per_image_epoch_and_half(tmp_path) -> None:
     assert d.valid is not None and d.arch is not None
     x, _ = _all(d.test)
     red = torch.tensor([(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225]).view(1, 3, 1, 1)
-    assert torch.allclose(x, red.expand_as(x), atol=0.05), (x - red).abs().max()
+    assert torch.allclose(x, red.expand_as(x), atol=1e-5), (x - red).abs().max()
     test_labels = [_all(build_data(cfg, seed=s).test)[1].tolist() for s in range(5)]
     assert x.shape[0] == 3 and all(t == test_labels[0] for t in test_labels)  # limit_test ignores the seed
 
@@ -498,6 +594,29 @@ def test_imagenet_transforms_per_image_epoch_and_half(tmp_path) -> None:
     assert _sorted_rows(_all(d.arch)[0]) != valid
 
 
+def test_npz_grayscale_images_get_one_channel(tmp_path) -> None:
+    """(N, H, W) images are (N, 1, H, W), pixel for pixel."""
+    images = np.random.default_rng(0).integers(0, 256, (10, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "gray.npz", images=images, labels=np.arange(10))
+    np.savez(tmp_path / "gray-test.npz", images=images[:4], labels=np.arange(4))
+    cfg = DataConfig(dataset="npz", root=str(tmp_path / "gray.npz"), test_root=str(tmp_path / "gray-test.npz"))
+    d = build_data(cfg, seed=0)
+    assert (d.in_channels, d.image_size, len(d.mean)) == (1, 6, 1)
+    x, y = _all(d.test)
+    assert np.allclose(x[:, 0].numpy() * d.std[0] + d.mean[0], images[y.numpy()] / 255, atol=1e-5)
+
+
+def test_npz_rows_grouped_by_class_are_mixed(tmp_path) -> None:
+    """A test file sorted by class, and a held-out share of a sorted training file, come out in mixed order."""
+    labels = np.repeat(np.arange(4), 10)
+    images = np.zeros((40, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "sorted.npz", images=images, labels=labels)
+    for test_root in (str(tmp_path / "sorted.npz"), ""):
+        cfg = DataConfig(dataset="npz", root=str(tmp_path / "sorted.npz"), test_root=test_root, test_portion=0.5)
+        y = _all(build_data(cfg, seed=0).test)[1].tolist()
+        assert sorted(y) != y and len(set(y[:8])) > 1, y
+
+
 def test_npz_test_file_must_match_the_training_images(tmp_path) -> None:
     train = tmp_path / "train.npz"
     np.savez(train, images=np.zeros((4, 8, 8, 3), dtype=np.uint8), labels=np.arange(4))
@@ -512,6 +631,30 @@ def test_npz_test_file_must_match_the_training_images(tmp_path) -> None:
             build_data(cfg, seed=0)
 
 
+def test_npz_non_square_images_need_an_image_size(tmp_path) -> None:
+    path = tmp_path / "wide.npz"
+    np.savez(path, images=np.zeros((10, 6, 8, 3), dtype=np.uint8), labels=np.arange(10) % 2)
+    with pytest.raises(ConfigError, match=r"has \(6, 8\) images; set data.image_size"):
+        build_data(DataConfig(dataset="npz", root=str(path)), seed=0)
+    d = build_data(DataConfig(dataset="npz", root=str(path), image_size=8), seed=0)
+    assert d.image_size == 8 and next(iter(d.test))[0].shape[1:] == (3, 8, 8)
+
+
+def test_cifar_download_needs_no_folder_and_reaches_torchvision(monkeypatch, tmp_path) -> None:
+    import torchvision
+
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            calls.append((root, train, download))
+            self.data, self.targets = np.zeros((4, 32, 32, 3), dtype=np.uint8), [0, 1, 2, 3]
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    d = build_data(DataConfig(dataset="cifar10", root=str(tmp_path), download=True), seed=0)
+    assert d.test.num_examples == 4 and calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+
+
 def test_describe_without_loading_gives_the_built_shape() -> None:
     """Digits' known shape is what building them gives (1797 - 359 held out = 1438 training images); the named
     datasets' known shapes follow image_size and limit_train."""
@@ -521,6 +664,31 @@ def test_describe_without_loading_gives_the_built_shape() -> None:
     assert (cifar.num_classes, cifar.in_channels, cifar.side, cifar.num_train) == (10, 3, 40, 500)
     imagenet = describe(DataConfig(dataset="imagenet", root="/nowhere"))
     assert (imagenet.num_classes, imagenet.side, imagenet.num_train) == (1000, 224, 1_281_167)
+
+
+def test_imagenet_training_images_are_colour_jittered(tmp_path) -> None:
+    """Crops and flips of a one-colour image keep it one colour; the DARTS colour jitter (brightness, contrast,
+    saturation 0.4, hue 0.2) moves it off the file's colour. augment=False: the file's colour, as evaluation."""
+    _image_folder(tmp_path / "train", 4)
+    _image_folder(tmp_path / "val", 1)
+    cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=8, batch_size=8)
+    plain = _all(build_data(cfg, seed=0).test)[0][:, :, 0, 0]  # (2, 3): red, blue normalised
+    x, y = _all(build_data(cfg, seed=0).train)
+    assert torch.allclose(x, x[:, :, :1, :1].expand_as(x), atol=1e-5)  # each image one colour
+    moved = (x[:, :, 0, 0] - plain[y]).abs().amax(1)
+    assert (moved > 0.1).sum() >= 6, moved
+    x, y = _all(build_data(replace(cfg, augment=False), seed=0).train)
+    assert torch.allclose(x, plain[y][:, :, None, None].expand_as(x), atol=1e-5)
+
+
+def test_imagenet_whole_training_set_validates_on_the_val_folder(tmp_path) -> None:
+    _image_folder(tmp_path / "train", 3)
+    _image_folder(tmp_path / "val", 2)
+    cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=8, train_portion=1.0)
+    d = build_data(cfg, seed=0, split="search")
+    assert d.valid is not None and d.arch is None
+    assert (d.train.num_examples, d.valid.num_examples) == (6, 4)
+    assert sorted(_all(d.valid)[1].tolist()) == [0, 0, 1, 1]
 
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -582,8 +750,12 @@ def test_unknown_dataset_lists_valid_names() -> None:
         ({"train_portion": 1.5}, r"data.train_portion = 1.5 must lie in \(0, 1\]"),
         ({"train_portion": 0.0}, r"data.train_portion = 0.0 must lie in \(0, 1\]"),
         ({"test_portion": 0.0}, r"data.test_portion = 0.0 must lie strictly between 0 and 1"),
+        ({"test_portion": 1.0}, r"data.test_portion = 1.0 must lie strictly between 0 and 1"),
         ({"cutout": -1}, r"data.cutout = -1 must be >= 0"),
+        ({"image_size": -1}, r"data.image_size = -1 must be >= 0"),
+        ({"limit_test": -2}, r"data.limit_test = -2 must be >= 0"),
         ({"batch_size": 0}, r"data.batch_size = 0 must be >= 1"),
+        ({"eval_batch_size": 0}, r"data.eval_batch_size = 0 must be >= 1"),
         ({"cutout": 9}, r"data.cutout = 9 exceeds the image side 8"),
     ],
 )
@@ -592,9 +764,11 @@ def test_bad_values_raise_config_errors(change: dict, message: str) -> None:
         build_data(DataConfig(dataset="digits", **change), seed=0)
 
 
-def test_unknown_split_raises() -> None:
+def test_unknown_split_and_negative_seed_raise() -> None:
     with pytest.raises(ConfigError, match="unknown data split 'valid'; valid: train, search"):
         build_data(DataConfig(), seed=0, split="valid")
+    with pytest.raises(ConfigError, match="seed = -1 must be >= 0"):
+        build_data(DataConfig(), seed=-1)
 
 
 def _damaged_npz(tmp_path: Path, kind: str) -> Path:
@@ -633,3 +807,35 @@ def test_a_damaged_npz_is_one_line_naming_the_file(tmp_path, kind: str, message:
     with pytest.raises(ConfigError, match=message) as err:
         build_data(DataConfig(dataset="npz", root=str(path)), seed=0)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes", "message"),
+    [
+        ([0, 0, 1, 1, -1, -1, 2, 2], None, r"labels must be 8 non-negative ints, got \(8,\)"),
+        ([0, 0, 1, 1, 2, 2, 3, 3], ["a", "b", "c"], r"names 3 classes but has label 3"),
+    ],
+)
+def test_npz_labels_outside_the_classes_are_refused(tmp_path, labels, classes, message) -> None:
+    path = tmp_path / "bad.npz"
+    arrays: dict[str, Any] = {"images": np.zeros((8, 8, 8), dtype=np.uint8), "labels": np.array(labels)}
+    if classes is not None:
+        arrays["classes"] = np.array(classes)
+    np.savez(path, **arrays)
+    with pytest.raises(ConfigError, match=message):
+        build_data(DataConfig(dataset="npz", root=str(path), test_portion=0.5), seed=0)
+
+
+def test_imagenet_errors(tmp_path) -> None:
+    from PIL import Image
+
+    with pytest.raises(ConfigError, match=r"data.dataset=imagenet needs data.root, the folder holding train/ and val/"):
+        build_data(DataConfig(dataset="imagenet"), seed=0)
+    _image_folder(tmp_path / "train", 1)
+    _image_folder(tmp_path / "val", 1)
+    with pytest.raises(ConfigError, match=r"data.cutout = 9 exceeds the image side 8; use at most 8"):
+        build_data(DataConfig(dataset="imagenet", root=str(tmp_path), image_size=8, cutout=9), seed=0)
+    (tmp_path / "val" / "n02").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "n02" / "0.png")  # a class that train/ lacks
+    with pytest.raises(ConfigError, match=r"train/ and val/ hold different class folders"):
+        build_data(DataConfig(dataset="imagenet", root=str(tmp_path)), seed=0)
