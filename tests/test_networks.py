@@ -1,14 +1,19 @@
-"""Evaluation networks: reproduced parameter counts, tiny forward/backward passes, drop path, errors."""
+"""Evaluation networks: reproduced parameter counts, the originals' forward written out, tiny forward/backward passes,
+drop path, errors."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from evoray.errors import ConfigError
 from evoray.nn.networks import (
     AuxiliaryHeadCIFAR,
+    AuxiliaryHeadImageNet,
     EvalCell,
     NB201Cell,
     NB201Network,
@@ -17,7 +22,8 @@ from evoray.nn.networks import (
     build_network,
     drop_path,
 )
-from evoray.spaces.genotype import parse_genotype
+from evoray.nn.ops import build_op
+from evoray.spaces.genotype import CellGenotype, Genotype, parse_genotype
 from evoray.spaces.published import published_genotype, published_names
 
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -155,13 +161,16 @@ def test_drop_path_spares_identity_edges() -> None:
     assert not torch.allclose(dropped[:, 12:], plain[:, 12:])  # node 5: a pool, dropped, plus an identity
 
 
-def test_auxiliary_head_reads_cell_two_thirds() -> None:
-    net = NetworkCIFAR(8, 10, 5, True, published_genotype("DARTS_V2")).train()
-    assert net.auxiliary_head is not None
+@pytest.mark.parametrize("family", ["cifar", "imagenet"])
+def test_auxiliary_head_reads_cell_two_thirds(family: str) -> None:
+    g = published_genotype("DARTS_V2")
+    net = build_network(g, family=family, C=8, layers=5, num_classes=10, auxiliary=True).train()
+    assert isinstance(net, NetworkCIFAR | NetworkImageNet) and net.auxiliary_head is not None
     seen: dict[str, torch.Tensor] = {}
     net.cells[3].register_forward_hook(lambda m, i, out: seen.setdefault("cell", out))
     net.auxiliary_head.register_forward_hook(lambda m, i, out: seen.setdefault("aux", i[0]))
-    net(torch.randn(2, 3, 16, 16))
+    size = 16 if family == "cifar" else 64
+    net(torch.randn(2, 3, size, size))
     assert seen["aux"] is seen["cell"]  # 2 * 5 // 3 = cell 3, the second reduction cell
 
 
@@ -174,6 +183,13 @@ def test_drop_path_zeroes_whole_samples_and_rescales() -> None:
     torch.testing.assert_close(per_sample[kept], torch.full_like(per_sample[kept], 1 / 0.75))
     assert torch.all(per_sample[~kept] == 0)
     assert 0.7 < kept.float().mean().item() < 0.8
+
+
+def test_none_op_is_zeros_of_the_strided_input() -> None:
+    x = torch.randn(2, 3, 5, 5)
+    for stride, size in ((1, 5), (2, 3)):
+        out = build_op("none", 3, stride, affine=True)(x)
+        assert out.shape == (2, 3, size, size) and torch.all(out == 0)
 
 
 def test_eval_cell_node_without_edges_is_zeros() -> None:
@@ -189,6 +205,148 @@ def test_eval_cell_node_without_edges_is_zeros() -> None:
         assert out.shape == (2, 12, size, size), cell_type
         assert torch.all(out[:, 4:8] == 0), f"{cell_type}: node 3 has only `none` edges"
         assert out[:, :4].abs().sum() > 0
+
+
+ALL_OPS = parse_genotype(
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_5x5', 1), ('dil_conv_3x3', 0), ('skip_connect', 2), "
+    "('avg_pool_3x3', 1), ('dil_conv_5x5', 3), ('max_pool_3x3', 2), ('skip_connect', 4)], "
+    "normal_concat=[2, 3, 4, 5], "
+    "reduce=[('max_pool_3x3', 0), ('skip_connect', 1), ('avg_pool_3x3', 0), ('sep_conv_3x3', 1), "
+    "('dil_conv_5x5', 0), ('sep_conv_5x5', 2), ('dil_conv_3x3', 1), ('skip_connect', 3)], "
+    "reduce_concat=[2, 3, 4, 5])"
+)
+# three nodes, and output concats of three and two nodes out of order
+THREE_NODES = parse_genotype(
+    "Genotype(normal=[[('sep_conv_3x3', 1), ('skip_connect', 0)], [('dil_conv_3x3', 2), ('max_pool_3x3', 1)], "
+    "[('avg_pool_3x3', 3), ('sep_conv_5x5', 2)]], normal_concat=[4, 2, 3], "
+    "reduce=[[('max_pool_3x3', 0), ('sep_conv_3x3', 1)], [('skip_connect', 0), ('dil_conv_5x5', 2)], "
+    "[('skip_connect', 3), ('avg_pool_3x3', 1)]], reduce_concat=[3, 4])"
+)
+
+
+def _randomize_batchnorms(net: nn.Module) -> Any:
+    """Random running statistics and affine parameters, so that a BatchNorm in the wrong place shows in evaluation."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                if m.affine:
+                    m.weight.normal_()
+                    m.bias.normal_()
+    return net.eval()
+
+
+def _bn(bn: Any, x: torch.Tensor) -> torch.Tensor:
+    assert isinstance(bn, nn.BatchNorm2d)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def _relu_conv_bn(op: Any, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    k = op.conv.kernel_size[0]
+    return _bn(op.bn, F.conv2d(F.relu(x), op.conv.weight, op.conv.bias, stride=stride, padding=k // 2))
+
+
+def _factorized_reduce(op: Any, x: torch.Tensor) -> torch.Tensor:
+    x = F.relu(x)
+    halves = [F.conv2d(x, op.conv_1.weight, stride=2), F.conv2d(x[:, :, 1:, 1:], op.conv_2.weight, stride=2)]
+    return _bn(op.bn, torch.cat(halves, dim=1))
+
+
+def _original_op(name: str, op: Any, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """The original DARTS / NAS-Bench-201 op ``name`` (cnn/operations.py, cell_operations.py) with ``op``'s weights."""
+    C = x.shape[1]
+    if name == "skip_connect":
+        return x if stride == 1 else _factorized_reduce(op, x)
+    if name == "avg_pool_3x3":
+        return F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    if name == "max_pool_3x3":
+        return F.max_pool2d(x, 3, stride, 1)
+    if name.startswith("nor_conv"):
+        return _relu_conv_bn(op, x, stride)
+    k = int(name[-1])
+    if name.startswith("sep_conv"):  # twice ReLU, depthwise, pointwise, BN; the stride in the first depthwise
+        x = F.conv2d(F.relu(x), op.dw1.weight, stride=stride, padding=k // 2, groups=C)
+        x = _bn(op.bn1, F.conv2d(x, op.pw1.weight))
+        x = F.conv2d(F.relu(x), op.dw2.weight, padding=k // 2, groups=C)
+        return _bn(op.bn2, F.conv2d(x, op.pw2.weight))
+    assert name.startswith("dil_conv")  # ReLU, depthwise with dilation 2, pointwise, BN
+    x = F.conv2d(F.relu(x), op.dw.weight, stride=stride, padding=k - 1, dilation=2, groups=C)
+    return _bn(op.bn, F.conv2d(x, op.pw.weight))
+
+
+def _original_cell(
+    cell: EvalCell, g: CellGenotype, s0: torch.Tensor, s1: torch.Tensor, reduction_prev: bool
+) -> torch.Tensor:
+    s0 = _factorized_reduce(cell.preprocess0, s0) if reduction_prev else _relu_conv_bn(cell.preprocess0, s0)
+    states = [s0, _relu_conv_bn(cell.preprocess1, s1)]
+    ops = iter(cell.ops)
+    for node in g.nodes:
+        edges = [_original_op(name, next(ops), states[j], 2 if cell.reduction and j < 2 else 1) for name, j in node]
+        states.append(torch.stack(edges).sum(0))
+    return torch.cat([states[i] for i in g.concat], dim=1)
+
+
+def _original_darts_head(
+    net: Any, g: Genotype, s0: torch.Tensor, s1: torch.Tensor, reduction_prev: bool
+) -> torch.Tensor:
+    for cell in net.cells:
+        assert isinstance(cell, EvalCell)
+        s0, s1 = s1, _original_cell(cell, g.cell("reduce" if cell.reduction else "normal"), s0, s1, reduction_prev)
+        reduction_prev = cell.reduction
+    return F.linear(s1.mean((2, 3)), net.classifier.weight, net.classifier.bias)
+
+
+@pytest.mark.parametrize("name", ["ALL_OPS", "THREE_NODES", "DARTS_V2"])
+def test_cifar_network_computes_the_original_forward(name: str) -> None:
+    """DARTS' NetworkCIFAR.forward written out: stem conv3x3 (padding 1) + BN, cells on (s0, s1) with strided edges
+    from the inputs of a reduction cell, concat in the genotype's order, global average pool, linear."""
+    g = {"ALL_OPS": ALL_OPS, "THREE_NODES": THREE_NODES}.get(name) or published_genotype(name)
+    net = _randomize_batchnorms(NetworkCIFAR(4, 10, 3, True, g))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        s = _bn(net.stem[1], F.conv2d(x, net.stem[0].weight, padding=1))
+        expected = _original_darts_head(net, g, s, s, reduction_prev=False)
+        logits, aux = net(x)
+    assert aux is None
+    torch.testing.assert_close(logits, expected)
+
+
+def test_imagenet_network_computes_the_original_forward() -> None:
+    """DARTS' NetworkImageNet.forward written out: stem0 (conv3x3/2, BN, ReLU, conv3x3/2, BN), stem1 (ReLU,
+    conv3x3/2, BN), the first cell's c_{k-2} input factorized-reduced, global average pool, linear."""
+    net = _randomize_batchnorms(NetworkImageNet(4, 10, 3, True, ALL_OPS))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        s0 = F.relu(_bn(net.stem0[1], F.conv2d(x, net.stem0[0].weight, stride=2, padding=1)))
+        s0 = _bn(net.stem0[4], F.conv2d(s0, net.stem0[3].weight, stride=2, padding=1))  # (2, 4, 16, 16)
+        s1 = _bn(net.stem1[2], F.conv2d(F.relu(s0), net.stem1[1].weight, stride=2, padding=1))  # (2, 4, 8, 8)
+        expected = _original_darts_head(net, ALL_OPS, s0, s1, reduction_prev=True)
+        logits, aux = net(x)
+    assert aux is None
+    torch.testing.assert_close(logits, expected)
+
+
+def test_imagenet_auxiliary_head_keeps_the_original_arithmetic_on_7x7_maps() -> None:
+    """The original ImageNet head: ReLU, 5x5 average pool of stride 2 (7x7 -> 2x2), conv1x1 + BN + ReLU, conv2x2 +
+    ReLU (no BN), linear."""
+    torch.manual_seed(0)
+    head = _randomize_batchnorms(AuxiliaryHeadImageNet(6, 10))
+    x = torch.randn(2, 6, 7, 7)
+    h = F.avg_pool2d(torch.relu(x), 5, 2, count_include_pad=False)
+    h = torch.relu(head.conv2(torch.relu(_bn(head.bn1, head.conv1(h)))))
+    torch.testing.assert_close(head(x), head.classifier(h.flatten(1)))
+
+
+def test_pool_bn_puts_an_affine_batchnorm_after_every_pool() -> None:
+    plain = EvalCell(ALL_OPS.cell("normal"), 8, 8, 4, False, False)
+    snas = EvalCell(ALL_OPS.cell("normal"), 8, 8, 4, False, False, pool_bn=True)
+    assert n_params(snas) - n_params(plain) == 2 * 2 * 4  # an avg and a max pool, weight and bias of 4 channels
+    for cell in (EvalCell(ALL_OPS.cell("reduce"), 8, 8, 4, True, False, pool_bn=True), snas):
+        pools = [op for op in cell.ops if isinstance(op, nn.Sequential)]
+        assert len(pools) == 2 and all(isinstance(p[1], nn.BatchNorm2d) and p[1].affine for p in pools)
 
 
 def relu_conv_bn(c_in: int, c_out: int, k: int) -> int:
@@ -234,6 +392,36 @@ def test_nb201_all_none_cell_outputs_zeros() -> None:
     net = NB201Network(8, 1, parse_genotype(ALL_NONE), 10)
     x = torch.randn(2, 8, 4, 4)
     assert torch.all(net.cells[0](x) == 0)
+
+
+def _original_nb201_cell(cell: Any, g: CellGenotype, x: torch.Tensor) -> torch.Tensor:
+    states = [x]
+    ops = iter(cell.ops)
+    for node in g.nodes:
+        edges = [_original_op(name, next(ops), states[j], 1) for name, j in node if name != "none"]
+        states.append(torch.stack(edges).sum(0) if edges else torch.zeros_like(x))
+    return states[-1]
+
+
+@pytest.mark.parametrize("arch", [WITH_NONE, NONE_OUTPUT])
+def test_nb201_network_computes_the_original_forward(arch: str) -> None:
+    """NAS-Bench-201's TinyNetwork.forward written out: stem, cells whose output is their last node, residual blocks
+    (ReLU-conv3x3/2-BN, ReLU-conv3x3-BN, plus avgpool2 + conv1x1 of the input), BN, ReLU, average pool, linear."""
+    g = parse_genotype(arch)
+    net = _randomize_batchnorms(NB201Network(4, 1, g, 10))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        h = _bn(net.stem[1], F.conv2d(x, net.stem[0].weight, padding=1))
+        for layer in net.cells:
+            if isinstance(layer, NB201Cell):
+                h = _original_nb201_cell(layer, g.cell("cell"), h)
+            else:
+                shortcut = F.conv2d(F.avg_pool2d(h, 2, 2), layer.downsample[1].weight)
+                h = _relu_conv_bn(layer.conv_b, _relu_conv_bn(layer.conv_a, h, stride=2)) + shortcut
+        h = F.relu(_bn(net.lastact[0], h))
+        expected = F.linear(h.mean((2, 3)), net.classifier.weight, net.classifier.bias)
+        logits, _ = net(x)
+    torch.testing.assert_close(logits, expected)
 
 
 def test_build_network_errors() -> None:
