@@ -61,6 +61,17 @@ class EdgeGroup(nn.Module):
             self.cols[name] = [space.edge_ops(cell_type, self.edge_ids[s]).index(name) for s in members]
             self.ops[name] = build_group_op(name, C, len(members), stride, pool_bn, bias)
         self.needs_relu = any(op.relu_first for op in self.ops.values())
+        self._channel_index: dict[tuple[str, int, torch.device], Tensor] = {}
+
+    def channel_weights(self, W: Tensor, name: str) -> Tensor:
+        """(1, m*C, 1, 1): the weight of op ``name`` on each edge of the group (which must all offer it), repeated over
+        the edge's ``C`` channels; one gather from ``W`` (E, K) by an index made once."""
+        key = (name, W.shape[1], W.device)
+        if key not in self._channel_index:  # a normal tensor even under inference mode (a gather saves its index)
+            flat = [self.edge_ids[s] * W.shape[1] + c for s, c in zip(self.members[name], self.cols[name], strict=True)]
+            with torch.inference_mode(False), torch.no_grad():
+                self._channel_index[key] = torch.tensor(flat, device=W.device).repeat_interleave(self.C)
+        return W.reshape(-1).index_select(0, self._channel_index[key]).view(1, -1, 1, 1)
 
     def forward(self, x: Tensor, x_relu: Tensor | None, ew: EdgeWeights) -> list[Tensor]:
         C, m, W = self.C, len(self.edge_ids), ew.weights
@@ -78,13 +89,14 @@ class EdgeGroup(nn.Module):
                 continue
             y = op(x_relu if op.relu_first else x, None if len(run) == len(members) else run)
             slots = [members[i] for i in run]
-            w = W[[self.edge_ids[s] for s in slots], [cols[i] for i in run]]  # (n,)
-            if len(slots) == m:  # every edge of the group: one multiply for all of them
+            if len(slots) == m:  # every edge of the group: one multiply(-add) for all of them
                 if y.shape[1] == C and m > 1:
                     y = tile_channels(y, m)
-                term = y * w.repeat_interleave(C).view(1, m * C, 1, 1)
-                full = term if full is None else full + term
+                wv = self.channel_weights(W, name)
+                # in place into the sum this group made itself (a product's output, saved by no backward)
+                full = y * wv if full is None else full.addcmul_(y, wv)
             else:
+                w = W[[self.edge_ids[s] for s in slots], [cols[i] for i in run]]  # (n,)
                 per_edge = y.split(C, dim=1) if y.shape[1] != C else [y] * len(slots)
                 for i, s in enumerate(slots):
                     parts[s].append(w[i] * per_edge[i])
@@ -187,9 +199,10 @@ class SearchCell(nn.Module):
             run(j)
         for i in range(self.steps):
             target = self.num_inputs + i
-            node = edge_out[self.incoming[target][0]]
-            for e in self.incoming[target][1:]:
-                node = node + edge_out[e]
+            first, *rest = self.incoming[target]
+            node = edge_out[first]
+            for k, e in enumerate(rest):  # the first sum in new memory (edge outputs are views of their group's)
+                node = node + edge_out[e] if k == 0 else node.add_(edge_out[e])
             states.append(node)
             if target < len(self.groups):
                 run(target)
