@@ -110,6 +110,25 @@ def test_grouped_supernet_equals_per_edge_reference(space_name: str) -> None:
         torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-6)
 
 
+def test_a_supernet_first_evaluated_in_inference_mode_then_trains() -> None:
+    """What a forward under inference mode leaves behind (the edge groups' weight indices) serves a later training
+    forward: its gradients are the per-edge reference's, and the weights' gradients reach every op's parameters."""
+    torch.manual_seed(1)
+    net = DartsSupernet(get_space("darts"), C=4, layers=3)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.inference_mode():
+        first = net(x)
+    out = net(x)
+    torch.testing.assert_close(out, first)
+    ref = _reference_forward(net, x)
+    g_out = torch.autograd.grad(out.square().sum(), net.arch_parameters(), retain_graph=True)
+    g_ref = torch.autograd.grad(ref.square().sum(), net.arch_parameters())
+    for ga, gb in zip(g_out, g_ref):
+        torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-6)
+    out.square().sum().backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if "alphas" not in n)
+
+
 def test_nb201_supernet_equals_per_edge_reference() -> None:
     torch.manual_seed(2)
     space = get_space("nb201")
