@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,13 @@ def test_an_actors_own_error_is_raised_not_retried(ray_session, monkeypatch) -> 
         err = ray_session.exceptions.RayTaskError("fitness", "", RuntimeError("Connection closed by peer"))
         assert not fleet._lost(err)
         ray_session.kill(fleet.actors[0], no_restart=True)
+        deadline = time.monotonic() + 60  # the kill is asynchronous: a call may still be answered just after it
+        while time.monotonic() < deadline:
+            try:
+                ray_session.get(fleet.actors[0].where.remote())
+            except ray_session.exceptions.RayActorError:
+                break
+            time.sleep(0.1)
         assert fleet._lost(err)  # the same error with a dead actor in the fleet
         assert fleet._lost(ray_session.exceptions.ActorDiedError())
     finally:
