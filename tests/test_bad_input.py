@@ -379,6 +379,15 @@ def test_a_crafted_pickle_never_runs(where, runs, search_run, tmp_path, capsys) 
     assert digest(target) == before and not (tmp_path / "committee").exists()
 
 
+def test_a_search_resume_names_a_changed_key_of_a_section_within_a_section(search_run, capsys) -> None:
+    before = digest(search_run)
+    assert search_cmd.main(["--resume", str(search_run), "--set", "base.supernet.init_channels=8"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --resume continues a run with its saved config; --config/--set would change " \
+        "base.supernet.init_channels\n"  # fmt: skip
+    assert digest(search_run) == before
+
+
 def test_a_search_resume_that_cannot_read_its_checkpoints_writes_nothing(search_run, tmp_path, capsys) -> None:
     run = _copy(search_run, tmp_path / "search")
     for file in _trial_checkpoints(run):
