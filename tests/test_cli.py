@@ -115,3 +115,24 @@ def test_evolve_json_keeps_notes_off_stdout_and_overwrite_moves_the_run_aside(tm
     (aside,) = tmp_path.glob("e.old-*")
     assert (aside / "best.json").read_bytes() == first
     assert json.loads((out / "run.json").read_text())["seed"] == 1
+
+
+def test_an_ensemble_without_out_is_named_by_its_spec_file_and_takes_the_address(tmp_path, monkeypatch, capsys) -> None:
+    from evoray.commands import ensemble as ensemble_cmd
+    from tests.test_ensemble_run import TINY as ENSEMBLE_TINY
+
+    seen = []
+
+    def measured(cfg, run, executor, log) -> dict:
+        seen.append((cfg.resources.address, run.path))
+        return {"committees": 0}
+
+    monkeypatch.setattr(ensemble_cmd, "run_ensemble", measured)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("data: {dataset: digits, cutout: 0}\n")
+    args = ["--config", "mine.yaml", "--address", "auto", "--json", *sets(*ENSEMBLE_TINY)]
+    assert ensemble_cmd.main(args) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == '{"committees": 0}'
+    ((address, path),) = seen
+    assert address == "auto"
+    assert path.parent == Path("runs/ensemble") and path.name.startswith("mine-2"), path
