@@ -136,3 +136,16 @@ def test_an_ensemble_without_out_is_named_by_its_spec_file_and_takes_the_address
     ((address, path),) = seen
     assert address == "auto"
     assert path.parent == Path("runs/ensemble") and path.name.startswith("mine-2"), path
+
+
+def test_a_shipped_config_is_named_with_or_without_yaml_but_a_path_is_taken_as_given(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    profiles = []
+    for name in ("train-default", "train-default.yaml"):
+        assert train_cmd.main(["--profile", "--json", "--config", name, *sets(*TRAIN_TINY)]) == 0
+        profiles.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["params_m"])
+    assert profiles[0] == profiles[1]
+    assert train_cmd.main(["--profile", "--config", "sub/train-default.yaml"]) == 2
+    assert capsys.readouterr().err.startswith("error: config file not found: sub/train-default.yaml; valid: ")
