@@ -140,10 +140,13 @@ class _MatrixBatchNorm(torch.autograd.Function):
         return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None
 
 
-# The smallest map (in elements) on which the matrix form wins, keyed by whether its channels fill whole vectors of 8
-# floats: 8 channels, from about 100k (forward and backward on 2 threads: (64, 8, 16, 16) 500 against 600-650 us,
-# (32, 8, 16, 16) 395 against 340 us); other counts from about 8k ((16, 12, 8, 8) 180 against 240 us, (64, 6, 8, 8)
-# 210 against 500 us; (8, 12, 8, 8) 177 against 159 us). Below, its dozen small ops cost more than PyTorch's kernel.
+# The smallest map (in elements) on which the matrix form wins, keyed by whether the channel count is a multiple of 8.
+# Measured forward and backward on 2 threads of a 189 GFLOP/s (fp32 matmul) CPU: 8 channels from about 100k
+# ((64, 8, 16, 16) 500 against 600-650 us, (32, 8, 16, 16) 395 against 340 us); other counts from about 8k
+# ((16, 12, 8, 8) 180 against 240 us, (64, 6, 8, 8) 210 against 500 us; (8, 12, 8, 8) 177 against 159 us). Below, its
+# dozen small ops cost more than PyTorch's kernel. CPUs differ: on an AVX-512 one (about 350 GFLOP/s) PyTorch's
+# kernel is slow wherever the count is not a multiple of 16 (8 channels from about 10k: (64, 8, 8, 8) 197 against
+# 334 us; also 24 and 36 channels, which this rule leaves to it), whichever vector width it dispatches.
 MATRIX_MIN_ELEMENTS = {True: 1 << 17, False: 1 << 13}
 
 
