@@ -68,13 +68,14 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...], device: torch.dev
 
 def _thop_rules() -> dict[type, Any]:
     """thop's own counts for evoray's modules that stand in for PyTorch ones (thop matches exact types): a depthwise
-    conv as ``nn.Conv2d``, the 3x3 average pool as ``nn.AvgPool2d``, evoray's BatchNorm2d as ``nn.BatchNorm2d``; the
-    originals' networks count the same."""
+    conv and evoray's Conv2d as ``nn.Conv2d``, the 3x3 average pool as ``nn.AvgPool2d``, evoray's BatchNorm2d as
+    ``nn.BatchNorm2d``; the originals' networks count the same."""
     from thop.vision.basic_hooks import count_avgpool, count_convNd, count_normalization
 
-    from evoray.nn.ops import AvgPool3x3, BatchNorm2d, DepthwiseConv2d
+    from evoray.nn.ops import AvgPool3x3, BatchNorm2d, Conv2d, DepthwiseConv2d
 
-    return {DepthwiseConv2d: count_convNd, AvgPool3x3: count_avgpool, BatchNorm2d: count_normalization}
+    rules = {DepthwiseConv2d: count_convNd, Conv2d: count_convNd, AvgPool3x3: count_avgpool}
+    return {**rules, BatchNorm2d: count_normalization}
 
 
 def _synchronize(device: torch.device) -> None:

@@ -421,6 +421,55 @@ def test_node_sum_dot_reads_each_pair_of_elements_once(case: str) -> None:
     assert abs(float(dot(a, b)) - expected) <= 1e-5 * float(a.double().abs().mul(b.double().abs()).sum())
 
 
+@pytest.mark.parametrize(
+    ("shape", "c_out", "bias", "matrix"),
+    [
+        ((64, 16, 8, 8), 16, True, True),  # up to 16k pixels, a bias with 16 or more output channels
+        ((64, 8, 16, 16), 8, False, True),
+        ((64, 8, 16, 16), 8, True, False),  # a bias of fewer than 16 channels: the convolution
+        ((64, 8, 16, 17), 8, False, False),  # over 16k pixels
+        ((2, 3, 4, 4), 5, False, True),
+    ],
+)
+def test_pointwise_matmul_routing(shape: tuple[int, int, int, int], c_out: int, bias: bool, matrix: bool) -> None:
+    """Which 1x1 convolutions run as a matrix product: small channels-last CPU maps in float32, one group, a bias only
+    with 16 or more output channels; never a contiguous map, a wider kernel or a grouped weight."""
+    x = torch.empty(shape).contiguous(memory_format=torch.channels_last)
+    w, b = torch.empty(c_out, shape[1], 1, 1), torch.empty(c_out) if bias else None
+    assert ops._matmul_is_faster(x, w, b) == matrix
+    assert not ops._matmul_is_faster(torch.empty(shape), w, b)
+    assert not ops._matmul_is_faster(x, torch.empty(c_out, shape[1], 3, 3), b)
+    if shape[1] % 2 == 0:
+        assert not ops._matmul_is_faster(x, torch.empty(c_out, shape[1] // 2, 1, 1), b)
+    assert not ops._matmul_is_faster(x.double(), w.double(), None if b is None else b.double())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(1, 1, 0), (1, 2, 0), (3, 1, 1)])
+def test_conv2d_module_equals_nn_conv2d(kernel: int, stride: int, padding: int, bias: bool, channels_last: bool):
+    """evoray's ``Conv2d`` (the matrix product for a small channels-last 1x1, else PyTorch's) has ``nn.Conv2d``'s
+    parameters and state dict and gives its output, in the input's memory format, and its gradients."""
+    torch.manual_seed(kernel + stride + bias)
+    ref = torch.nn.Conv2d(6, 16, kernel, stride=stride, padding=padding, bias=bias)
+    conv = ops.Conv2d(6, 16, kernel, stride=stride, padding=padding, bias=bias)
+    conv.load_state_dict(ref.state_dict())
+    assert conv.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(3, 6, 5, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert ops._matmul_is_faster(x, conv.weight, conv.bias) == (kernel == 1 and channels_last)  # stride 1 only
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out, want = conv(xa), ref(xb)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    g = torch.randn_like(want)
+    got = torch.autograd.grad(out, (xa, *conv.parameters()), g)
+    expected = torch.autograd.grad(want, (xb, *ref.parameters()), g)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize(
     "k,stride,dilation", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (3, 1, 2), (5, 1, 2), (3, 2, 2), (5, 2, 2)]

@@ -22,6 +22,7 @@ from evoray.nn.ops import (
     MaxPool3x3,
     batch_norm,
     bn_update_factor,
+    conv2d,
     crop,
     depthwise_conv,
 )
@@ -67,14 +68,18 @@ def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
 def conv_bn(
     x: Tensor, weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d, slots: Slots, C: int, **conv: int
 ) -> Tensor:
-    """``stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)``. In evaluation the BatchNorm (no affine, running
-    statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) / sqrt(var + eps)``,
-    one op instead of two, the same result up to rounding."""
+    """``stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)``, a one-group convolution of stride 1 without
+    padding through :func:`evoray.nn.ops.conv2d` (a small 1x1 as a matrix product). In evaluation the BatchNorm (no
+    affine, running statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) /
+    sqrt(var + eps)``, one op instead of two, the same result up to rounding."""
+    plain = conv.get("groups", 1) == 1 and conv.get("stride", 1) == 1 and conv.get("padding", 0) == 0
     if bn.training or bn.running_mean is None or bn.running_var is None:
-        return stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)
+        y = conv2d(x, weight, bias) if plain else F.conv2d(x, weight, bias, **conv)
+        return stacked_bn(y, bn, slots, C)
     scale = take(bn.running_var, slots, C).add(bn.eps).rsqrt()
     shift = -take(bn.running_mean, slots, C) if bias is None else bias - take(bn.running_mean, slots, C)
-    return F.conv2d(x, weight * scale.view(-1, 1, 1, 1), shift * scale, **conv)
+    weight, bias = weight * scale.view(-1, 1, 1, 1), shift * scale
+    return conv2d(x, weight, bias) if plain else F.conv2d(x, weight, bias, **conv)
 
 
 def _n(slots: Slots, m: int) -> int:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from evoray.errors import ConfigError
 from evoray.nn.grouped import build_group_op, tile_channels
-from evoray.nn.ops import BatchNorm2d, FactorizedReduce, ReLUConvBN, drop_path
+from evoray.nn.ops import BatchNorm2d, Conv2d, FactorizedReduce, ReLUConvBN, drop_path
 from evoray.nn.straight import node_sum
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, WeightingContext
 from evoray.spaces.catalog import SPACES, get_space
@@ -349,7 +349,7 @@ class ResNetBasicBlock(nn.Module):
         super().__init__()
         self.conv_a = ReLUConvBN(C_in, C_out, 3, 2, 1, affine)
         self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine)
-        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), Conv2d(C_in, C_out, 1, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv_b(self.conv_a(x)) + self.downsample(x)
