@@ -10,11 +10,13 @@ import pytest
 
 from evoray.errors import ConfigError
 from evoray.spaces import (
+    CellGenotype,
     Genotype,
     derive_cell,
     derive_genotype,
     get_space,
     one_hot,
+    one_hot_cell,
     parse_arch,
     parse_genotype,
 )
@@ -168,6 +170,7 @@ def test_argmax_and_edge_all_by_hand() -> None:
         w[e, k] = 1.0
     cell = derive_cell(nb, "cell", w, "argmax")
     assert cell.to_arch() == "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+    assert cell == parse_arch(cell.to_arch()).cell("cell")  # an NB201 cell outputs its last node, state 3
     darts = get_space("darts")
     w = np.zeros((14, 8))
     w[:, 0] = 1.0
@@ -323,6 +326,47 @@ MALFORMED = [
     ("arch-superscript", ARCH.replace("~0", "~\u00b2", 1), "bad edge 'nor_conv_3x3~\u00b2'"),
     ("arch-long-input", "|nor_conv_3x3~" + "1" * 5000 + "|", "expected op~input, the input in digits 0-9"),
     ("arch-op-newline", ARCH.replace("nor_conv_3x3~0", "nor_conv_3x3\n~0", 1), "bad edge 'nor_conv_3x3\\n~0'"),
+    ("blank", "   ", "empty genotype string"),
+    ("arch-empty-node", "|nor_conv_3x3~0|+|", "node 2 must look like |op~0|op~1|"),
+    ("no-fields", "Genotype()", "no cells"),
+    (
+        "cell-without-concat",
+        "Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)])",
+        "normal has no normal_concat",
+    ),
+    ("positional-field", "Genotype([('skip_connect', 0)], normal_concat=[2])", "expected keyword fields only"),
+    (
+        "concat-not-literal",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=sorted([2, 3, 4, 5])"),
+        "normal_concat is not a literal",
+    ),
+    (
+        "concat-negative",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[-1, 2, 3, 4, 5]"),
+        "normal_concat [-1, 2, 3, 4, 5] must be a non-empty list of ints in 0..63",
+    ),
+    (
+        "concat-one-past-max",
+        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[2, 3, 4, 64]"),
+        "normal_concat [2, 3, 4, 64] must be a non-empty list of ints in 0..63",
+    ),
+    (
+        "concat-past-last-node",
+        "Genotype(normal=[[('skip_connect', 0)], [('skip_connect', 1)], [('skip_connect', 2)], [('skip_connect', 3)]], "
+        "normal_concat=[2, 3, 4, 5, 6])",
+        "genotype normal cell: concat state 6 does not exist",
+    ),
+    (
+        "edge-count",
+        DARTS_V2.replace("('sep_conv_3x3', 0), ", "", 1),
+        "7 edges for the 4 nodes its concat [2, 3, 4, 5] implies; expected 8 (two per node) or 14 (every edge)",
+    ),
+    ("json-empty-object", "{}", 'malformed genotype JSON: expected {cell: {"nodes": [...], "concat": [...]}}'),
+    (
+        "json-nodes-not-lists",
+        '{"normal": {"nodes": ["ab"], "concat": [2]}}',
+        "normal cell: nodes must be a list of nodes, each a list of [op, input] edges",
+    ),
 ]
 
 
@@ -443,3 +487,103 @@ def test_one_hot_derives_back_to_its_genotype(name: str) -> None:
         hot = one_hot(space, g)
         assert all(hot[ct].sum() == sum(len(n) for n in g.cell(ct).nodes) for ct in space.cell_types)
         assert derive_genotype(space, hot) == g
+
+
+def test_a_long_malformed_string_is_clipped_to_sixty_characters_in_the_message() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_genotype("x" * 100)
+    assert f"malformed genotype '{'x' * 57}...'" in str(err.value) and "x" * 58 not in str(err.value)
+
+
+def test_a_missing_cell_type_is_named_with_those_the_genotype_has() -> None:
+    with pytest.raises(ConfigError, match=r"^genotype has no 'reduce' cell; it has cell$"):
+        parse_arch(ARCH).cell("reduce")
+    with pytest.raises(ConfigError, match=r"^genotype has no 'cell' cell; it has normal, reduce$"):
+        parse_genotype(DARTS_V2).cell("cell")
+
+
+def test_only_a_genotype_whose_one_cell_type_is_cell_is_nas_bench_201() -> None:
+    """A DARTS-form genotype that happens to have a cell type called ``cell`` keeps two inputs per cell and is
+    written in the Genotype(...) form, every cell included."""
+    normal = parse_genotype(DARTS_V2).to_json()["normal"]
+    g = Genotype.from_json({"normal": normal, "cell": normal})
+    assert not g.is_nb201
+    assert str(g).startswith("Genotype(normal=[") and "cell_concat=[2, 3, 4, 5]" in str(g)
+    assert parse_genotype(str(g)) == g
+
+
+def test_a_cell_is_written_flat_only_where_the_flat_list_reads_back_the_same() -> None:
+    """SNAS' every-edge cells are written as the flat list they are published as; a cell with two edges on some
+    nodes and fewer on another is written node by node."""
+    flat14 = [("skip_connect", j) for i in range(4) for j in range(2 + i)]
+    text = f"Genotype(normal={flat14}, normal_concat=[2, 3, 4, 5], reduce={flat14}, reduce_concat=[2, 3, 4, 5])"
+    assert str(parse_genotype(text)) == text
+    node = [["sep_conv_3x3", 0], ["skip_connect", 1]]
+    g = Genotype.from_json({"normal": {"nodes": [node, node, node, node[:1]], "concat": [2, 3, 4, 5]}})
+    assert str(g).startswith("Genotype(normal=[[(") and parse_genotype(str(g)) == g
+
+
+def test_derivation_refuses_weights_of_the_wrong_shape_and_unknown_methods() -> None:
+    space = get_space("darts")
+    with pytest.raises(ConfigError, match=r"^normal weights have shape \(14, 9\); space darts needs \(14, 8\)$"):
+        derive_cell(space, "normal", np.zeros((14, 9)))
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown derivation method 'top3'; valid: top2, argmax, edge_all, top2_pairs, top2_with_none$",
+    ):
+        derive_cell(space, "normal", np.zeros((14, 8)), "top3")
+
+
+def test_top2_pairs_ties_go_to_the_lower_input_before_the_lower_op() -> None:
+    """GDAS lists the (op, input) pairs input by input, then op by op, and sorts them stably: of three equal pairs,
+    the one on input 0 comes first even though its op column is the highest."""
+    space = get_space("darts")
+    w = np.zeros((14, 8))
+    w[:, 0] = 5.0  # none: ignored
+    w[0, 6] = w[1, 2] = w[1, 3] = 1.0  # dil_conv_3x3 from input 0, avg_pool_3x3 and skip_connect from input 1
+    cell = derive_cell(space, "normal", w, "top2_pairs")
+    assert cell.nodes[0] == (("dil_conv_3x3", 0), ("avg_pool_3x3", 1))
+
+
+def test_derive_genotype_passes_k_to_every_cell() -> None:
+    space = get_space("darts")
+    w = np.zeros((14, 8))
+    w[1, 4] = 1.0
+    g = derive_genotype(space, {"normal": w, "reduce": w}, "top2", k=1)
+    for ct in ("normal", "reduce"):
+        assert [len(n) for n in g.cell(ct).nodes] == [1, 1, 1, 1]
+        assert g.cell(ct).nodes[0] == (("sep_conv_3x3", 1),)
+
+
+def test_one_hot_refuses_a_genotype_outside_the_space() -> None:
+    g = parse_genotype(DARTS_V2)
+    with pytest.raises(ConfigError, match=r"op 'sep_conv_3x3' is not allowed on edge 0->2 of the normal cell"):
+        one_hot(get_space("conas-5x5"), g)
+    three_nodes = CellGenotype(g.normal.nodes[:3], (2, 3, 4))
+    with pytest.raises(ConfigError, match=r"space darts: the normal cell needs 4 nodes, got 3"):
+        one_hot_cell(get_space("darts"), "normal", three_nodes)
+
+
+def test_resolve_reads_json_text_result_files_and_paths_without_json_suffix(tmp_path) -> None:
+    from evoray.spaces.resolve import resolve_genotype
+
+    g = parse_genotype(DARTS_V2)
+    assert resolve_genotype(json.dumps(g.to_json())) == g
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"genotype": g.to_json(), "accuracy": 97.2}))  # a result: its genotype field
+    assert resolve_genotype(str(result)) == g
+    as_text = tmp_path / "genotype.txt"  # any value with a folder in it is a file
+    as_text.write_text(json.dumps({"genotype": DARTS_V2}))  # the genotype field may hold the text form
+    assert resolve_genotype(str(as_text)) == g
+
+
+def test_top2_with_none_ranks_and_picks_none_too() -> None:
+    """SNAS' own child: an edge whose strongest op is ``none`` ranks by that weight and keeps ``none``."""
+    space = get_space("darts")
+    w = np.full((14, 8), 0.1)
+    w[0, 0] = 0.9  # edge 0 (input 0 of node 2): none strongest
+    w[1, 4] = 0.5  # edge 1 (input 1 of node 2): sep_conv_3x3
+    w[2, 0], w[3, 0] = 0.3, 0.2  # node 3: inputs 0 and 1 by none alone; input 2 at 0.1 everywhere
+    cell = derive_cell(space, "normal", w, "top2_with_none")
+    assert cell.nodes[0] == (("none", 0), ("sep_conv_3x3", 1))
+    assert cell.nodes[1] == (("none", 0), ("none", 1))
