@@ -11,7 +11,8 @@ import torch
 from evoray.errors import ConfigError
 from evoray.nn.networks import build_network
 from evoray.nn.supernet import DartsSupernet, NB201Supernet, Supernet
-from evoray.spaces import SPACES, derive_genotype, get_space
+from evoray.spaces import SPACES, SearchSpace, check_genotype, derive_genotype, get_space, parse_arch, parse_genotype
+from evoray.spaces.space import DARTS_FAMILY
 
 EXPECTED = {
     "darts": (14, 8),
@@ -51,11 +52,76 @@ def test_space_facts() -> None:
     assert s1.edge_ops("normal", 5) != s1.edge_ops("normal", 0)
     assert "noise" in get_space("rdarts-s4").op_names
     assert set(get_space("conas-3x3").op_names).isdisjoint({"sep_conv_5x5", "dil_conv_5x5"})
+    assert darts.default_concat == (2, 3, 4, 5) and nb.default_concat == (3,)
+    # every op of a space, in the order first seen: normal cell edge by edge, then the reduce cell
+    assert s1.op_names == (
+        "skip_connect",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+        "sep_conv_3x3",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+    )
+
+
+def test_op_columns_follow_the_original_code() -> None:
+    """The alpha columns of each space in the order of the original code (RobustDARTS spaces.py, CoNAS, AutoDL)."""
+    assert get_space("rdarts-s2").edge_ops("reduce", 13) == ("skip_connect", "sep_conv_3x3")
+    assert get_space("rdarts-s3").edge_ops("normal", 0) == ("none", "skip_connect", "sep_conv_3x3")
+    assert get_space("rdarts-s4").edge_ops("normal", 7) == ("noise", "sep_conv_3x3")
+    assert get_space("nb201").edge_ops("cell", 0) == (
+        "none",
+        "skip_connect",
+        "nor_conv_1x1",
+        "nor_conv_3x3",
+        "avg_pool_3x3",
+    )
 
 
 def test_unknown_space_lists_valid_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown search space 'dartz'.*conas-3x3.*nb201"):
         get_space("dartz")
+
+
+def test_check_cell_names_what_is_wrong() -> None:
+    darts, s1 = get_space("darts"), get_space("rdarts-s1")
+    empty: tuple = ((), (), ())
+    with pytest.raises(ConfigError, match=r"^space darts has no cell type 'cell'; valid: normal, reduce$"):
+        darts.check_cell("cell", ((("skip_connect", 0),), *empty))
+    with pytest.raises(ConfigError, match=r"^space darts: the normal cell needs 4 nodes, got 3$"):
+        darts.check_cell("normal", ((("skip_connect", 0),), (), ()))
+    with pytest.raises(ConfigError, match=r"node 2 of the normal cell cannot take input -1; valid inputs: 0..1$"):
+        darts.check_cell("normal", ((("skip_connect", -1),), *empty))
+    # RobustDARTS S1: the ops valid on that very edge, not every op of the space
+    with pytest.raises(
+        ConfigError,
+        match=r"^space rdarts-s1: op 'sep_conv_3x3' is not allowed on edge 0->2 of the normal cell; "
+        r"valid: skip_connect, dil_conv_3x3$",
+    ):
+        s1.check_cell("normal", ((("sep_conv_3x3", 0),), *empty))
+    with pytest.raises(ConfigError, match=r"^space darts has no edge into state 3 from state 5$"):
+        darts.edge_index(3, 5)
+
+
+def test_a_space_needs_one_op_list_per_edge_all_of_one_width() -> None:
+    with pytest.raises(ValueError, match=r"space bad/normal: 13 edge op lists, need 14"):
+        SearchSpace("bad", DARTS_FAMILY, 4, {"normal": (("skip_connect", "sep_conv_3x3"),) * 13})
+    with pytest.raises(ValueError, match=r"space bad/normal: edges have different op counts \[1, 2\]"):
+        SearchSpace("bad", DARTS_FAMILY, 4, {"normal": (("skip_connect", "sep_conv_3x3"),) * 13 + (("none",),)})
+
+
+def test_check_genotype_refuses_what_no_space_can_build() -> None:
+    node = "[('sep_conv_3x3', 0), ('skip_connect', 1)]"
+    four, three = ", ".join([node] * 4), ", ".join([node] * 3)
+    with pytest.raises(ConfigError, match=r"^genotype has no 'reduce' cell; it has normal$"):
+        check_genotype(parse_genotype(f"Genotype(normal=[{four}], normal_concat=[2, 3, 4, 5])"))
+    g = parse_genotype(
+        f"Genotype(normal=[{three}], normal_concat=[2, 3, 4], reduce=[{four}], reduce_concat=[2, 3, 4, 5])"
+    )
+    with pytest.raises(ConfigError, match=r"^the genotype's normal cell has 3 nodes; DARTS-family cells have 4$"):
+        check_genotype(g)
+    with pytest.raises(ConfigError, match=r"node 2 must take each earlier node once \(inputs \[0, 1\]\), got \[0, 0\]"):
+        check_genotype(parse_arch("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~0|+|none~0|none~1|none~2|"))
 
 
 def _supernet(name: str, weighting: str = "softmax") -> Supernet:
