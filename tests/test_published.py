@@ -77,6 +77,7 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     assert "\n" not in message
     for name in published_names():
         assert name in message
+    assert message.endswith("(aliases: DARTS -> DARTS_V2, EvNASA -> EvNAS_A, EvNASB -> EvNAS_B, EvNASC -> EvNAS_C)")
     with pytest.raises(ConfigError, match="valid: "):
         published_entry("nope")
 
@@ -120,3 +121,19 @@ def test_released_evnas_models() -> None:
     names = ("EvNAS_A", "EvNAS_B", "EvNAS_C")
     released = [published_entry(n)["reported"]["cifar10_error_released_model"] for n in names]
     assert released == [2.40, 2.51, 2.55]
+
+
+def test_an_entry_without_its_fields_is_named(tmp_path, monkeypatch) -> None:
+    import evoray.spaces.published as published
+
+    path = tmp_path / "published.json"
+    path.write_text(json.dumps({"X": {"space": "darts", "genotype": "|none~0|", "source": "s"}}))
+    monkeypatch.setattr(published, "PUBLISHED_PATH", path)
+    with pytest.raises(ConfigError, match=r"entry 'X' lacks paper, reported; needs space, genotype, source, paper"):
+        published._load.__wrapped__()
+
+
+def test_snas_edge_all_is_written_as_published() -> None:
+    """The every-edge SNAS cells are written back as the flat list they were published as."""
+    text = published_entry("SNAS_mild_edge_all")["genotype"]
+    assert str(published_genotype("SNAS_mild_edge_all")) == text.replace("range(2, 6)", "[2, 3, 4, 5]")
