@@ -348,7 +348,7 @@ def test_batchnorm_folded_into_the_convolution_in_evaluation(space_name: str, mo
 
 def _written_out(weights: dict[str, EdgeWeights]) -> dict[str, EdgeWeights]:
     """The same edge weights without the single-path form: every edge's ``w * op(x)`` and zero terms written out."""
-    return {ct: dataclasses.replace(ew, picked=None, rest=None) for ct, ew in weights.items()}
+    return {ct: dataclasses.replace(ew, single_path=False) for ct, ew in weights.items()}
 
 
 @pytest.mark.parametrize("path", ["gumbel-hard", "random", "given cell"])

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from evoray.errors import ConfigError
 from evoray.nn.grouped import build_group_op, tile_channels
 from evoray.nn.ops import BatchNorm2d, Conv2d, FactorizedReduce, ReLUConvBN, drop_path
-from evoray.nn.straight import node_sum
+from evoray.nn.straight import PathGrads, node_sum
 from evoray.nn.weighting import WEIGHTINGS, EdgeWeights, WeightingContext
 from evoray.spaces.catalog import SPACES, get_space
 from evoray.spaces.derive import derive_genotype
@@ -176,14 +176,18 @@ class SearchCell(nn.Module):
         self.incoming = [[e for e, (t, _) in enumerate(space.edges) if t == target] for target in range(last + 1)]
         self.source = [j for _, j in space.edges]
 
-    def forward(self, inputs: list[Tensor], ew: EdgeWeights, drop_prob: float = 0.0) -> Tensor:
+    def forward(
+        self, inputs: list[Tensor], ew: EdgeWeights, drop_prob: float = 0.0, grads: PathGrads | None = None
+    ) -> Tensor:
+        """The cell on ``inputs``. A single path's weights take their gradients through ``grads``, shared by every
+        cell of the type in one forward (``ew.path_grads()``; None: made for this cell alone)."""
         if self.darts:
             states = [self.preprocess0(inputs[0]), self.preprocess1(inputs[1])]
         else:
             states = [inputs[0]]
         drop = self.training and drop_prob > 0.0
         if ew.single_path and not drop:
-            return self._single_path(states, ew)
+            return self._single_path(states, ew, grads or ew.path_grads())
         edge_out: dict[int, Tensor] = {}
 
         def run(j: int) -> None:
@@ -213,9 +217,8 @@ class SearchCell(nn.Module):
             return torch.cat(states[self.num_inputs :], dim=1)
         return states[-1]
 
-    def _single_path(self, states: list[Tensor], ew: EdgeWeights) -> Tensor:
+    def _single_path(self, states: list[Tensor], ew: EdgeWeights, grads: PathGrads | None) -> Tensor:
         """The cell on a single path: each node one :func:`node_sum` of its edges' op outputs."""
-        assert ew.picked is not None
         ys: dict[int, Tensor | None] = {}
 
         def run(j: int) -> None:
@@ -234,8 +237,7 @@ class SearchCell(nn.Module):
                 group = self.groups[self.source[edges[0]]]
                 assert isinstance(group, EdgeGroup)
                 zero = group.zeros(states[self.source[edges[0]]])
-            rest = [ew.rest[e] for e in edges] if ew.rest is not None else None
-            states.append(node_sum(outs, [ew.picked[e] for e in edges], rest, zero))
+            states.append(node_sum(outs, edges, grads, zero))
             if target < len(self.groups):
                 run(target)
         return self._output(states)
@@ -335,10 +337,12 @@ class DartsSupernet(Supernet):
 
     def forward(self, x: Tensor, weights: dict[str, EdgeWeights] | None = None) -> Tensor:
         weights = weights or self.edge_weights()
+        grads = {ct: ew.path_grads() for ct, ew in weights.items()}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             assert isinstance(cell, SearchCell)
-            s0, s1 = s1, cell([s0, s1], weights[cell.cell_type], self.drop_path_prob)
+            ct = cell.cell_type
+            s0, s1 = s1, cell([s0, s1], weights[ct], self.drop_path_prob, grads[ct])
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.lastact(s1), 1), 1))
 
 
@@ -392,9 +396,10 @@ class NB201Supernet(Supernet):
 
     def forward(self, x: Tensor, weights: dict[str, EdgeWeights] | None = None) -> Tensor:
         weights = weights or self.edge_weights()
+        ew, grads = weights["cell"], weights["cell"].path_grads()
         h = self.stem(x)
         for layer in self.cells:
-            h = layer([h], weights["cell"], self.drop_path_prob) if isinstance(layer, SearchCell) else layer(h)
+            h = layer([h], ew, self.drop_path_prob, grads) if isinstance(layer, SearchCell) else layer(h)
         h = self.lastact(h)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evoray.errors import DivergedError
+from evoray.nn.straight import PathGrads
 from evoray.registry import Registry
 from evoray.spaces.derive import decoding_strengths, default_method, derive_cell, one_hot_cell
 from evoray.spaces.genotype import CellGenotype
@@ -42,14 +43,16 @@ class EdgeWeights:
     active: list[list[int]] | None = None  # per edge, the op columns to run; None: every op but `none`
     zero_terms: bool = False  # add the weights of the ops not run as zero-valued terms (GDAS on NAS-Bench-201)
     # A single path whose weights are one in value (a hard sample, a given cell): each edge runs at most one op and
-    # outputs it unscaled; ``picked[e]`` (the weight of edge e's op) and ``rest[e]`` (the zero-valued sum of the
-    # others', with ``zero_terms``) only carry gradients (``evoray.nn.straight``).
-    picked: tuple[Tensor, ...] | None = None
-    rest: tuple[Tensor, ...] | None = None
+    # outputs it unscaled; the weights only carry gradients (their weight, and with ``zero_terms`` the zero-valued sum
+    # of the others'), which the cells' nodes give them (``evoray.nn.straight``).
+    single_path: bool = False
 
-    @property
-    def single_path(self) -> bool:
-        return self.picked is not None
+    def path_grads(self) -> PathGrads | None:
+        """For one forward of a single path whose weights take gradients: where its nodes leave them."""
+        if not (self.single_path and self.weights.requires_grad and torch.is_grad_enabled()):
+            return None
+        assert self.active is not None and all(len(ops) == 1 for ops in self.active)
+        return PathGrads(self.weights, [ops[0] for ops in self.active], self.zero_terms)
 
 
 @dataclass
@@ -95,9 +98,7 @@ def gumbel_hard_weights(alpha: Tensor, ctx: WeightingContext) -> EdgeWeights:
     weights = hard - probs.detach() + probs
     active = [[int(i)] for i in index.flatten().tolist()]
     zero_terms = ctx.space.family.hard_sample_zero_terms
-    picked = weights.gather(-1, index).squeeze(-1)  # (E,), one in value
-    rest = (weights.sum(-1) - picked).unbind(0) if zero_terms else None  # zero in value
-    return EdgeWeights(weights, active=active, zero_terms=zero_terms, picked=picked.unbind(0), rest=rest)
+    return EdgeWeights(weights, active=active, zero_terms=zero_terms, single_path=True)
 
 
 @WEIGHTINGS.register("decoded")
@@ -133,7 +134,7 @@ def path_weights(
     active = [[int(k) for k in torch.nonzero(row).flatten().tolist()] for row in weights]
     if any(len(ops) > 1 for ops in active):  # a family whose edges carry more than one op
         return EdgeWeights(weights, active=active)
-    return EdgeWeights(weights, active=active, picked=weights.sum(-1).unbind(0))
+    return EdgeWeights(weights, active=active, single_path=True)
 
 
 def random_path(space: SearchSpace, cell_type: str, device: torch.device | str = "cpu") -> EdgeWeights:
@@ -141,4 +142,4 @@ def random_path(space: SearchSpace, cell_type: str, device: torch.device | str =
     index = [int(torch.randint(len(space.edge_ops(cell_type, e)), ())) for e in range(space.num_edges)]
     weights = torch.zeros(space.alpha_shape(cell_type), device=device)
     weights[range(len(index)), index] = 1.0
-    return EdgeWeights(weights, active=[[k] for k in index], picked=weights.sum(-1).unbind(0))
+    return EdgeWeights(weights, active=[[k] for k in index], single_path=True)
