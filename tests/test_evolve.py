@@ -794,3 +794,5 @@ def test_an_individual_holds_its_own_alphas_and_is_unscored_in_a_new_generation(
     moved = ind.in_generation(3)
     assert (moved.id, moved.generation, moved.genotype, moved.fitness) == (7, 3, ind.genotype, None)
     assert ind.fitness == 81.5
+    with pytest.raises(ValueError, match="origin 'clone' is not one of"):
+        make_individual(space, alphas, 8, 2, origin="clone")

@@ -83,6 +83,16 @@ def test_cx_probability_extremes() -> None:
     _assert_same(cx_uniform_rows(a, b, np.random.default_rng(0), 0.0), b)
 
 
+def test_cx_refuses_parents_of_other_cell_types_or_shapes() -> None:
+    a = _marked("darts", 1.0)
+    swapped = {"reduce": a["reduce"], "normal": a["normal"]}  # the same arrays in another cell-type order
+    with pytest.raises(AssertionError, match="parents have different cell types"):
+        cx_uniform_rows(a, swapped, np.random.default_rng(0), 0.5)
+    short = {"normal": a["normal"][:1], "reduce": a["reduce"]}  # one row: it would broadcast over every edge
+    with pytest.raises(AssertionError, match=r"normal: parent shapes \(14, 8\) vs \(1, 8\)"):
+        cx_uniform_rows(a, short, np.random.default_rng(0), 0.5)
+
+
 # -- selection ------------------------------------------------------------------------------------------------------
 
 

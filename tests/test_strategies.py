@@ -390,6 +390,7 @@ def test_seeding_from_given_alphas() -> None:
         ({"tournament": 9}, "evolution.tournament=9 exceeds evolution.population=8"),
         ({"elites": 8}, "evolution.elites=8 must be below evolution.population=8"),
         ({"strategy": "regularized", "sample_size": 9}, "evolution.sample_size=9 exceeds"),
+        ({"strategy": "regularized", "batch": 9}, "evolution.batch=9 exceeds evolution.population=8"),
         ({"strategy": "annealing"}, "unknown strategy 'annealing'; valid: ga, regularized"),
         ({"mutation": "flip"}, "unknown evolution.mutation 'flip'; valid: reset_rows, one_edge"),
         ({"crossover": "two_point"}, "unknown evolution.crossover 'two_point'; valid: uniform_rows"),
@@ -398,6 +399,21 @@ def test_seeding_from_given_alphas() -> None:
 def test_config_validation(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _cfg(**kw).validate()
+
+
+def test_settings_up_to_the_population_are_accepted() -> None:
+    """A tournament (or regularized sample, or batch) may take the whole population, the elites all but one of it,
+    and seed individuals may fill it."""
+    _cfg(tournament=8, elites=7).validate()
+    _cfg("regularized", sample_size=8, batch=8).validate()
+    space = get_space("nb201")
+    seeds = [{"cell": np.full((6, 5), i, dtype=np.float32)} for i in range(8)]
+    ga = build_strategy(_cfg(tournament=8), space, np.random.default_rng(0), seeds)
+    assert [i.origin for i in ga.population()] == ["seed"] * 8
+    ga.tell([float(i) for i in range(8)][: len(ga.ask())])
+    ga.end_generation()
+    # a tournament of the whole population always picks the fittest: both parents of every child are individual 7
+    assert {c.parents for c in ga.population()[1:]} == {(7, 7)}
 
 
 @pytest.mark.parametrize(
