@@ -745,6 +745,31 @@ def test_flat_sgd_follows_gradients_assigned_from_outside() -> None:
     assert freed._off
 
 
+def test_flat_sgd_steps_at_the_schedules_rate_and_follows_replaced_parameters() -> None:
+    """FlatSGD reads each step's learning rate from its parameter group (a schedule changes it), and a parameter
+    whose data is replaced from outside is still the one stepped (FlatSGD returns to the per-parameter update)."""
+    from evoray.optim import FlatSGD
+
+    nets = [_flat_model(), _flat_model()]
+    kw: _SGDArgs = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "foreach": True}
+    flat_opt = FlatSGD(nets[0].parameters(), **kw)
+    opts = [flat_opt, torch.optim.SGD(nets[1].parameters(), **kw)]
+    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, 4, eta_min=0.001) for opt in opts]
+    x = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
+    for step in range(6):
+        for net, opt, schedule in zip(nets, opts, schedules):
+            if step == 4:
+                bias = list(net.parameters())[1]  # the first convolution's
+                bias.data = bias.data.clone()  # a new tensor
+            opt.zero_grad(set_to_none=False)
+            net(x).square().mean().backward()
+            opt.step()
+            schedule.step()
+        assert (flat_opt._flat is not None) == (step < 4)  # flat after the first step, until step 4
+        for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def _zeroed_gdas(grad_clip: float) -> SearchSettings:
     """A tiny GDAS search on NAS-Bench-201 in its paper's optimiser setting (zeroed gradients, Nesterov, clipping over
     weights and alphas)."""
