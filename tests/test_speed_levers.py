@@ -421,6 +421,28 @@ def test_node_sum_dot_reads_each_pair_of_elements_once(case: str) -> None:
     assert abs(float(dot(a, b)) - expected) <= 1e-5 * float(a.double().abs().mul(b.double().abs()).sum())
 
 
+def test_the_activated_input_is_tiled_once_for_every_grouped_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's separable and dilated convolutions (four ops on the DARTS space, all edges each) read one tiling of
+    the activated input, made once per group, not one each."""
+    from evoray.nn import supernet
+
+    net = _supernet("darts", "softmax")
+    made: list[int] = []
+
+    def counted(x: torch.Tensor, n: int) -> torch.Tensor:
+        made.append(n)
+        return tile_channels(x, n)
+
+    monkeypatch.setattr(supernet, "tile_channels", counted)
+    monkeypatch.setattr(grouped, "tile_channels", lambda x, n: pytest.fail("a grouped op tiled its own input"))
+    net(torch.randn(2, 3, 8, 8))
+    groups = [g for cell in net.cells if isinstance(cell, SearchCell) for g in cell.groups if isinstance(g, EdgeGroup)]
+    groups = [g for g in groups if len(g.edge_ids) > 1]
+    # per group of m > 1 edges: the activated input once, and the three shared ops' outputs (two pools, identity)
+    # in the normal cells (a reduction cell's skip_connect is a FactorizedReduce, per edge)
+    assert made.count(4) >= 2 and len(made) <= 4 * len(groups), made
+
+
 @pytest.mark.parametrize(
     ("shape", "c_out", "bias", "matrix"),
     [

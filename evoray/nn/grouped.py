@@ -115,6 +115,7 @@ class GroupOp(nn.Module):
 
     shared = False
     relu_first = False
+    tiles_input = False  # its edges' convolutions read the input tiled once per edge, or take it so tiled
 
     def __init__(self, C: int, m: int) -> None:
         super().__init__()
@@ -184,10 +185,11 @@ class SharedPool(GroupOp):
 
 
 class GroupSepConv(GroupOp):
-    """``m`` SepConvs: twice [ReLU, depthwise kxk, 1x1, BN]; the input arrives activated. ``bias``: the 1x1 convs
-    have a bias (AutoDL's ops, where BN is not affine)."""
+    """``m`` SepConvs: twice [ReLU, depthwise kxk, 1x1, BN]; the input arrives activated (and may arrive tiled, one
+    copy per requested edge). ``bias``: the 1x1 convs have a bias (AutoDL's ops, where BN is not affine)."""
 
     relu_first = True
+    tiles_input = True
 
     def __init__(self, C: int, m: int, k: int, stride: int, bias: bool = False) -> None:
         super().__init__(C, m)
@@ -201,7 +203,7 @@ class GroupSepConv(GroupOp):
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
-        h = tile_channels(x, n)  # (B, nC, H, W), edge-major
+        h = x if x.shape[1] == n * C else tile_channels(x, n)  # (B, nC, H, W), edge-major
         h = depthwise_conv(h, take(self.dw1, slots, C), self.stride, self.pad)
         h = conv_bn(h, take(self.pw1, slots, C), _take_bias(self.pw1_bias, slots, C), self.bn1, slots, C, groups=n)
         h = depthwise_conv(F.relu(h), take(self.dw2, slots, C), 1, self.pad)
@@ -210,9 +212,11 @@ class GroupSepConv(GroupOp):
 
 
 class GroupDilConv(GroupOp):
-    """``m`` DilConvs: ReLU, depthwise kxk dilation 2, 1x1 (with a bias if ``bias``), BN."""
+    """``m`` DilConvs: ReLU, depthwise kxk dilation 2, 1x1 (with a bias if ``bias``), BN; the input may arrive tiled,
+    as :class:`GroupSepConv`'s."""
 
     relu_first = True
+    tiles_input = True
 
     def __init__(self, C: int, m: int, k: int, stride: int, bias: bool = False) -> None:
         super().__init__(C, m)
@@ -223,7 +227,7 @@ class GroupDilConv(GroupOp):
 
     def forward(self, x: Tensor, slots: Slots = None) -> Tensor:
         n, C = _n(slots, self.m), self.C
-        h = tile_channels(x, n)
+        h = x if x.shape[1] == n * C else tile_channels(x, n)
         h = depthwise_conv(h, take(self.dw, slots, C), self.stride, self.pad, dilation=2)
         return conv_bn(h, take(self.pw, slots, C), _take_bias(self.pw_bias, slots, C), self.bn, slots, C, groups=n)
 

@@ -77,6 +77,7 @@ class EdgeGroup(nn.Module):
         C, m, W = self.C, len(self.edge_ids), ew.weights
         full: Tensor | None = None  # (B, m*C, H, W): contributions of ops that ran on every edge of the group
         parts: list[list[Tensor]] = [[] for _ in range(m)]
+        tiled: dict[int, Tensor] = {}  # the activated input tiled n times, made once for every op that reads it so
         for name, op in self.ops.items():
             members, cols = self.members[name], self.cols[name]
             if ew.active is None:
@@ -87,7 +88,12 @@ class EdgeGroup(nn.Module):
                 run = [i for i, s in enumerate(members) if cols[i] in ew.active[self.edge_ids[s]]]
             if not run:
                 continue
-            y = op(x_relu if op.relu_first else x, None if len(run) == len(members) else run)
+            inp = x_relu if op.relu_first else x
+            if op.tiles_input and inp is not None and len(run) > 1:
+                if len(run) not in tiled:
+                    tiled[len(run)] = tile_channels(inp, len(run))
+                inp = tiled[len(run)]
+            y = op(inp, None if len(run) == len(members) else run)
             slots = [members[i] for i in run]
             if len(slots) == m:  # every edge of the group: one multiply(-add) for all of them
                 if y.shape[1] == C and m > 1:
