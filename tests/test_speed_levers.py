@@ -391,6 +391,25 @@ def test_single_path_node_sum_equals_the_written_out_edges(space_name: str, path
         assert any(float(g.abs().sum()) > 0 for g in grads[-len(net.arch_parameters()) :] if g is not None)
 
 
+@pytest.mark.parametrize("space_name", ["darts", "nb201"])
+def test_a_backward_pass_that_skips_the_alphas_leaves_their_gradient_alone(space_name: str) -> None:
+    """The nodes of a sampled path leave the weights' gradient parts only in a backward pass that reaches the weights:
+    a gradient of the input alone, then of the alphas on the same graph, gives the alphas what one pass gives them;
+    and the parts are cleared after each pass (a second pass gives the same again, not twice as much)."""
+    net = _supernet(space_name, "gumbel-hard")
+    net.train()
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    alphas = net.arch_parameters()
+    torch.manual_seed(4)
+    out = net(x).square().sum()
+    want = torch.autograd.grad(out, alphas, retain_graph=True)
+    assert any(float(g.abs().sum()) > 0 for g in want)
+    torch.autograd.grad(out, [x], retain_graph=True)
+    got = torch.autograd.grad(out, alphas, retain_graph=True)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def _dot_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Pairs of maps in the layouts a node's outputs and gradient take: dense in either memory format, dense at an
     offset into their storage, channel slices of a grouped op's output (not dense), and mixed formats."""
