@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -350,3 +351,31 @@ def test_the_run_picks_committees_by_validation_logits_never_by_test_logits(tmp_
     assert [c["picks"] for c in report["committees"]] == [[names[1]]] * len(combiners)
     assert report["summary"]["best_member"]["name"] == names[1]
     assert report["summary"]["best_member_on_test"]["name"] == names[0]
+
+
+def test_a_members_config_error_on_ray_names_the_member_once(monkeypatch) -> None:
+    """A ConfigError raised inside a member's Ray task comes back as one ConfigError that names the member, once."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from evoray.distributed import members
+
+    def failing(cause: BaseException) -> Any:
+        def get(ref: Any) -> Any:
+            raise ray.exceptions.RayTaskError("_member_task", "", cause)
+
+        return get
+
+    member: Any = SimpleNamespace(name="darts-3")
+    for cause, want in [
+        (ConfigError("training diverged"), "member darts-3: training diverged"),
+        (ConfigError("member darts-3: training diverged"), "member darts-3: training diverged"),
+    ]:
+        monkeypatch.setattr(members.ray, "get", failing(cause))
+        with pytest.raises(ConfigError) as err:
+            members._get(object(), member)
+        assert str(err.value) == want
+    monkeypatch.setattr(members.ray, "get", failing(ValueError("a bug")))
+    with pytest.raises(ray.exceptions.RayTaskError):
+        members._get(object(), member)

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -377,3 +378,109 @@ def test_the_local_rays_workers_run_at_the_drivers_priority(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     driver, actor = proc.stdout.split()[1::2]
     assert actor == driver, proc.stdout
+
+
+def test_a_cluster_address_is_probed_where_ray_would_connect(monkeypatch) -> None:
+    """A ``ray://`` address without a port is Ray's client port; an IPv6 host loses its brackets; ``auto`` and
+    ``local`` are left to Ray; an address nothing answers at is one line naming it and the reason."""
+    from evoray.distributed import cluster
+
+    probed: list[tuple[str, int]] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> Any:
+        probed.append(address)
+        if address[1] == 1:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return open(__file__)  # a context manager that closes
+
+    monkeypatch.setattr(cluster.socket, "create_connection", connect)
+    for address in ("ray://head", "ray://head:2000/", "[::1]:6379", "10.0.0.2:6379", "auto", "local"):
+        cluster.check_reachable(address)
+    assert probed == [("head", 10001), ("head", 2000), ("::1", 6379), ("10.0.0.2", 6379)]
+    with pytest.raises(ConfigError, match=r"^no Ray cluster answers at 'head:1' \(Connection refused\); start one"):
+        cluster.check_reachable("head:1")
+
+
+def test_a_worker_reserves_its_cpus_and_a_gpu_only_where_the_cluster_has_gpus(monkeypatch) -> None:
+    """``gpus: -1`` is one GPU per worker on a cluster with GPUs, else none; a CPU worker reserves at least one CPU and
+    runs at least one thread, a GPU worker may reserve none; workers that just fit are accepted, and a cluster
+    (``resources.address``) is not checked."""
+    from evoray.distributed import cluster
+    from evoray.runtime import ResourcesConfig
+
+    have = {"CPU": 2.0}
+    monkeypatch.setattr(cluster.ray, "cluster_resources", lambda: have)
+    assert cluster.placement(ResourcesConfig()) == {"num_cpus": 1.0, "num_gpus": 0.0}
+    assert cluster.placement(ResourcesConfig(cpus=0)) == {"num_cpus": 1.0, "num_gpus": 0.0}
+    assert cluster.placement(ResourcesConfig(cpus=0, gpus=0.5)) == {"num_cpus": 0.0, "num_gpus": 0.5}
+    assert cluster.threads_of(ResourcesConfig(cpus=0)) == 1 and cluster.threads_of(ResourcesConfig(cpus=3)) == 3
+    cluster.require_cpus(ResourcesConfig(), 2, "two workers")  # 2 CPUs of 2
+    cluster.require_cpus(ResourcesConfig(cpus=4, address="auto"), 8, "a cluster's workers")
+    have["GPU"] = 1.0
+    assert cluster.placement(ResourcesConfig(cpus=0)) == {"num_cpus": 0.0, "num_gpus": 1.0}
+    assert cluster.placement(ResourcesConfig(cpus=2)) == {"num_cpus": 2.0, "num_gpus": 1.0}
+
+
+class _FakeActor:
+    """Stands in for a supernet actor: its calls answer at once (``_get_all`` is the identity in these tests)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        outer = self
+
+        class Call:
+            def __init__(self, fn: Any) -> None:
+                self.remote = fn
+
+        self.fitness = Call(lambda population, generation, keys: [100.0 * k + outer.rank for k in keys])
+        self.train_generation = Call(lambda population, generation: {"train_loss": float(outer.rank)})
+
+
+def _fake_fleet(monkeypatch, actors: int, max_restarts: int = 3) -> Any:
+    from types import SimpleNamespace
+
+    from evoray.distributed import fleet as fleet_mod
+
+    monkeypatch.setattr(fleet_mod, "_get_all", list)
+    fleet = object.__new__(fleet_mod.SupernetFleet)
+    fleet.cfg = SimpleNamespace(distributed=SimpleNamespace(max_restarts=max_restarts))  # type: ignore[assignment]
+    fleet.actors, fleet.restarts, fleet._state = [_FakeActor(r) for r in range(actors)], 0, {"net": {}}
+    fleet._fetch_state = lambda: {"net": {}}  # type: ignore[method-assign]
+    return fleet
+
+
+def test_fitness_is_split_over_the_actors_by_individual_and_keyed_by_id(monkeypatch) -> None:
+    fleet = _fake_fleet(monkeypatch, 3)
+    population: list[Any] = [{}] * 5
+    assert fleet.fitness(population, 0, [10, 11, 12, 13, 14]) == [1000.0, 1101.0, 1202.0, 1300.0, 1401.0]
+    assert fleet.fitness(population[:2], 0, [7, 8]) == [700.0, 801.0]  # fewer individuals than actors
+    assert fleet.train(population, 0) == {"train_loss": 1.0}  # the mean over the actors
+
+
+def test_a_lost_actor_is_replaced_up_to_max_restarts_times(monkeypatch) -> None:
+    """Each loss rebuilds the fleet and runs the work again; one loss more than ``distributed.max_restarts`` is a
+    FleetError naming the count and the last error. A loss that Ray itself reports needs no probe of the actors."""
+    from evoray.distributed import fleet as fleet_mod
+
+    monkeypatch.setattr(fleet_mod.ray, "kill", lambda actor, no_restart: None)
+    fleet = _fake_fleet(monkeypatch, 1, max_restarts=2)
+    fleet._start = lambda: None  # type: ignore[method-assign]
+    fleet.actors = []  # nothing to probe: only Ray's own error says the actor was lost
+    failures = [2]
+
+    def work() -> str:
+        if failures[0]:
+            failures[0] -= 1
+            raise ray_exceptions().ObjectLostError("00" * 28, None, "")
+        return "done"
+
+    assert fleet._retrying(work) == "done" and fleet.restarts == 2
+    fleet.restarts, failures[0] = 0, 3
+    with pytest.raises(fleet_mod.FleetError, match=r"^supernet actors failed 3 times; last error: "):
+        fleet._retrying(work)
+
+
+def ray_exceptions() -> Any:
+    import ray
+
+    return ray.exceptions

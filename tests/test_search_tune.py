@@ -336,3 +336,239 @@ def test_read_alphas_refuses_a_damaged_or_pickled_file(tmp_path) -> None:
             read_alphas(tmp_path / name)
     with pytest.raises(ConfigError, match=r"has no missing\.npz"):
         read_alphas(tmp_path / "missing.npz")
+
+
+class _FakeSearcher:
+    """The part of a Searcher the trainable drives: an epoch counter, its state, alphas and genotype."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def train_epoch(self) -> dict[str, Any]:
+        self.epoch += 1
+        return {"epoch": self.epoch, "valid_acc": 50.0}
+
+    def op_distributions(self) -> dict[str, torch.Tensor]:
+        return {"normal": torch.tensor([[0.123456, 0.876544]], dtype=torch.float64)}
+
+    def done(self) -> bool:
+        return self.epoch >= 5
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": torch.tensor(self.epoch)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+
+    def alphas(self) -> dict[str, np.ndarray]:
+        return {"normal": np.full((2, 3), float(self.epoch))}
+
+    def genotype(self) -> str:
+        return f"genotype-{self.epoch}"
+
+
+def test_a_trial_checkpoint_holds_the_searchers_state_alphas_and_genotype_and_resumes_from_its_epoch(tmp_path) -> None:
+    """A save writes the searcher's state, its alphas and its genotype; a trial restored from it reports, every epoch
+    after, the epoch it resumed from (0 for a trial that started afresh)."""
+    from evoray.distributed.tune import CHECKPOINT_FILES, SearchTrainable, read_alphas
+
+    trial = object.__new__(SearchTrainable)
+    trial.searcher, trial.resumed_from = _FakeSearcher(), 0  # type: ignore[assignment]
+    first = trial.step()
+    assert (first["epoch"], first["resumed_from"], first["done"]) == (1, 0, False)
+    assert first["ops_normal"] == [[0.1235, 0.8765]]
+    trial.step()
+    trial.save_checkpoint(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(CHECKPOINT_FILES)
+    assert json.loads((tmp_path / "genotype.json").read_text()) == {"epoch": 2, "genotype": "genotype-2"}
+    np.testing.assert_array_equal(read_alphas(tmp_path / "alphas.npz")["normal"], np.full((2, 3), 2.0))
+
+    restored = object.__new__(SearchTrainable)
+    restored.searcher, restored.resumed_from = _FakeSearcher(), 0  # type: ignore[assignment]
+    restored.load_checkpoint(str(tmp_path))
+    assert restored.resumed_from == 2
+    rows = [restored.step() for _ in range(3)]
+    assert [(r["epoch"], r["resumed_from"]) for r in rows] == [(3, 2), (4, 2), (5, 2)]
+    assert rows[-1]["done"] is True
+
+
+def test_the_epoch_line_names_the_trial_and_its_wiped_experts_on_the_stream_asked_for(capsys) -> None:
+    from types import SimpleNamespace
+
+    from evoray.distributed.tune import EpochLog
+
+    trial = SimpleNamespace(config={"search": {"searcher": "xnas", "seed": 3, "epochs": 5}}, trial_id="ab12_00001")
+    result = {"epoch": 2, "train_loss": 1.23456, "train_acc": 40.04, "valid_loss": 2.0, "valid_acc": 35.55}
+    EpochLog().on_trial_result(0, [], trial, {**result, "tau": 0.12345, "wiped_normal": 4, "wiped_reduce": 1})
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert out.out == (
+        "xnas-s3 [ab12_00001] epoch 2/5: train 1.235/40.0% valid 2.000/35.5% tau 0.123 wiped normal 4, reduce 1\n"
+    )
+    EpochLog(to_stderr=True).on_trial_result(0, [], trial, {"epoch": 1})
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "xnas-s3 [ab12_00001] epoch 1/5: train nan/nan% valid nan/nan%\n"
+
+
+def test_trial_folders_are_named_by_searcher_space_seed_and_trial_id() -> None:
+    from types import SimpleNamespace
+
+    from evoray.distributed.tune import _trial_name
+
+    config = {"search": {"searcher": "gdas", "supernet": {"space": "nb201"}, "seed": 7}}
+    assert _trial_name(SimpleNamespace(config=config, trial_id="ab12_00003")) == "gdas-nb201-s7-ab12_00003"
+
+
+def test_a_local_storage_is_made_absolute_and_a_uri_kept(tmp_path, monkeypatch) -> None:
+    from evoray.distributed.tune import storage_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert storage_uri("results/tune") == str(tmp_path.resolve() / "results" / "tune")
+    assert storage_uri("s3://bucket/exp") == "s3://bucket/exp"
+
+
+def test_the_tuner_gets_asha_over_the_longest_trial_a_checkpoint_each_epoch_and_the_retries(tmp_path, monkeypatch):
+    """The experiment as handed to Tune: ASHA's horizon is the longest trial's epochs, every epoch is checkpointed
+    (two kept, one at the end), a failed trial is retried ``max_failures`` times, and each trial runs the torch
+    threads of its CPUs."""
+    from ray import tune
+
+    from evoray.distributed import tune as tune_mod
+    from evoray.searchers.experiment import expand
+
+    exp = _exp(
+        "tuner",
+        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 3},
+        per_searcher={"xnas": {"epochs": 5}},
+        max_failures=4,
+        max_concurrent=1,
+        resources={"cpus": 2},
+    )
+    trials = expand(exp)
+    assert sorted(t.epochs for t in trials) == [2, 5]
+    made: dict[str, Any] = {}
+
+    def tuner(trainable: Any, **kwargs: Any) -> dict[str, Any]:
+        made.update(kwargs)
+        return made
+
+    monkeypatch.setattr(tune_mod, "_trainable", lambda exp: "trainable")
+    monkeypatch.setattr(tune, "Tuner", tuner)
+    monkeypatch.setattr(tune_mod, "fit", lambda t: t)
+    lines: list[str] = []
+    tune_mod.run_trials(exp, trials, "rel/storage", "name", lines.append, quiet_stdout=True)
+    scheduler = made["tune_config"].scheduler
+    assert (scheduler._max_t, scheduler._reduction_factor) == (5, 3)
+    assert made["tune_config"].max_concurrent_trials == 1 and made["tune_config"].metric == "valid_acc"
+    assert made["param_space"]["threads"] == 2
+    run = made["run_config"]
+    assert run.name == "name" and Path(run.storage_path).is_absolute()
+    assert run.failure_config.max_failures == 4
+    checkpoints = run.checkpoint_config
+    assert (checkpoints.checkpoint_frequency, checkpoints.num_to_keep, checkpoints.checkpoint_at_end) == (1, 2, True)
+    assert [type(c).__name__ for c in run.callbacks] == ["EpochLog"] and run.callbacks[0].to_stderr
+    assert lines[0].startswith("search: 2 trials (")
+
+
+def test_a_ctrl_c_that_tune_caught_is_raised_after_the_experiment_returns(monkeypatch) -> None:
+    """Tune's SIGINT handler puts back the handler it found when it fires: the experiment then returns as if
+    finished, and ``fit`` raises ``KeyboardInterrupt``. An experiment that ends without one returns its results;
+    either way the process's own handler is back in place."""
+    import signal
+
+    from evoray.distributed.tune import fit
+
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    original = signal.getsignal(signal.SIGINT)
+
+    class Tuner:
+        def __init__(self, fired: bool) -> None:
+            self.fired = fired
+
+        def fit(self) -> str:
+            found = signal.signal(signal.SIGINT, lambda s, f: None)  # Tune's handler
+            if self.fired:
+                signal.signal(signal.SIGINT, found)
+            return "grid"
+
+    assert fit(Tuner(fired=False)) == "grid"
+    assert signal.getsignal(signal.SIGINT) is original
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        fit(Tuner(fired=True))
+    assert signal.getsignal(signal.SIGINT) is original
+
+
+def test_the_newest_complete_checkpoint_is_the_highest_number_holding_every_file(tmp_path) -> None:
+    from evoray.distributed.tune import _newest_complete
+
+    trial = tmp_path / "trial"
+    for n in (2, 9, 10):
+        _trial_checkpoint(trial / f"checkpoint_{n:06d}")
+    (trial / "checkpoint_000012").mkdir()
+    (trial / "checkpoint_000011").mkdir()
+    (trial / "checkpoint_000011" / "searcher.pt").write_bytes(b"")  # the first file a save writes, alone
+    (trial / "checkpoint_latest").mkdir()
+    assert _newest_complete(trial) == trial / "checkpoint_000010"
+    assert _newest_complete(tmp_path / "empty") is None
+
+
+def test_a_recorded_checkpoint_not_named_checkpoint_n_is_judged_by_the_trials_folders(tmp_path) -> None:
+    from evoray.distributed.tune import check_checkpoints
+
+    experiment, trial = tmp_path / "tune", "darts-darts-s0-t1"
+    _trial_checkpoint(experiment / trial / "checkpoint_000001")
+    _tune_state(experiment, trial, "elsewhere")
+    assert check_checkpoints(str(experiment)) == 1
+
+
+def test_the_newest_experiment_state_is_the_one_checked(tmp_path) -> None:
+    """Of several experiment states the newest (by name, as Tune restores) is read; one whose trial carries no
+    evoray search settings, or a tuner.pkl that is not a pickle, is a one-line error naming the file."""
+    from evoray.distributed.tune import _unreadable, check_experiment
+
+    def state(name: str, config: dict[str, Any]) -> None:
+        entry = [json.dumps({"config": config}), json.dumps({})]
+        (tmp_path / f"experiment_state-{name}.json").write_text(json.dumps({"trial_data": [entry]}))
+
+    state("2024-01-01_00-00-00", {"search": {}})
+    state("2024-01-02_00-00-00", {"other": {}})
+    with pytest.raises(ConfigError, match=r"experiment_state-2024-01-02_.* \(a trial without evoray's search settings"):
+        check_experiment(str(tmp_path))
+    (tmp_path / "experiment_state-2024-01-01_00-00-00.json").write_text("{")
+    state("2024-01-03_00-00-00", {"search": {"seed": 0}})
+    check_experiment(str(tmp_path))
+    (tmp_path / "tuner.pkl").write_bytes(b"not a pickle\nsecond line")
+    with pytest.raises(ConfigError, match=r"^Tune's tuner\.pkl in .* cannot be read \([^\n]*\): the experiment") as err:
+        check_experiment(str(tmp_path))
+    assert "\n" not in str(err.value)
+    message = str(_unreadable(tmp_path / "tuner.pkl", ValueError("y" * 200 + "\nsecond line")))
+    assert f"({'y' * 160}): the experiment" in message and "second" not in message
+
+
+class _Slotted:
+    __slots__ = ("__dict__", "a")
+
+
+def test_a_pickled_object_with_slots_is_read_inert_with_its_state() -> None:
+    import io
+    import pickle
+
+    from evoray.distributed.tune import _InertUnpickler
+
+    obj = _Slotted()
+    obj.a, obj.b = 1, 2  # type: ignore[attr-defined]
+    inert = _InertUnpickler(io.BytesIO(pickle.dumps(obj))).load()
+    assert type(inert).__name__ == "_Inert" and (inert.a, inert.b) == (1, 2)
+
+
+def test_trials_without_a_grid_index_come_last_and_params_without_search_settings_are_refused(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from evoray.distributed.tune import _error_line, _trial_order, _trial_params
+
+    results = [SimpleNamespace(path=str(tmp_path / n)) for n in ("b-custom", "a-ab12_00001", "a-custom")]
+    assert [Path(r.path).name for r in sorted(results, key=_trial_order)] == ["a-ab12_00001", "a-custom", "b-custom"]
+    (tmp_path / "params.json").write_text(json.dumps({"threads": 1}))
+    with pytest.raises(ConfigError, match=r"params\.json names no search settings"):
+        _trial_params(SimpleNamespace(config=None, path=str(tmp_path)))
+    assert _error_line(ValueError("x" * 400)) == "ValueError: " + "x" * 288
