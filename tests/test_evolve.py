@@ -29,6 +29,7 @@ from evoray.evolution.individual import Individual, genotype_of
 from evoray.evolution.run import alphas_for
 from evoray.evolution.supernet_fitness import SupernetTrainer
 from evoray.nn.weighting import EdgeWeights
+from evoray.runs.directory import load_checkpoint
 from evoray.spaces import SearchSpace, get_space, one_hot
 from evoray.spaces.published import published_genotype
 from tests.conftest import shared_file
@@ -119,7 +120,11 @@ def test_fresh_process_and_sigkill_resume_give_the_same_archive(tmp_path) -> Non
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert pd.read_parquet(killed / "archive.parquet").generation.max() < 3, "killed too late to test resume"
-    done = json.loads((killed / "checkpoints" / "last.json").read_text())["generation"]  # its last whole generation
+    # its last whole generation, as a resume reads it: from the tensors file, whose state is one save newer than
+    # last.json's where the kill fell between their two writes
+    saved = load_checkpoint(killed / "checkpoints")
+    assert saved is not None
+    done = saved[0]["generation"]
     proc = subprocess.run(_cli("--resume", str(killed)), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     # it continued from its checkpoint (a run that started over would give the same archive)
