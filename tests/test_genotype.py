@@ -41,7 +41,7 @@ def test_darts_string_round_trip() -> None:
 
 
 def test_range_concat_accepted() -> None:
-    text = DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2, 6)")
+    text = _concat("range(2, 6)")
     assert parse_genotype(text) == parse_genotype(DARTS_V2)
 
 
@@ -247,6 +247,13 @@ def _json_text(old: str, new: str) -> str:
 EMPTY_NODES = (
     "Genotype(normal=[[], [], [], []], normal_concat=[2, 3, 4, 5], reduce=[[], [], [], []], reduce_concat=[2, 3])"
 )
+
+
+def _concat(value: str) -> str:
+    """DARTS_V2 with its normal cell's concat written as ``value``."""
+    return DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", f"normal_concat={value}")
+
+
 MALFORMED = [
     # (id, text, fragment of the one-line message)
     (
@@ -261,34 +268,34 @@ MALFORMED = [
     ),
     (
         "concat-string",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat='2345'"),
+        _concat("'2345'"),
         "normal_concat '2345' must be",
     ),
     (
         "concat-float",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[2.9, 3, 4, 5]"),
+        _concat("[2.9, 3, 4, 5]"),
         "normal_concat [2.9, 3, 4, 5] must be a non-empty list of ints",
     ),
-    ("concat-int", DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=5"), "normal_concat 5 must be"),
+    ("concat-int", _concat("5"), "normal_concat 5 must be"),
     (
         "concat-name",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=['x']"),
+        _concat("['x']"),
         "normal_concat ['x'] must be",
     ),
-    ("concat-none", DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=None"), "normal_concat None must be"),
+    ("concat-none", _concat("None"), "normal_concat None must be"),
     (
         "concat-empty",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[]"),
+        _concat("[]"),
         "normal_concat [] must be a non-empty",
     ),
     (
         "concat-huge-int",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[2, 3, 4, 1000000000]"),
+        _concat("[2, 3, 4, 1000000000]"),
         "ints in 0..63",
     ),
     (
         "range-bool",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(True, 6)"),
+        _concat("range(True, 6)"),
         "range() takes integer literals only",
     ),
     (
@@ -337,17 +344,17 @@ MALFORMED = [
     ("positional-field", "Genotype([('skip_connect', 0)], normal_concat=[2])", "expected keyword fields only"),
     (
         "concat-not-literal",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=sorted([2, 3, 4, 5])"),
+        _concat("sorted([2, 3, 4, 5])"),
         "normal_concat is not a literal",
     ),
     (
         "concat-negative",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[-1, 2, 3, 4, 5]"),
+        _concat("[-1, 2, 3, 4, 5]"),
         "normal_concat [-1, 2, 3, 4, 5] must be a non-empty list of ints in 0..63",
     ),
     (
         "concat-one-past-max",
-        DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[2, 3, 4, 64]"),
+        _concat("[2, 3, 4, 64]"),
         "normal_concat [2, 3, 4, 64] must be a non-empty list of ints in 0..63",
     ),
     (
@@ -408,7 +415,7 @@ def test_edges_written_as_lists_are_read_as_a_flat_cell() -> None:
 
 
 def test_concat_without_intermediate_nodes_is_named() -> None:
-    text = DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[0, 1]")
+    text = _concat("[0, 1]")
     with pytest.raises(ConfigError, match=r"concat \[0, 1\] names no intermediate node; .* e.g. \[2, 3, 4, 5\]"):
         parse_genotype(text)
 

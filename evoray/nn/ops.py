@@ -329,17 +329,17 @@ def _matmul_is_faster(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
-    """``F.conv2d`` (one group); a stride-1 1x1 convolution of a small channels-last CPU map runs as one matrix
-    product of its (pixels, C) view (see :func:`_matmul_is_faster`), the same sums to float rounding, the output
-    channels-last."""
-    if stride == 1 and padding == 0 and _matmul_is_faster(x, weight, bias):
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.conv2d(x, weight, bias)`` (one group, stride 1, no padding); a 1x1 convolution of a small channels-last CPU
+    map runs as one matrix product of its (pixels, C) view (see :func:`_matmul_is_faster`), the same sums to float
+    rounding, the output channels-last."""
+    if _matmul_is_faster(x, weight, bias):
         N, C, H, W = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(N * H * W, C)
         w = weight.view(weight.shape[0], C).t()
         y = torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
         return y.view(N, H, W, -1).permute(0, 3, 1, 2)
-    return F.conv2d(x, weight, bias, stride, padding)
+    return F.conv2d(x, weight, bias)
 
 
 class Conv2d(nn.Conv2d):
