@@ -247,6 +247,70 @@ def test_batch_norm_module_equals_torchs(
         torch.testing.assert_close(ours(x), ref(x))
 
 
+@pytest.mark.parametrize(
+    ("shape", "c_out", "bias", "threads", "into"),
+    [
+        ((64, 8, 16, 16), 8, True, 2, True),  # the matrix product, then a matrix BatchNorm of 8 channels
+        ((64, 8, 16, 16), 8, False, 2, False),  # no bias to move
+        ((64, 8, 16, 16), 16, True, 2, False),  # a bias of 16 channels: the product takes it
+        ((32, 8, 16, 16), 8, True, 2, False),  # under the matrix BatchNorm's 2^17 elements
+        ((64, 8, 16, 16), 8, True, 1, False),  # one thread: PyTorch's BatchNorm
+        ((64, 8, 32, 32), 8, True, 2, False),  # over the product's 16k pixels
+    ],
+)
+def test_bias_into_batch_norm_routing(
+    shape: tuple[int, int, int, int], c_out: int, bias: bool, threads: int, into: bool
+) -> None:
+    """Which 1x1 convolutions leave their bias to the training BatchNorm after them: where the bias is too narrow for
+    the matrix product and both the product and the matrix BatchNorm apply."""
+    x = torch.empty(shape).contiguous(memory_format=torch.channels_last)
+    w, b = torch.empty(c_out, shape[1], 1, 1), torch.empty(c_out) if bias else None
+    with torch_threads(threads):
+        assert ops.bias_into_batch_norm(x, w, b) == into
+        assert not ops.bias_into_batch_norm(torch.empty(shape), w, b)
+
+
+@pytest.mark.usefixtures("matrix_bn_on_small_maps")
+@pytest.mark.parametrize("slots", [None, [1]])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_narrow_bias_in_the_batch_norm_equals_the_written_out_op(
+    slots: list[int] | None, momentum: float | None
+) -> None:
+    """NAS-Bench-201's ``nor_conv_1x1`` with AutoDL's bias (8 channels) in training, its bias handed to the matrix
+    BatchNorm: the written-out convolution with its bias and ``F.batch_norm``'s outputs, input and weight gradients
+    and running statistics, step after step; the bias's gradient zero, where the written-out one is float noise about
+    zero (batch statistics remove a per-channel constant)."""
+    torch.manual_seed(0)
+    C, m = 8, 1 if slots is None else 3
+    op = grouped.GroupReLUConvBN(C, m, 1, 1, bias=True)
+    op.bn.momentum = momentum
+    assert op.bias is not None and op.bn.running_mean is not None and op.bn.running_var is not None
+    rows = slice(None) if slots is None else slice(slots[0] * C, (slots[0] + 1) * C)
+    weight, bias = op.weight.detach()[rows].clone().requires_grad_(True), op.bias.detach()[rows].clone()
+    bias.requires_grad_(True)
+    mean, var = op.bn.running_mean[rows].clone(), op.bn.running_var[rows].clone()
+    with torch_threads(2):
+        for step in range(3):
+            x = (torch.randn(4, C, 6, 5) * 2 + step).contiguous(memory_format=torch.channels_last)
+            assert ops.bias_into_batch_norm(x, weight, bias)
+            xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+            a = op(xa, slots)
+            factor = momentum or 1.0 / (step + 1)
+            b = F.batch_norm(F.conv2d(xb, weight, bias), mean, var, None, None, True, factor, op.bn.eps)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            assert a.is_contiguous(memory_format=torch.channels_last)
+            g = torch.randn_like(b)
+            (a * g).sum().backward()
+            (b * g).sum().backward()
+            torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-5)
+            assert op.weight.grad is not None and op.bias.grad is not None and weight.grad is not None
+            torch.testing.assert_close(op.weight.grad[rows], weight.grad, rtol=1e-4, atol=1e-5)
+            assert bias.grad is not None and float(bias.grad.abs().max()) < 1e-4  # float noise in the written-out op
+            assert not op.bias.grad.any()
+            torch.testing.assert_close(op.bn.running_mean[rows], mean)
+            torch.testing.assert_close(op.bn.running_var[rows], var)
+
+
 @pytest.mark.parametrize(("start", "step"), [(1, 1), (0, 2), (1, 2)])
 def test_crop_equals_slicing_and_keeps_the_gradient_channels_last(start: int, step: int) -> None:
     """The strided crops of the reductions (factorized reduce's shifted half, a stride-2 dilated conv's even-even

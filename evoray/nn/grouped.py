@@ -21,6 +21,7 @@ from evoray.nn.ops import (
     BatchNorm2d,
     MaxPool3x3,
     batch_norm,
+    bias_into_batch_norm,
     bn_update_factor,
     conv2d,
     crop,
@@ -45,18 +46,22 @@ def tile_channels(x: Tensor, n: int) -> Tensor:
     return x if n == 1 else torch.cat([x] * n, dim=1)
 
 
-def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int) -> Tensor:
-    """BatchNorm (no affine) with per-edge running statistics, for the edges in ``slots``."""
+def stacked_bn(x: Tensor, bn: nn.BatchNorm2d, slots: Slots, C: int, shift: Tensor | None = None) -> Tensor:
+    """BatchNorm (no affine) with per-edge running statistics, for the edges in ``slots``, of ``x`` plus ``shift`` (per
+    channel; see :func:`evoray.nn.ops.batch_norm`)."""
     if slots is None:
-        return bn(x)
+        if shift is None:
+            return bn(x)
+        mean, var = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
+        return batch_norm(x, mean, var, bn.weight, bn.bias, bn.training, bn_update_factor(bn), bn.eps, shift)
     assert bn.running_mean is not None and bn.running_var is not None
     momentum = bn_update_factor(bn)
     if slots == list(range(slots[0], slots[0] + len(slots))):  # consecutive edges: their rows, updated in place
         rows = slice(slots[0] * C, (slots[-1] + 1) * C)
         mean, var = bn.running_mean[rows], bn.running_var[rows]
-        return batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps)
+        return batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps, shift)
     mean, var = take(bn.running_mean, slots, C).clone(), take(bn.running_var, slots, C).clone()
-    out = batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps)
+    out = batch_norm(x, mean, var, None, None, bn.training, momentum, bn.eps, shift)
     if bn.training:
         with torch.no_grad():
             for i, s in enumerate(slots):
@@ -69,10 +74,13 @@ def conv_bn(
     x: Tensor, weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d, slots: Slots, C: int, **conv: int
 ) -> Tensor:
     """``stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)``, a one-group convolution of stride 1 without
-    padding through :func:`evoray.nn.ops.conv2d` (a small 1x1 as a matrix product). In evaluation the BatchNorm (no
-    affine, running statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) /
-    sqrt(var + eps)``, one op instead of two, the same result up to rounding."""
+    padding through :func:`evoray.nn.ops.conv2d` (a small 1x1 as a matrix product, its narrow bias handed to a
+    training BatchNorm: :func:`evoray.nn.ops.bias_into_batch_norm`). In evaluation the BatchNorm (no affine, running
+    statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) / sqrt(var + eps)``,
+    one op instead of two, the same result up to rounding."""
     plain = conv.get("groups", 1) == 1 and conv.get("stride", 1) == 1 and conv.get("padding", 0) == 0
+    if bn.training and plain and bias_into_batch_norm(x, weight, bias):
+        return stacked_bn(conv2d(x, weight), bn, slots, C, shift=bias)
     if bn.training or bn.running_mean is None or bn.running_var is None:
         y = conv2d(x, weight, bias) if plain else F.conv2d(x, weight, bias, **conv)
         return stacked_bn(y, bn, slots, C)

@@ -13,7 +13,10 @@ CPU-oriented rewrites keep the arithmetic of the original ops (exactly, or to fl
   matrix (``BatchNorm2d``, :func:`batch_norm`; to float rounding);
 - strided crops of a channels-last map (:func:`crop`) give it a channels-last gradient;
 - a 1x1 convolution of a small channels-last map is one matrix product of its (pixels, channels) view (``Conv2d``,
-  :func:`conv2d`; to float rounding).
+  :func:`conv2d`; to float rounding); where its bias is narrow and a training matrix BatchNorm follows, the bias
+  goes to the BatchNorm, whose batch statistics remove it (:func:`bias_into_batch_norm`: the same outputs, input and
+  weight gradients and running statistics to float rounding; the bias's gradient, float noise about zero in the
+  written-out form, is zero).
 """
 
 from __future__ import annotations
@@ -109,7 +112,11 @@ class _MatrixBatchNorm(torch.autograd.Function):
     """Training-mode BatchNorm of a channels-last map read as a matrix: its (N*H*W, C) values viewed as rows of ``k``
     pixels (:func:`_row_fold`), every per-channel vector (means, centred second moments, scales) held tiled ``k``
     times as a row is laid out (:func:`_mean_fold`); the running statistics are updated as ``F.batch_norm`` updates
-    them (the unbiased variance); ``weight`` and ``bias`` optional (affine)."""
+    them (the unbiased variance); ``weight`` and ``bias`` optional (affine).
+
+    ``shift``: per-channel constants the map was to carry and does not (a convolution's bias, left out of its
+    product): batch statistics remove them, so they change neither the output nor the input's gradient, and their
+    own gradient is zero; only the running mean moves by them."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -121,6 +128,7 @@ class _MatrixBatchNorm(torch.autograd.Function):
         running_var: Tensor | None,
         momentum: float,
         eps: float,
+        shift: Tensor | None = None,
     ) -> Tensor:
         N, C, H, W = x.shape
         rows = N * H * W
@@ -134,10 +142,10 @@ class _MatrixBatchNorm(torch.autograd.Function):
         xhat = centred.mul_(rstd)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
-                running_mean.mul_(1.0 - momentum).add_(mean[:C], alpha=momentum)
+                running_mean.mul_(1.0 - momentum).add_(mean[:C] if shift is None else mean[:C] + shift, alpha=momentum)
                 running_var.mul_(1.0 - momentum).add_(var[:C], alpha=momentum * rows / max(rows - 1, 1))
         ctx.save_for_backward(xhat, rstd, weight)
-        ctx.k = k
+        ctx.k, ctx.shift = k, shift is not None
         y = xhat
         if weight is not None:
             y = torch.addcmul(bias.repeat(k), xhat, weight.repeat(k)) if bias is not None else xhat * weight.repeat(k)
@@ -163,7 +171,8 @@ class _MatrixBatchNorm(torch.autograd.Function):
         scale = rstd if weight is None else rstd * weight.repeat(k)
         coef.mul_(scale)
         grad = torch.addcmul(coef[0], gw, scale).addcmul_(xhat, coef[1])
-        return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None
+        grad_shift = g.new_zeros(C) if ctx.shift and ctx.needs_input_grad[7] else None
+        return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None, grad_shift
 
 
 # The smallest map (in elements) on which the matrix form wins, keyed by whether the channel count is a multiple of 8.
@@ -176,21 +185,39 @@ class _MatrixBatchNorm(torch.autograd.Function):
 MATRIX_MIN_ELEMENTS = {True: 1 << 17, False: 1 << 13}
 
 
+def _matrix_fits(C: int, numel: int, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a channels-last map of ``C`` channels and ``numel`` elements takes :class:`_MatrixBatchNorm` (see
+    :func:`_matrix_is_faster`)."""
+    return (
+        device.type == "cpu"
+        and dtype == torch.float32
+        and 1 < C < 16
+        and MATRIX_MIN_ELEMENTS[C % 8 == 0] <= numel <= 1 << 21
+        and torch.get_num_threads() > 1
+    )
+
+
 def _matrix_is_faster(x: Tensor) -> bool:
     """Where :class:`_MatrixBatchNorm` beats PyTorch's channels-last BatchNorm: on the CPU, fewer than 16 channels
     (whose kernels split them over the threads at a loss; on one thread PyTorch's is the faster), float32, from
     :data:`MATRIX_MIN_ELEMENTS` to 2M elements (where the float32 products' rounding stays near the native
     kernel's)."""
     return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and 1 < x.shape[1] < 16
-        and MATRIX_MIN_ELEMENTS[x.shape[1] % 8 == 0] <= x.numel() <= 1 << 21
-        and torch.get_num_threads() > 1
+        x.dim() == 4
+        and _matrix_fits(x.shape[1], x.numel(), x.device, x.dtype)
         and x.is_contiguous(memory_format=torch.channels_last)
         and not x.is_contiguous()
     )
+
+
+def bias_into_batch_norm(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether a stride-1 1x1 convolution of ``x`` whose bias is too narrow for the matrix product's (fewer than 16
+    channels, see :func:`_matmul_is_faster`), followed by a training BatchNorm, runs as the product without the bias
+    and a matrix BatchNorm given the bias as its ``shift`` (the convolution's output takes it): where both fit. The
+    bias would cost the convolution PyTorch's (mkldnn) kernel, 140 against 55 us forward for (64, 8, 16, 16)."""
+    if bias is None or weight.shape[0] >= 16 or not _matmul_is_faster(x, weight, None):
+        return False
+    return _matrix_fits(weight.shape[0], x.numel() // x.shape[1] * weight.shape[0], x.device, x.dtype)
 
 
 def batch_norm(
@@ -202,12 +229,16 @@ def batch_norm(
     training: bool,
     momentum: float,
     eps: float,
+    shift: Tensor | None = None,
 ) -> Tensor:
-    """``F.batch_norm``; in training, a small channels-last map of fewer than 16 channels on the CPU is normalised by
-    :class:`_MatrixBatchNorm` (see :func:`_matrix_is_faster`), the same to float rounding."""
+    """``F.batch_norm`` of ``x`` plus ``shift`` (per channel, if given); in training, a small channels-last map of
+    fewer than 16 channels on the CPU is normalised by :class:`_MatrixBatchNorm` (see :func:`_matrix_is_faster`), the
+    same to float rounding, which takes the shift without adding it."""
     if training and _matrix_is_faster(x):
-        out = _MatrixBatchNorm.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+        out = _MatrixBatchNorm.apply(x, weight, bias, running_mean, running_var, momentum, eps, shift)
         return out  # type: ignore[no-any-return]
+    if shift is not None:
+        x = x + shift.view(1, -1, 1, 1)
     return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
