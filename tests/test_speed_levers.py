@@ -248,26 +248,31 @@ def test_batch_norm_module_equals_torchs(
 
 
 @pytest.mark.parametrize(
-    ("shape", "c_out", "bias", "threads", "into"),
-    [
-        ((64, 8, 16, 16), 8, True, 2, True),  # the matrix product, then a matrix BatchNorm of 8 channels
-        ((64, 8, 16, 16), 8, False, 2, False),  # no bias to move
-        ((64, 8, 16, 16), 16, True, 2, False),  # a bias of 16 channels: the product takes it
-        ((32, 8, 16, 16), 8, True, 2, False),  # under the matrix BatchNorm's 2^17 elements
-        ((64, 8, 16, 16), 8, True, 1, False),  # one thread: PyTorch's BatchNorm
-        ((64, 8, 32, 32), 8, True, 2, False),  # over the product's 16k pixels
+    ("shape", "c_out", "bias", "threads", "conv", "into"),
+    [  # conv: kernel, stride, padding
+        ((64, 8, 16, 16), 8, True, 2, (1, 1, 0), True),  # the matrix product, then a matrix BatchNorm of 8 channels
+        ((64, 8, 16, 16), 8, False, 2, (1, 1, 0), False),  # no bias to move
+        ((64, 8, 16, 16), 16, True, 2, (1, 1, 0), False),  # 16 channels: PyTorch's BatchNorm
+        ((32, 8, 16, 16), 8, True, 2, (1, 1, 0), False),  # under the matrix BatchNorm's 2^17 elements
+        ((64, 8, 16, 16), 8, True, 1, (1, 1, 0), False),  # one thread: PyTorch's BatchNorm
+        ((64, 8, 32, 32), 8, True, 2, (1, 1, 0), True),  # over the product's 16k pixels: PyTorch's convolution
+        ((64, 8, 16, 16), 8, True, 2, (3, 2, 1), False),  # stride 2: under 2^17 elements
+        ((64, 8, 32, 32), 8, True, 2, (3, 2, 1), True),  # stride 2 to 16x16: 2^17 elements
+        ((64, 8, 16, 16), 8, True, 2, (3, 1, 1), True),  # 3x3, same size
+        ((64, 8, 16, 16), 8, True, 2, (3, 1, 0), False),  # 3x3 without padding: under 2^17 elements
     ],
 )
 def test_bias_into_batch_norm_routing(
-    shape: tuple[int, int, int, int], c_out: int, bias: bool, threads: int, into: bool
+    shape: tuple[int, int, int, int], c_out: int, bias: bool, threads: int, conv: tuple[int, int, int], into: bool
 ) -> None:
-    """Which 1x1 convolutions leave their bias to the training BatchNorm after them: where the bias is too narrow for
-    the matrix product and both the product and the matrix BatchNorm apply."""
+    """Which convolutions leave their bias to the training BatchNorm after them: those of channels-last maps whose
+    output takes the matrix BatchNorm."""
+    k, stride, padding = conv
     x = torch.empty(shape).contiguous(memory_format=torch.channels_last)
-    w, b = torch.empty(c_out, shape[1], 1, 1), torch.empty(c_out) if bias else None
+    w, b = torch.empty(c_out, shape[1], k, k), torch.empty(c_out) if bias else None
     with torch_threads(threads):
-        assert ops.bias_into_batch_norm(x, w, b) == into
-        assert not ops.bias_into_batch_norm(torch.empty(shape), w, b)
+        assert ops.bias_into_batch_norm(x, w, b, stride, padding, groups=1) == into
+        assert not ops.bias_into_batch_norm(torch.empty(shape), w, b, stride, padding)
 
 
 @pytest.mark.usefixtures("matrix_bn_on_small_maps")

@@ -74,13 +74,14 @@ def conv_bn(
     x: Tensor, weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d, slots: Slots, C: int, **conv: int
 ) -> Tensor:
     """``stacked_bn(F.conv2d(x, weight, bias, **conv), bn, slots, C)``, a one-group convolution of stride 1 without
-    padding through :func:`evoray.nn.ops.conv2d` (a small 1x1 as a matrix product, its narrow bias handed to a
-    training BatchNorm: :func:`evoray.nn.ops.bias_into_batch_norm`). In evaluation the BatchNorm (no affine, running
-    statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) / sqrt(var + eps)``,
-    one op instead of two, the same result up to rounding."""
+    padding through :func:`evoray.nn.ops.conv2d` (a small 1x1 as a matrix product); the bias handed to a training
+    matrix BatchNorm where one follows (:func:`evoray.nn.ops.bias_into_batch_norm`). In evaluation the BatchNorm (no
+    affine, running statistics) is folded into the convolution: ``weight / sqrt(var + eps)`` and ``(bias - mean) /
+    sqrt(var + eps)``, one op instead of two, the same result up to rounding."""
     plain = conv.get("groups", 1) == 1 and conv.get("stride", 1) == 1 and conv.get("padding", 0) == 0
-    if bn.training and plain and bias_into_batch_norm(x, weight, bias):
-        return stacked_bn(conv2d(x, weight), bn, slots, C, shift=bias)
+    if bn.training and bias_into_batch_norm(x, weight, bias, **conv):
+        y = conv2d(x, weight) if plain else F.conv2d(x, weight, None, **conv)
+        return stacked_bn(y, bn, slots, C, shift=bias)
     if bn.training or bn.running_mean is None or bn.running_var is None:
         y = conv2d(x, weight, bias) if plain else F.conv2d(x, weight, bias, **conv)
         return stacked_bn(y, bn, slots, C)
