@@ -99,7 +99,7 @@ class _NodeSum(torch.autograd.Function):
         present = [y for y in ys if y is not None]
         if not present:
             assert zero is not None, "a node whose edges all output zeros needs their shape"
-            return zero.clone()
+            return zero  # a tensor of zeros made for this node: autograd makes the output a view of it, no copy
         if len(present) == 1:  # returned as it is: autograd makes the output a view of it, no copy
             return present[0]
         out = present[0] + present[1]
