@@ -218,7 +218,11 @@ def clip_gradient_tensors(grads: list[Tensor], max_norm: float) -> None:
     ``max_norm / (norm + 1e-6)`` where that is below one."""
     if max_norm > 0 and grads:
         total = nn.utils.get_total_norm(grads, 2.0, foreach=True)
-        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        # a factor of one leaves them as they are: on the CPU, where reading it costs no synchronisation, the
+        # multiplication (a pass over every gradient) is skipped
+        if coef.device.type != "cpu" or float(coef) < 1.0:
+            torch._foreach_mul_(grads, coef)
 
 
 def weight_gradients(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> list[Tensor]:

@@ -81,6 +81,25 @@ def test_clipping_equals_torchs_clip_grad_norm(max_norm: float, scale: float) ->
     assert clipped == pytest.approx(norm * min(1.0, max_norm / (norm + 1e-6)), rel=1e-5)
 
 
+def test_clipping_under_the_bound_leaves_cpu_gradients_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A factor of one is not multiplied in on the CPU (the same values: ``x * 1.0`` is ``x``); a factor under one
+    is."""
+    calls: list[float] = []
+    real = torch._foreach_mul_
+
+    def counted(tensors: list[torch.Tensor], factor: torch.Tensor) -> None:
+        calls.append(float(factor))
+        real(tensors, factor)
+
+    monkeypatch.setattr(torch, "_foreach_mul_", counted)
+    grads = [torch.tensor([3.0, 4.0])]
+    clip_gradient_tensors(grads, 5.0 + 1e-5)  # the norm 5 is under the bound: a factor of one
+    assert calls == [] and torch.equal(grads[0], torch.tensor([3.0, 4.0]))
+    clip_gradient_tensors(grads, 2.5)
+    assert calls == [pytest.approx(0.5)]
+    torch.testing.assert_close(grads[0], torch.tensor([1.5, 2.0]))
+
+
 def test_clip_zero_is_off() -> None:
     params = _params(50.0)
     grads = [p.grad for p in params if p.grad is not None]
