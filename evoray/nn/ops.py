@@ -108,6 +108,11 @@ def _mean_fold(k: int, C: int, scale: float, like: Tensor) -> Tensor:
     return _FOLD_CACHE[key]
 
 
+def _channels_last_view(m: Tensor, N: int, C: int, H: int, W: int) -> Tensor:
+    """The (N, C, H, W) channels-last map whose memory is the dense matrix ``m`` (one view op)."""
+    return m.as_strided((N, C, H, W), (H * W * C, 1, W * C, C))
+
+
 class _MatrixBatchNorm(torch.autograd.Function):
     """Training-mode BatchNorm of a channels-last map read as a matrix: its (N*H*W, C) values viewed as rows of ``k``
     pixels (:func:`_row_fold`), every per-channel vector (means, centred second moments, scales) held tiled ``k``
@@ -133,7 +138,7 @@ class _MatrixBatchNorm(torch.autograd.Function):
         N, C, H, W = x.shape
         rows = N * H * W
         k = _row_fold(rows, C)
-        wide = x.permute(0, 2, 3, 1).reshape(rows // k, k * C)  # a view of a channels-last map
+        wide = x.as_strided((rows // k, k * C), (k * C, 1))  # a view of the dense channels-last map
         fold = _mean_fold(k, C, 1.0 / rows, x)
         mean = torch.mv(fold, _column_sums(wide))
         centred = wide - mean
@@ -151,7 +156,7 @@ class _MatrixBatchNorm(torch.autograd.Function):
             y = torch.addcmul(bias.repeat(k), xhat, weight.repeat(k)) if bias is not None else xhat * weight.repeat(k)
         elif bias is not None:
             y = xhat + bias.repeat(k)
-        return y.view(N, H, W, C).permute(0, 3, 1, 2)
+        return _channels_last_view(y, N, C, H, W)
 
     @staticmethod
     @once_differentiable
@@ -159,7 +164,10 @@ class _MatrixBatchNorm(torch.autograd.Function):
         xhat, rstd, weight = ctx.saved_tensors
         N, C, H, W = g.shape
         rows, k = N * H * W, ctx.k
-        gw = g.permute(0, 2, 3, 1).reshape(rows // k, k * C)
+        if g.is_contiguous(memory_format=torch.channels_last):
+            gw = g.as_strided((rows // k, k * C), (k * C, 1))
+        else:
+            gw = g.permute(0, 2, 3, 1).reshape(rows // k, k * C)
         sums = gw.new_empty(2, k * C)  # column sums of g and of g * xhat
         _column_sums(gw, out=sums[0])
         _column_sums(gw * xhat, out=sums[1])
@@ -170,9 +178,9 @@ class _MatrixBatchNorm(torch.autograd.Function):
         grad_b = coef[0, :C] * -rows if ctx.needs_input_grad[2] else None
         scale = rstd if weight is None else rstd * weight.repeat(k)
         coef.mul_(scale)
-        grad = torch.addcmul(coef[0], gw, scale).addcmul_(xhat, coef[1])
+        grad = _channels_last_view(torch.addcmul(coef[0], gw, scale).addcmul_(xhat, coef[1]), N, C, H, W)
         grad_shift = g.new_zeros(C) if ctx.shift and ctx.needs_input_grad[7] else None
-        return grad.view(N, H, W, C).permute(0, 3, 1, 2), grad_w, grad_b, None, None, None, None, grad_shift
+        return grad, grad_w, grad_b, None, None, None, None, grad_shift
 
 
 # The smallest map (in elements) on which the matrix form wins, keyed by whether the channel count is a multiple of 8.
