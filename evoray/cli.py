@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
@@ -83,16 +83,31 @@ def first_paragraph(doc: str | None) -> str:
     return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
-def make_parser(
-    prog: str, doc: str | None, default_config: str | None, resumable: bool = True
-) -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are a ``ConfigError`` (one line and exit status 2 under :func:`run_command`), as
+    every other refusal of the commands is, where argparse prints its whole usage above the error: what was wrong,
+    and where the options are listed."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message}; see {self.prog} --help")
+
+
+def directory_arg(text: str) -> Path:
+    """A directory argument; an empty one (which a path would read as the current directory) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a directory")
+    return Path(text)
+
+
+def make_parser(prog: str, doc: str | None, default_config: str | None, resumable: bool = True) -> Parser:
     """The parser of a command whose module docstring is ``doc``: its first paragraph is the description."""
-    parser = argparse.ArgumentParser(prog=prog, description=first_paragraph(doc))
+    parser = Parser(prog=prog, description=first_paragraph(doc))
     add_config_args(parser, default_config)
-    parser.add_argument("--out", type=Path, default=None, help="the run directory (default: runs/<command>/<name>)")
+    where = "the run directory (default: runs/<command>/<name>)"
+    parser.add_argument("--out", type=directory_arg, default=None, help=where)
     parser.add_argument("--json", action="store_true", help="make the last line of stdout one JSON object")
     if resumable:
-        parser.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run in DIR")
+        parser.add_argument("--resume", type=directory_arg, default=None, metavar="DIR", help="continue the run in DIR")
         parser.add_argument(
             "--overwrite", action="store_true", help="move a run already in --out aside (to DIR.old-<time>), start anew"
         )

@@ -127,6 +127,9 @@ def measure_latency(
     return statistics.median(times) * 1000.0 / batch_size
 
 
+PROFILE_KEYS = ("params_m", "flops_m", "latency_ms")  # what profile_model returns
+
+
 def profile_model(
     model: nn.Module,
     input_size: tuple[int, ...],

@@ -35,6 +35,17 @@ class RuntimeConfig:
     # (bench/evnas.py); the price is that the process's resident memory stays at its peak
     reuse_memory: bool = True
 
+    def validate(self) -> None:
+        if self.device != "auto":
+            try:
+                kind = torch.device(self.device).type
+            except (RuntimeError, TypeError):
+                kind = ""
+            if kind not in ("cpu", "cuda"):
+                raise ConfigError(f"runtime.device {self.device!r} is not a device; valid: auto, cpu, cuda, cuda:N")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
     def autotunes(self, method_default: bool) -> bool:
         """Whether cuDNN's autotuner runs, for work whose method turns it on (``method_default``) under auto."""
         return not self.deterministic and (self.autotune == "on" or (self.autotune == "auto" and method_default))
@@ -114,6 +125,11 @@ def apply_runtime(cfg: RuntimeConfig, autotune: bool = True) -> torch.device:
     if cfg.reuse_memory:
         reuse_freed_memory()
     set_determinism(cfg.deterministic, cfg.autotunes(autotune))
+    return runtime_device(cfg)
+
+
+def runtime_device(cfg: RuntimeConfig) -> torch.device:
+    """The device ``cfg`` runs on in this process, checked with its precision (fp16 needs a GPU); sets nothing."""
     device = resolve_device(cfg.device)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")

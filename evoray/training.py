@@ -23,10 +23,10 @@ from evoray.errors import ConfigError, diverged
 from evoray.metrics import AverageMeter, accuracy
 from evoray.nn.networks import build_network
 from evoray.optim import OptimConfig, build_schedule, build_sgd, clip_gradients, step_schedule_first
-from evoray.profiling import profile_model
+from evoray.profiling import PROFILE_KEYS, profile_model
 from evoray.runs import RunDir
 from evoray.runs.curves import write_curves
-from evoray.runs.directory import CHECKPOINTS, atomic_write
+from evoray.runs.directory import CHECKPOINTS, atomic_write, read_json
 from evoray.runs.reader import CURVES
 from evoray.runtime import RuntimeConfig, apply_runtime, autocast, memory_format, seed_everything
 from evoray.spaces.genotype import Genotype, parse_genotype
@@ -306,6 +306,25 @@ def resumed_genotype(cfg: TrainConfig, recorded: Any, where: str, log: Log = pri
     return genotype
 
 
+def _seconds(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0.0
+
+
+def _finished_results(run: RunDir | None) -> dict[str, Any] | None:
+    """For a resumed run that had finished: the training time and profile (params, FLOPs, latency) its
+    ``results.json`` recorded, or None (not finished, or the file is unreadable: then they are measured anew)."""
+    if run is None or not run.resumed or run.manifest.get("status") != "done":
+        return None
+    try:
+        recorded = read_json(run.path / "results.json", "results")
+    except ConfigError:
+        return None
+    stats = {k: recorded[k] for k in PROFILE_KEYS if k in recorded}
+    if len(stats) != len(PROFILE_KEYS) or "train_time_s" not in recorded:
+        return None
+    return {"stats": stats, "train_time_s": _seconds(recorded["train_time_s"])}
+
+
 def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print) -> dict[str, Any]:
     """Train ``cfg.model.genotype`` from scratch and report test accuracy, params, FLOPs and latency. With a run
     directory: its config, a checkpoint and the curves after every epoch (a resumed run continues from the last, with
@@ -313,12 +332,15 @@ def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print
     device = apply_runtime(cfg.runtime)
     seed_everything(cfg.seed)
     checkpoint, resume, where = None, None, "checkpoint"
+    finished = _finished_results(run)  # a finished run's measurements, kept when a resume rebuilds its files
+    spent = 0.0  # training seconds of the run's earlier processes
     if run is not None:
         checkpoint = run.load_checkpoint()
         where = f"checkpoint {str(run.path / CHECKPOINTS / 'last.pt')!r}"
         if checkpoint is not None:
             resume = checkpoint[1]
             check_resume(resume, where)
+            spent = _seconds(checkpoint[0].get("train_time_s") if isinstance(checkpoint[0], dict) else None)
         else:
             run.refuse_lost_checkpoint()
     if run is not None and run.resumed:
@@ -349,25 +371,29 @@ def train_genotype(cfg: TrainConfig, run: RunDir | None = None, log: Log = print
         if run is None:
             return
         write_curves(run.path / CURVES, history)  # before the checkpoint: a resume never skips an epoch's curve
-        run.save_checkpoint({"epoch": epoch, "genotype": str(genotype)}, state())
+        elapsed = spent + time.perf_counter() - start
+        run.save_checkpoint({"epoch": epoch, "genotype": str(genotype), "train_time_s": elapsed}, state())
         run.update(progress={"epoch": epoch + 1, "of": o.epochs})
 
     start = time.perf_counter()
     history = fit_model(cfg, model, data.train, device, log, resume, on_epoch, where=where, on_start=on_start)
     if run is not None:  # whole, also where a resume found every epoch done and ran none
         write_curves(run.path / CURVES, history)
-    train_time = time.perf_counter() - start
+    train_time = spent + time.perf_counter() - start
     test = evaluate(model, data.test, device, cfg.runtime.precision, cfg.runtime.channels_last)
     log(f"test top1 {test['top1']:.2f}% top5 {test['top5']:.2f}% loss {test['loss']:.4f} ({train_time:.0f} s)")
     size = data.image_size
-    stats = profile_model(
-        model,
-        (data.in_channels, size, size),
-        device,
-        warmup=cfg.profile.warmup,
-        repeats=cfg.profile.repeats,
-        batch_size=cfg.profile.batch_size,
-    )
+    if finished is not None:  # measured when the run finished, on the machine that ran it: not measured again
+        stats, train_time = finished["stats"], finished["train_time_s"]
+    else:
+        stats = profile_model(
+            model,
+            (data.in_channels, size, size),
+            device,
+            warmup=cfg.profile.warmup,
+            repeats=cfg.profile.repeats,
+            batch_size=cfg.profile.batch_size,
+        )
     result = {
         "genotype": str(genotype),
         "test_top1": test["top1"],

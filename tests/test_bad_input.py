@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,17 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     assert evolve_cmd.main(["--out", str(base / "evolve"), *sets(*TINY, "evolution.generations=1")]) == 0
     assert train_cmd.main(["--out", str(base / "train"), *sets(*TRAIN_TINY)]) == 0
     (base / "file.txt").write_text("not a run directory")
-    return {"evolve": base / "evolve", "train": base / "train", "file": base / "file.txt", "new": base / "new"}
+    (base / "dup.yaml").write_text("evolution:\n  population: 6\nevolution:\n  generations: 1\n")
+    shutil.copytree(base / "train", base / "blank")
+    (base / "blank" / "run.json").write_text("{}")
+    return {
+        "evolve": base / "evolve",
+        "train": base / "train",
+        "file": base / "file.txt",
+        "new": base / "new",
+        "dup": base / "dup.yaml",
+        "blank": base / "blank",
+    }
 
 
 # (command, arguments with {evolve}/{train}/{file}/{new} for the targets, the output aimed at, the message's words)
@@ -170,6 +181,26 @@ ROWS = [
     ("train", ["--out", "{new}", "--set", "seed=-1"], "new", "'seed' = -1 is out of range [0, 4294967295]"),
     ("ensemble", ["--out", "{new}", *sets("seed=4294967295", "members.seeds=2")], "new", "member seeds past"),
     ("ensemble", ["--out", "{new}", "--config", "nosuch"], "new", "committee spec not found: nosuch; valid: a YAML"),
+    ("evolve", ["--out", "{file}/sub"], "file", "cannot be created (Not a directory); give --out a writable"),
+    ("evolve", ["--out", ""], "new", "error: argument --out: is empty; give a directory; see python -m evoray.evolve"),
+    ("train", ["--bogus"], "new", "unrecognized arguments: --bogus; see python -m evoray.train --help"),
+    ("train", ["--out", "{new}", "--set", "runtime.device=tpu"], "new", "runtime.device 'tpu' is not a device; valid"),
+    ("search", ["--out", "{new}", "--set", "base.runtime.device=gpu"], "new", "runtime.device 'gpu' is not a device"),
+    ("ensemble", ["--out", "{new}", "--set", "train.runtime.device=cuda:-1"], "new", "'cuda:-1' is not a device"),
+    ("train", ["--out", "{new}", *sets("runtime.device=cpu", "runtime.precision=fp16")], "new", "fp16 needs a CUDA"),
+    ("search", ["--out", "{new}", "--set", "storage=nope://b/x"], "new", "storage 'nope://b/x': unknown file system"),
+    ("train", ["--out", "{new}", "--genotype", "{evolve}"], "new", "is a directory, not a .json file; its genotype is"),
+    ("evolve", ["--out", "{new}", "--config", "{dup}"], "new", "key 'evolution' is given twice in one mapping (line 3"),
+    ("train", ["--resume", "{blank}"], "blank", "run.json has no run format (format None; this evoray writes 1)"),
+    # --overwrite moves the old run aside only once the new one starts: a new run refused after its directory opened
+    # leaves the old one where it was
+    (
+        "evolve",
+        ["--out", "{evolve}", "--overwrite", "--config", "nb201-tabular", "--set", "fitness.table=/no/such.csv"],
+        "evolve",
+        "fitness table '/no/such.csv' does not exist",
+    ),
+    ("search", ["--out", "{evolve}", "--overwrite", "--address", "127.0.0.1:1"], "evolve", "no Ray cluster answers"),
     # data the workers would refuse, refused by the command before a run directory or Ray
     ("evolve", ["--out", "{new}", *sets(*TINY, "data.cutout=9")], "new", "data.cutout = 9 exceeds the image side 8"),
     ("evolve", ["--out", "{new}", *sets(*TINY, "data.train_portion=0.0001")], "new", "leaves one side empty"),
@@ -266,6 +297,21 @@ def test_dashboard_port_in_use_is_one_line(tmp_path, monkeypatch, capsys) -> Non
         assert main([str(tmp_path), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: cannot serve on 127.0.0.1:{port} (") and err.endswith("; choose --port"), err
+    assert not served
+
+
+def test_dashboard_host_not_of_this_machine_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from dash import Dash
+
+    from evoray.dashboard.app import main
+
+    served = []
+    monkeypatch.setattr(Dash, "run", lambda self, *a, **k: served.append(k))
+    assert main([str(tmp_path), "--host", "192.0.2.1", "--port", "18055"]) == 2  # TEST-NET-1: no machine's own
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: cannot serve on 192.0.2.1:18055 (") and err.endswith(
+        "; choose --host (an address of this machine)"
+    ), err
     assert not served
 
 

@@ -486,6 +486,18 @@ def test_a_yaml_error_gives_its_line_and_column_from_one(tmp_path: Path) -> None
     )
 
 
+def test_a_key_given_twice_is_refused_and_a_merged_key_may_be_overridden(tmp_path: Path) -> None:
+    """A second ``data:`` section would silently drop the first one's keys: refused, with its line. A key that a
+    YAML merge (``<<``) brings in may be given again, as YAML means it."""
+    path = _write(tmp_path, "epochs: 3\ndata:\n  root: x\ndata:\n  cutout: true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, path)
+    twice = "key 'data' is given twice in one mapping (line 4, column 1)"
+    assert str(info.value) == f"config file {path} is not valid YAML: {twice}"
+    path = _write(tmp_path, "extra:\n  <<: {a: 1, b: 2}\n  b: 3\n")
+    assert load_config(RunConfig, path).extra == {"a": 1, "b": 3}
+
+
 def test_paths_optional_sections_and_typed_dicts_round_trip(tmp_path: Path) -> None:
     """A Path field is saved as text and read back as a Path; null clears an optional section; dict values are
     coerced to their annotation (an int weight becomes a float)."""

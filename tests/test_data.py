@@ -839,3 +839,18 @@ def test_imagenet_errors(tmp_path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "val" / "n02" / "0.png")  # a class that train/ lacks
     with pytest.raises(ConfigError, match=r"train/ and val/ hold different class folders"):
         build_data(DataConfig(dataset="imagenet", root=str(tmp_path)), seed=0)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_is_one_line_naming_the_file(workers: int, tmp_path) -> None:
+    """A truncated or foreign file among the images: one line naming it, whether a loader worker or this process
+    read it (a worker's error reaches here with its traceback as its text)."""
+    _image_folder(tmp_path / "train", 2)
+    _image_folder(tmp_path / "val", 1)
+    bad = tmp_path / "val" / "n01" / "0.png"
+    bad.write_text("not an image")
+    cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=8, num_workers=workers)
+    d = build_data(cfg, seed=0)
+    with pytest.raises(ConfigError) as err:
+        list(d.test)
+    assert str(err.value) == f"image {str(bad)!r} cannot be read (UnidentifiedImageError); remove or replace it"

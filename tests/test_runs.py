@@ -338,6 +338,45 @@ def test_train_resumed_after_its_last_checkpoint_writes_its_whole_curves(train_r
     assert json.loads((copy / "run.json").read_text())["status"] == "done"
 
 
+def test_a_resume_keeps_the_training_time_and_profile_already_recorded(train_run, tmp_path) -> None:
+    """A finished run resumed (to rebuild its files) keeps the training time and latency its results recorded; a
+    run resumed mid-way adds the seconds its earlier processes spent (kept in the checkpoint) to its own."""
+    import torch
+
+    done = _copy(train_run, tmp_path / "done")
+    before = json.loads((done / "results.json").read_text())
+    assert train_main(["--resume", str(done)]) == 0
+    after = json.loads((done / "results.json").read_text())
+    assert {k: after[k] for k in ("train_time_s", "latency_ms", "params_m", "flops_m")} == {
+        k: before[k] for k in ("train_time_s", "latency_ms", "params_m", "flops_m")
+    }
+    killed = _copy(train_run, tmp_path / "killed")
+    manifest = json.loads((killed / "run.json").read_text())
+    (killed / "run.json").write_text(json.dumps({**manifest, "status": "running"}))
+    tensors = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
+    state = json.loads(tensors["__state__"])
+    assert 0 < state["train_time_s"] <= before["train_time_s"]
+    tensors["__state__"] = json.dumps({**state, "train_time_s": 1000.0})  # as if its first process took 1000 s
+    torch.save(tensors, killed / "checkpoints" / "last.pt")
+    assert train_main(["--resume", str(killed)]) == 0
+    assert 1000.0 < json.loads((killed / "results.json").read_text())["train_time_s"] < 1000.0 + 600
+
+
+def test_overwrite_moves_the_old_run_aside_only_when_the_new_one_starts(tmp_path, train_run) -> None:
+    """A new run refused after its directory opened (a check of its own, a cluster that does not answer) leaves the
+    run it would replace where it was; before it starts, the old run's checkpoint is not taken for its own."""
+    out = _copy(train_run, tmp_path / "r")
+    before = digest(out)
+    with pytest.raises(ConfigError, match="refused"), RunDir.open("train", out, "r", overwrite=True) as run:
+        assert run.load_checkpoint() is None
+        raise ConfigError("refused")
+    assert digest(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    with RunDir.open("train", out, "r", overwrite=True) as run:
+        run.start({"a": 1}, 0)
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
+    assert digest(aside) == before and sorted(p.name for p in out.iterdir()) == ["config.yaml", "run.json"]
+
+
 def test_overwrite_refuses_the_current_directory_and_resolves_relative_paths(tmp_path, monkeypatch, capsys) -> None:
     with RunDir.open("train", tmp_path / "r", "x") as run:
         run.start({"a": 1}, 0)
@@ -358,7 +397,8 @@ def test_overwrite_refuses_the_current_directory_and_resolves_relative_paths(tmp
     assert digest(tmp_path) == before
     monkeypatch.chdir(tmp_path)
     (tmp_path / "other").mkdir()
-    RunDir.open("train", "other/../r", "x", overwrite=True).release()  # moved aside beside r, not inside other
+    with RunDir.open("train", "other/../r", "x", overwrite=True) as run:  # moved aside beside r, not inside other
+        run.start({"a": 2}, 0)
     aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("r.old-")]
     assert len(aside) == 1 and (tmp_path / aside[0] / "run.json").is_file() and not any((tmp_path / "other").iterdir())
 
@@ -651,6 +691,8 @@ def test_an_interrupted_run_is_marked_failed_with_what_stopped_it(tmp_path) -> N
         ({"seed": 3.5}, "seed 3.5 in run.json is not a whole number"),
         ({"seed": True}, "seed True in run.json is not a whole number"),
         ({"seed": [1]}, "seed [1] in run.json is not a whole number"),
+        ({"result": "x"}, "result 'x' in run.json is not a mapping"),
+        ({"progress": [1]}, "progress '[1]' in run.json is not a mapping"),
     ],
 )
 def test_each_unreadable_manifest_says_what_is_wrong(fields: dict[str, Any], problem: str, tmp_path) -> None:

@@ -24,6 +24,7 @@ from evoray.ensemble.runner import plan, recorded_latest, run_ensemble
 from evoray.errors import ConfigError
 from evoray.runs import RunDir
 from evoray.runs.directory import saved_run
+from evoray.runtime import runtime_device
 from evoray.spaces import Genotype, parse_genotype
 
 
@@ -83,8 +84,14 @@ def ensemble(
     latest = recorded_latest(Path(out), cfg, lambda _: None) if resumed and out is not None else None
     _, pool, _ = plan(cfg, lambda _: None, latest)  # every bad input fails here, before anything is written
     check_sizes(cfg, [parse_genotype(m.genotype) for m in pool if m.kind == "genotype"])
+    if cfg.executor == "local":  # the members train here: their device and precision must work here
+        runtime_device(cfg.train.runtime)
     name = cfg.name or f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunDir.open("ensemble", out, name, resume=resume, overwrite=overwrite) as run:
+        if cfg.executor != "local":  # a cluster that does not answer is refused before the run starts
+            from evoray.distributed.cluster import ensure_ray
+
+            ensure_ray(cfg.resources.address)
         return run_ensemble(cfg, run, executor_of(cfg), log)
 
 

@@ -8,7 +8,7 @@ inside one of the roots; anything outside them is refused.
 
 from __future__ import annotations
 
-import argparse
+import errno
 import socket
 import sys
 from collections.abc import Sequence
@@ -18,9 +18,11 @@ from urllib.parse import parse_qs, unquote
 
 from dash import Dash, Input, Output, dcc, html
 
+from evoray.cli import Parser
 from evoray.dashboard.pages import compare, ensemble, evolve, runs, search, train
 from evoray.dashboard.pages.common import problem_box, refused_or_unreadable
 from evoray.dashboard.store import RunStore
+from evoray.errors import ConfigError
 from evoray.runs.directory import DEFAULT_ROOT
 
 RUN_PAGES: dict[str, Any] = {"evolve": evolve, "search": search, "train": train, "ensemble": ensemble}
@@ -151,7 +153,7 @@ def compare_ids(query: str | None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m evoray.dashboard",
         description="A local, read-only web app over evoray's run directories: runs, populations, Tune trials, "
         "committees, comparisons and cells, live.",
@@ -161,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not 1 <= args.port <= 65535:
         print(f"error: --port {args.port} is out of range; valid: 1 to 65535", file=sys.stderr)
         return 2
@@ -174,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # a port another server holds: one line, not the web server's traceback
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
             probe.bind((args.host, args.port))
-    except OSError as err:
-        print(f"error: cannot serve on {args.host}:{args.port} ({err.strerror or err}); choose --port", file=sys.stderr)
+    except OSError as err:  # a name that does not resolve (socket.gaierror) or an address not of this machine
+        port = err.errno in (errno.EADDRINUSE, errno.EACCES)
+        choose = "choose --port" if port else "choose --host (an address of this machine)"
+        print(f"error: cannot serve on {args.host}:{args.port} ({err.strerror or err}); {choose}", file=sys.stderr)
         return 2
     app = create_app(roots)
     print(f"evoray dashboard over {', '.join(str(r) for r in roots)}: http://{args.host}:{args.port}/", flush=True)

@@ -44,7 +44,10 @@ class FolderImages(Dataset):
         from torchvision.datasets.folder import default_loader
 
         path, label = self.samples[i]
-        image = default_loader(path)
+        try:
+            image = default_loader(path)
+        except OSError as err:  # PIL's UnidentifiedImageError among them: a truncated or foreign file
+            raise ConfigError(f"image {path!r} cannot be read ({type(err).__name__}); remove or replace it") from None
         if not self.random:
             return self.transform(image), label
         with torch.random.fork_rng(devices=[]):
@@ -85,10 +88,25 @@ class LoaderSource:
         loader = DataLoader(
             self.images, batch_sampler=batches, num_workers=self.workers, pin_memory=torch.cuda.is_available()
         )
-        for x, y in loader:
+        batches_of = iter(loader)
+        while True:
+            try:
+                x, y = next(batches_of)
+            except StopIteration:
+                return
+            except ConfigError as err:  # from a worker, its traceback's text: the one line is its last
+                raise ConfigError(_worker_error_line(str(err))) from None
             if gen is not None and self.cutout > 0:
                 x = cutout(x, self.cutout, gen)
             yield x, y
+
+
+def _worker_error_line(text: str) -> str:
+    """The message of a ``ConfigError`` that a DataLoader worker raised (re-raised here with the worker's traceback
+    as its text); a message raised in this process is kept as it is."""
+    prefix = f"{ConfigError.__module__}.{ConfigError.__name__}: "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return lines[-1].removeprefix(prefix) if lines else text
 
 
 def _subset(samples: list[tuple[str, int]], n: int, seed: int) -> list[tuple[str, int]]:

@@ -5,8 +5,9 @@ times, seed, versions, command line, headline result), the resolved ``config.yam
 ``checkpoints/``. Rules:
 
 - a new run refuses a directory that holds a run (``--resume`` continues it; ``--overwrite`` moves it aside to
-  ``DIR.old-<time>`` first), and refuses a path that is a file; a run stopped between writing its ``config.yaml``
-  and its ``run.json`` has nothing to continue, and ``--overwrite`` moves it aside likewise;
+  ``DIR.old-<time>`` when the new run starts, so that a new run refused by a later check leaves the old one where
+  it was), and refuses a path that is a file; a run stopped between writing its ``config.yaml`` and its
+  ``run.json`` has nothing to continue, and ``--overwrite`` moves it aside likewise;
 - a run holds an exclusive lock on its directory (``flock`` on the directory itself, so nothing is written for it
   and a killed run's lock goes with its process): a second run into the same directory is refused;
 - files are written atomically (a temporary file, then a rename), so a killed run never leaves a torn file;
@@ -143,6 +144,9 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
         manifest_seed(manifest.get("seed"))
     except ValueError:
         return f"seed {manifest.get('seed')!r} in {MANIFEST} is not a whole number"
+    for key in ("result", "progress"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            return f"{key} {str(manifest[key])[:40]!r} in {MANIFEST} is not a mapping"
     return None
 
 
@@ -178,6 +182,7 @@ class RunDir:
     def __init__(self, command: str, path: Path, fd: int, created: bool, resumed: bool) -> None:
         self.command, self.path, self._fd, self._created, self.resumed = command, path, fd, created, resumed
         self.started = False
+        self._aside = False  # --overwrite: the old run here moves aside when this one starts
         self.manifest: dict[str, Any] = {}
         self._finished: dict[str, Any] | None = None  # a finished run's manifest, kept while --resume checks it
 
@@ -240,6 +245,10 @@ class RunDir:
             created = True
         except FileExistsError:
             created = False
+        except OSError as err:  # a parent that is a file, a read-only or virtual file system, no permission
+            raise ConfigError(
+                f"output {str(path)!r} cannot be created ({err.strerror or err}); give --out a writable directory"
+            ) from None
         try:
             fd = cls._lock(path)
         except ConfigError:
@@ -255,11 +264,13 @@ class RunDir:
                         f"output {str(path)!r} already holds a run; continue it with --resume {path}, or pass "
                         "--overwrite to move it aside and start afresh"
                     )
-                run._move_aside()
+                run._refuse_moving_cwd()
+                run._aside = True
             elif is_unstarted(path):
                 if not overwrite:
                     raise _unstarted_error(path, resume=False)
-                run._move_aside()
+                run._refuse_moving_cwd()
+                run._aside = True
             elif any(path.iterdir()):
                 raise ConfigError(
                     f"output {str(path)!r} holds files that are not an evoray run; give --out an empty or new directory"
@@ -283,9 +294,9 @@ class RunDir:
             raise
         return fd
 
-    def _move_aside(self) -> None:
-        """--overwrite: the old run moves to ``<dir>.old-<time>``; the directory itself stays (it is locked). The
-        current directory, or one holding it, is refused: its run is not moved out from under the user."""
+    def _refuse_moving_cwd(self) -> None:
+        """--overwrite of the current directory, or of one holding it, is refused: its run is not moved out from
+        under the user."""
         path = self.path.resolve()  # '.', '..', 'a/..' name no folder of their own
         cwd = Path.cwd().resolve()
         if path == cwd or path in cwd.parents:
@@ -294,6 +305,11 @@ class RunDir:
                 f"--overwrite will not move aside the run in {str(self.path)!r} ({where}); give --out another "
                 f"directory, or continue the run with --resume {self.path}"
             )
+
+    def _move_aside(self) -> None:
+        """--overwrite: the old run moves to ``<dir>.old-<time>``; the directory itself stays (it is locked)."""
+        self._refuse_moving_cwd()
+        path = self.path.resolve()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = path.with_name(f"{path.name}.old-{stamp}")
         k = 1
@@ -314,6 +330,9 @@ class RunDir:
             self.manifest["ended"] = None
             self.manifest["error"] = None
         else:
+            if self._aside:  # every check before the start passed: only now does the old run move aside
+                self._move_aside()
+                self._aside = False
             self.write_text(CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
             self.manifest = {
                 "format": FORMAT,
@@ -387,7 +406,10 @@ class RunDir:
         save_checkpoint(self.path / CHECKPOINTS, state, tensors, name)
 
     def load_checkpoint(self, name: str = "last") -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The last checkpoint's (state, tensors), or None when the run stopped before its first one."""
+        """The last checkpoint's (state, tensors), or None when the run stopped before its first one; a new run has
+        none (what ``--overwrite`` will move aside is not its own)."""
+        if not self.resumed:
+            return None
         return load_checkpoint(self.path / CHECKPOINTS, name)
 
     # -- closing ------------------------------------------------------------------------------------------------
@@ -427,12 +449,15 @@ def saved_run(path: Path, command: str) -> dict[str, Any]:
     if not is_run(path):
         raise ConfigError(f"--resume {str(path)!r}: no evoray run there ({MANIFEST} missing)")
     manifest = read_json(path / MANIFEST, "run manifest")
-    if manifest.get("command") != command:
-        other = manifest.get("command")
+    other = manifest.get("command")
+    if other != command and other in COMMANDS:
         raise ConfigError(
             f"--resume {str(path)!r} holds a {other!r} run, not {_article(command)} run; "
             f"continue it with python -m evoray.{other} --resume {path}"
         )
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise ConfigError(f"--resume {str(path)!r}: {problem}; restore it, or start afresh (--overwrite)")
     return read_config(path)
 
 

@@ -62,7 +62,8 @@ class Run:
 
     @property
     def result(self) -> dict[str, Any]:
-        return dict(self.manifest.get("result") or {})
+        result = self.manifest.get("result")
+        return dict(result) if isinstance(result, dict) else {}  # not a mapping: the run carries its problem
 
     @property
     def started(self) -> str | None:

@@ -79,6 +79,16 @@ class ExperimentConfig:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{key} must be a non-empty list of values")
+        scheme = self.storage.partition("://")[0].lower() if "://" in self.storage else ""
+        if scheme and scheme not in STORAGE_SCHEMES:
+            raise ConfigError(
+                f"storage {self.storage!r}: unknown file system {scheme!r}; give a directory, or a URI of "
+                f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+            )
+
+
+# the URI schemes of the file systems pyarrow (Tune's storage layer) opens
+STORAGE_SCHEMES = ("file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "mock")
 
 
 def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:

@@ -21,6 +21,10 @@ def resolve_genotype(spec: str) -> Genotype:
         return parse_genotype(text)
     if text.endswith(".json") or "/" in text:
         path = Path(text)
+        if path.is_dir():
+            found = [str(path / n) for n in ("best.json", "results.json") if (path / n).is_file()]
+            hint = f"; its genotype is in {found[0]}" if found else ""
+            raise ConfigError(f"genotype file {text!r} is a directory, not a .json file{hint}")
         if not path.is_file():
             raise ConfigError(f"genotype file {text!r} does not exist")
         try:
