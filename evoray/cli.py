@@ -144,12 +144,13 @@ def resumed_config(cls: type[T], saved: dict[str, Any], args: argparse.Namespace
     that differs is refused in one line naming the keys that differ."""
     config = config_from_dict(cls, saved)
     given = getattr(args, "config", None)
+    explicit = given is not None and getattr(args, "config_given", given != default_config)
     overrides = getattr(args, "overrides", None) or []
-    if (given is None or given == default_config) and not overrides:
+    if not explicit and not overrides:
         return config
     wanted = (
         load_config(cls, require_config(cls, given), overrides)
-        if given not in (None, default_config)
+        if explicit
         else load_config(cls, None, overrides, base=config)
     )
     diff = diff_keys(config_to_dict(wanted), config_to_dict(config))

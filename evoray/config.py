@@ -108,14 +108,25 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     return path
 
 
+class _GivenConfig(argparse.Action):
+    """``--config``, noting that it was given (``config_given``): a ``--config`` that names the default file is a
+    config the user asked for, not the absence of one."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.config_given = True
+
+
 def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
     """Add ``--config PATH`` and repeatable ``--set KEY=VALUE`` to a CLI's parser."""
     parser.add_argument(
         "--config",
         metavar="PATH",
         default=default_config,
+        action=_GivenConfig,
         help=f"YAML config file (default: {default_config or 'built-in defaults'})",
     )
+    parser.set_defaults(config_given=False)
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -139,6 +139,14 @@ class FlatSGD(torch.optim.SGD):
         self._flat = None
         super().load_state_dict(state_dict)
 
+    def flatten(self) -> None:
+        """Move into the flat buffers now, where every parameter has a gradient and a momentum buffer (else at a
+        later step, as before): after a loaded state dict and restored gradients, so that the next steps (their
+        gradient norm among them, whose rounding differs between one flat buffer and the tensors one by one) compute
+        as an uninterrupted run's do."""
+        if self._flat is None:
+            self._flatten()
+
     def flat_gradient(self) -> Tensor | None:
         """The flat buffer holding every parameter's gradient, or None while they are per parameter."""
         return self._flat.grad if self._ready() and self._flat is not None else None

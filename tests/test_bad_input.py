@@ -474,6 +474,28 @@ def test_a_search_resume_whose_tune_state_is_corrupt_leaves_the_run_as_it_was(
     assert digest(run) == before  # the finished run's manifest is not marked failed
 
 
+def test_a_search_stopped_before_tunes_first_experiment_state_starts_over(search_run, tmp_path) -> None:
+    """Stopped after Tune wrote its ``tuner.pkl`` and before its first experiment state: nothing Tune can restore
+    (it would restart an experiment without its trials), so the resume searches afresh, to the same results."""
+    import shutil
+
+    run = _copy(search_run, tmp_path / "search")
+    for path in (run / "tune").iterdir():
+        if path.name != "tuner.pkl":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for name in ("archive.parquet", "summary.json", "valid_curves.png"):
+        (run / name).unlink(missing_ok=True)
+    manifest = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**manifest, "status": "running", "result": None, "ended": None}))
+    assert search_cmd.main(["--resume", str(run)]) == 0
+    keys = ("searcher", "seed", "epochs", "valid_acc", "genotype", "status")
+
+    def summary(path: Path) -> list[dict[str, object]]:
+        return [{k: row[k] for k in keys} for row in json.loads((path / "summary.json").read_text())]
+
+    assert summary(run) == summary(search_run) and json.loads((run / "run.json").read_text())["status"] == "done"
+
+
 def test_a_finished_search_whose_tune_experiment_is_gone_is_not_searched_again(search_run, tmp_path, capsys) -> None:
     import shutil
 

@@ -75,6 +75,28 @@ def test_a_resume_that_would_change_many_keys_names_five_dotted_keys(train_run: 
     assert (train_run / "run.json").read_bytes() == before
 
 
+def test_a_resume_compares_a_config_given_by_name_or_path_even_the_default(
+    train_run: Path, tmp_path: Path, capsys
+) -> None:
+    """The run was started from the default config changed by --set: a --config naming that default, by its name or
+    its path, would change those keys; it is compared, not taken for no --config at all. Given with the same --set,
+    it repeats the run's config and is accepted."""
+    import shutil
+
+    from evoray.cli import default_config_path
+
+    before = (train_run / "run.json").read_bytes()
+    for config in ("train-default", default_config_path("train-default.yaml")):
+        assert train_cmd.main(["--resume", str(train_run), "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --resume continues a run with its saved config; --config/--set would change")
+        assert "data.limit_train" in err, err
+    assert (train_run / "run.json").read_bytes() == before
+    copy = tmp_path / "run"
+    shutil.copytree(train_run, copy)
+    assert train_cmd.main(["--resume", str(copy), "--config", "train-default", *sets(*TRAIN_TINY)]) == 0
+
+
 def test_a_train_resume_refuses_profile(train_run: Path, capsys) -> None:
     assert train_cmd.main(["--resume", str(train_run), "--profile"]) == 2
     err = capsys.readouterr().err

@@ -996,6 +996,23 @@ def test_search_curves_come_from_the_runs_own_tune_folder_first(tmp_path) -> Non
     assert [(r["trial"], r["epoch"]) for r in open_run(run).curves()] == [("gdas-t2", 1), ("gdas-t2", 2)]
 
 
+def test_a_trial_that_reports_epochs_again_after_a_restore_counts_each_once(tmp_path) -> None:
+    """Tune restores a trial from the checkpoint its experiment state recorded, which may be older than the trial's
+    last report: the epochs after it are reported again. The later report of each counts, in epoch order."""
+    from evoray.runs.reader import latest_reports
+
+    run = _hand_run(tmp_path / "run")
+    (run / "tune" / "darts-t1").mkdir(parents=True)
+    reports = [(1, "a"), (2, "b"), (3, "c"), (2, "b2"), (3, "c2"), (4, "d")]
+    lines = [json.dumps({"training_iteration": i, "epoch": i, "v": v}) for i, v in reports]
+    (run / "tune" / "darts-t1" / "result.json").write_text("\n".join(lines) + "\n")
+    assert [(r["epoch"], r["v"]) for r in open_run(run).curves()] == [(1, "a"), (2, "b2"), (3, "c2"), (4, "d")]
+    plain = [{"epoch": 1}, {"epoch": 1}]  # no iteration to tell them by: kept as they are
+    assert latest_reports(plain) == plain
+    read_back: list[dict[str, Any]] = [{"training_iteration": 2.0, "v": 1}, {"training_iteration": 2, "v": 2}]
+    assert [r["v"] for r in latest_reports(read_back)] == [2]
+
+
 # -- archives, curves, TensorBoard -----------------------------------------------------------------------------
 
 

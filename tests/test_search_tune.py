@@ -133,6 +133,10 @@ def test_killed_experiment_resumes_every_trial_from_its_checkpoint(tmp_path) -> 
         assert resumed and epochs[-1] == 6, (d.name, epochs)
         assert epochs.count(resumed[0] + 1) >= 1 and epochs[: resumed[0]] == list(range(1, resumed[0] + 1))
     assert len(read_archive(run)) == 2 and open_run(run).status == "done"
+    curves: dict[str, list[int]] = {}
+    for row in open_run(run).curves():  # an epoch reported again after the restore counts once
+        curves.setdefault(row["trial"], []).append(int(row["epoch"]))
+    assert sorted(curves.values()) == [list(range(1, 7))] * 2, curves
     # everything the run wrote is in its directory: the working directory holds only the config and the run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "run"]
     for name in ("run.json", "config.yaml", "archive.parquet", "summary.json", "valid_curves.png", "tune"):

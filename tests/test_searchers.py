@@ -417,22 +417,28 @@ def _cells_of(net: Supernet, cell_type: str) -> list[int]:
 # -- every searcher ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("clipped", [False, True], ids=["default", "zeroed-grads-clipped"])
 @pytest.mark.parametrize("name", SEARCHERS.names())
-def test_save_restore_resumes_to_the_same_next_epoch(name: str) -> None:
+def test_save_restore_resumes_to_the_same_next_epoch(name: str, clipped: bool) -> None:
+    """Bit for bit. ``clipped``: gradients zeroed, not freed (FlatSGD's flat buffers), and a clipping bound every
+    step reaches, whose norm a resumed run must take over the same flat buffer as the uninterrupted run."""
+    sections: dict[str, Any] = {"optim": {"keep_zero_grads": True, "grad_clip": 0.05}} if clipped else {}
     cls = SEARCHERS.get(name)
-    straight = cls(tiny(name), CPU)
+    straight = cls(tiny(name, **sections), CPU)
     straight.train_epoch()
     expected = straight.train_epoch()
-    first = cls(tiny(name), CPU)
+    first = cls(tiny(name, **sections), CPU)
     first.train_epoch()
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
     buf.seek(0)
-    resumed = cls(tiny(name), CPU)
+    resumed = cls(tiny(name, **sections), CPU)
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     got = resumed.train_epoch()
     assert got == expected
     for a, b in zip(resumed.net.arch_parameters(), straight.net.arch_parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.net.parameters(), straight.net.parameters()):
         assert torch.equal(a, b)
 
 

@@ -9,6 +9,7 @@ experiments you or your cluster wrote; evoray's own checkpoints are tensors read
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ def run_search(exp: ExperimentConfig, run: RunDir, log: Log = print, quiet_stdou
     if restore:  # a corrupt experiment state or trial checkpoint stops here, with nothing written
         check_experiment(path)
         check_checkpoints(path)
+    elif run.resumed and "://" not in path and Path(path).is_dir():
+        # stopped before Tune saved its first experiment state: nothing it can restore; start over cleanly
+        log(f"{path} holds no experiment state Tune can restore: the search starts over")
+        shutil.rmtree(path)
     run.start(
         config_to_dict(exp),
         exp.seeds[0] if len(exp.seeds) == 1 else None,

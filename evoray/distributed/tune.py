@@ -30,7 +30,7 @@ from evoray.config import config_from_dict, config_to_dict
 from evoray.distributed.cluster import placement, require_cpus, worker_device
 from evoray.errors import ConfigError
 from evoray.runs.directory import atomic_write, load_tensors
-from evoray.runs.reader import TUNE_STATE, tune_trial_states
+from evoray.runs.reader import TUNE_STATE, latest_reports, tune_trial_states
 from evoray.runtime import apply_runtime
 from evoray.searchers import SEARCHERS, SearchConfig, Searcher, SearchSettings
 from evoray.searchers.experiment import ExperimentConfig, lookup, trial_label
@@ -203,6 +203,11 @@ def _run_config(exp: ExperimentConfig, storage: str, name: str, quiet_stdout: bo
 
 
 def can_restore(path: str) -> bool:
+    """Whether Tune can restore the experiment at ``path``: its ``tuner.pkl`` (Tune's own test), and, on this
+    machine, an experiment state beside it (a search stopped before Tune saved its first one has only the former,
+    from which Tune would restart an experiment without its trials)."""
+    if "://" not in path and not any(Path(path).glob(TUNE_STATE)):
+        return False
     try:
         return bool(tune.Tuner.can_restore(path))
     except Exception:
@@ -385,7 +390,7 @@ def trial_outcomes(grid: Any) -> list[dict[str, Any]]:
             {
                 "config": cfg,
                 "metrics": dict(result.metrics or {}),
-                "history": [] if history is None else history.to_dict("records"),
+                "history": [] if history is None else latest_reports(history.to_dict("records")),
                 "alphas": alphas,
                 "error": None if result.error is None else _error_line(result.error),
                 "path": str(result.path),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,11 +234,13 @@ def tune_trial_states(experiment: Path) -> list[tuple[dict[str, Any], dict[str, 
 
 
 def _tune_curves(storage: Path) -> Iterator[dict[str, Any]]:
-    """Each trial's per-epoch results, from Tune's ``result.json`` (one JSON object a line) in every trial folder."""
+    """Each trial's per-epoch results, from Tune's ``result.json`` (one JSON object a line) in every trial folder,
+    one row an epoch (:func:`latest_reports`)."""
     if not storage.is_dir():
         return
     for result in sorted(storage.glob("*/result.json")):
         trial = result.parent.name
+        rows = []
         for line in result.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 row = json.loads(line)
@@ -245,4 +248,18 @@ def _tune_curves(storage: Path) -> Iterator[dict[str, Any]]:
                 continue  # a line being written
             if isinstance(row, dict):
                 row.setdefault("trial", trial)
-                yield row
+                rows.append(row)
+        yield from latest_reports(rows)
+
+
+def latest_reports(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's reports, one per ``training_iteration``: a trial resumed from a checkpoint older than its last report
+    (Tune keeps the checkpoint its experiment state recorded) reports those iterations again, after the first ones;
+    the later report of each stands, in iteration order. Rows without an iteration are kept as they are."""
+    by_iteration: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        it = row.get("training_iteration")
+        if isinstance(it, bool) or not isinstance(it, numbers.Real) or not float(it).is_integer():
+            return rows
+        by_iteration[int(float(it))] = row
+    return [by_iteration[it] for it in sorted(by_iteration)]

@@ -22,7 +22,14 @@ from evoray.data import build_data
 from evoray.errors import ConfigError, diverged
 from evoray.nn.supernet import Supernet, build_supernet
 from evoray.nn.weighting import EdgeWeights, path_weights
-from evoray.optim import build_schedule, build_sgd, clip_gradient_tensors, step_schedule_first, weight_gradients
+from evoray.optim import (
+    FlatSGD,
+    build_schedule,
+    build_sgd,
+    clip_gradient_tensors,
+    step_schedule_first,
+    weight_gradients,
+)
 from evoray.runtime import autocast
 from evoray.searchers.settings import SearchSettings
 from evoray.spaces import SPACES, Genotype, format_genotype, get_space
@@ -341,6 +348,8 @@ class Searcher:
                 self.weights[int(i)].grad = torch.zeros_like(self.weights[int(i)])
         for alpha, g in zip(self.net.arch_parameters(), grads["alphas"]):
             alpha.grad = None if g is None else g.to(alpha.device)
+        if isinstance(self.w_optimizer, FlatSGD):  # the flat buffers an uninterrupted run holds by now
+            self.w_optimizer.flatten()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("searcher") != self.name:
