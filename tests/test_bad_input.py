@@ -542,3 +542,23 @@ def test_two_evolve_runs_into_one_out_the_second_is_refused(tmp_path) -> None:
     best, best_solo = (json.loads((d / "best.json").read_text()) for d in (out, solo))
     assert best.pop("out_dir") == str(out) and best_solo.pop("out_dir") == str(solo)
     assert best == best_solo
+
+
+def test_address_auto_without_a_cluster_is_one_line(monkeypatch) -> None:
+    """``--address auto`` where no cluster runs: Ray's ConnectionError (a traceback) becomes one line."""
+    import ray
+
+    from evoray.distributed.cluster import ensure_ray
+    from evoray.errors import ConfigError
+
+    def no_cluster(**_: object) -> None:
+        raise ConnectionError("Could not find any running Ray instance.\nPlease specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(ConfigError) as err:
+        ensure_ray("auto")
+    assert str(err.value) == (
+        "no Ray cluster found for address 'auto' (Could not find any running Ray instance.); start one (ray start "
+        "--head) or correct resources.address (--address): host:port, ray://host:port or auto"
+    )

@@ -24,7 +24,14 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as err:  # "auto" with no cluster on this machine, or one that stopped answering
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"no Ray cluster found for address {address!r} ({reason}); start one (ray start --head) or correct "
+                "resources.address (--address): host:port, ray://host:port or auto"
+            ) from None
         return
     # "local" starts a fresh Ray even when a cluster started earlier left its address behind. Its workers (the
     # actors and trials that do a run's work) run at the driver's priority: Ray's default niceness of 15 gives them
