@@ -37,14 +37,9 @@ class RuntimeConfig:
 
     def validate(self) -> None:
         if self.device != "auto":
-            try:
-                kind = torch.device(self.device).type
-            except (RuntimeError, TypeError):
-                kind = ""
-            if kind not in ("cpu", "cuda"):
-                raise ConfigError(f"runtime.device {self.device!r} is not a device; valid: auto, cpu, cuda, cuda:N")
+            parse_device(self.device)
         if self.precision == "fp16" and self.device == "cpu":
-            raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+            raise ConfigError(FP16_NEEDS_CUDA)
 
     def autotunes(self, method_default: bool) -> bool:
         """Whether cuDNN's autotuner runs, for work whose method turns it on (``method_default``) under auto."""
@@ -66,14 +61,26 @@ class ResourcesConfig:
             raise ConfigError(f"resources.gpus = {self.gpus}: give a count >= 0, or -1 for one per worker on GPUs")
 
 
+FP16_NEEDS_CUDA = "runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU"
+
+
+def parse_device(name: str) -> torch.device:
+    """The CPU or CUDA device ``name`` names (not ``auto``), whether or not this machine has it; anything else is a
+    one-line error."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"runtime.device {name!r} is not a device; valid: auto, cpu, cuda, cuda:N")
+    return device
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks ``cuda`` when available; a CUDA device that does not exist is a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    device = parse_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA GPU; use device=cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -132,7 +139,7 @@ def runtime_device(cfg: RuntimeConfig) -> torch.device:
     """The device ``cfg`` runs on in this process, checked with its precision (fp16 needs a GPU); sets nothing."""
     device = resolve_device(cfg.device)
     if cfg.precision == "fp16" and device.type != "cuda":
-        raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        raise ConfigError(FP16_NEEDS_CUDA)
     return device
 
 
